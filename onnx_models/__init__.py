@@ -1,0 +1,1 @@
+"""Shipped ONNX models and their model cards (installed as ``sasview_bnn_plugin.onnx_models``)."""

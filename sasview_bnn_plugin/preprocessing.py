@@ -1,0 +1,362 @@
+"""The one preprocessing used by training and inference alike.
+
+A measured or simulated curve I(q) from any instrument is mapped onto one fixed
+model input of shape (channels, bins) = (4, n_bins) over a fixed log-spaced
+q-domain (default 1e-4 to 1 1/Å, 256 bins):
+
+0. ``intensity``: the scale-free intensity T(x) of each bin, where x = I / I_ref
+   is the bin-averaged intensity divided by the curve's reference intensity
+   (the maximum of its 5-point running median) and
+   T(x) = asinh(x / 2s) / asinh(1 / 2s) (s = ``softening``). T behaves like a
+   logarithm for x >> s, is linear near zero and odd, so zero and negative
+   intensities (over-subtracted background) are represented, not dropped.
+   Bins without a point but inside the measured window are interpolated in
+   log q; bins outside the window are 0.
+1. ``coverage``: 1 for bins inside the measured q-window, 0 outside.
+2. ``outlier``: per bin, the signed point-level deviation from a running
+   median in units of the point's uncertainty, z = (I - median)/sigma, the
+   largest |z| of the bin kept, compressed as asinh(z / z_scale). Isolated
+   spikes, which bin averaging would erase, survive here.
+3. ``jump``: per bin, the signed jump between consecutive points in T beyond
+   the local trend (running median of the point-to-point differences), in
+   units of its uncertainty, largest |z| kept, compressed the same way. A
+   multiplicative step between detector segments survives here even when
+   binning blurs it in channel 0.
+
+Every setting lives in :class:`PreprocessingConfig`, which serialises to JSON
+so that it can be written into the ONNX metadata and reproduced exactly.
+
+Inputs that cannot be mapped honestly are refused with :class:`CurveError`
+(a ``ValueError``) whose message speaks to a scientist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+CHANNELS: tuple[str, ...] = ("intensity", "coverage", "outlier", "jump")
+
+#: Accepted spellings of the two q units, after normalisation (lower case,
+#: no spaces, braces, carets or underscores; Å and "angstrom" become "a").
+_INVERSE_ANGSTROM = {"1/a", "a-1", "a^-1", "inva", "a**-1", "per_a", "pera", "1/ang", "ang-1", "inv_a"}
+_INVERSE_NANOMETRE = {"1/nm", "nm-1", "nm^-1", "invnm", "nm**-1", "pernm", "inv_nm"}
+
+
+class CurveError(ValueError):
+    """A curve that cannot be turned into a model input; the message says why."""
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """Every setting of the preprocessing; serialisable to and from JSON.
+
+    q values are in 1/Å.
+    """
+
+    q_min: float = 1e-4
+    q_max: float = 1.0
+    n_bins: int = 256
+    min_points: int = 30
+    min_overlap_decades: float = 0.5
+    softening: float = 1e-5
+    median_window: int = 5
+    noise_window: int = 15
+    relative_noise_floor: float = 1e-3
+    z_scale: float = 5.0
+    version: int = 1
+    channels: tuple[str, ...] = CHANNELS
+
+    def to_json(self) -> str:
+        """JSON text holding every field (for ONNX metadata and HDF5 attributes)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PreprocessingConfig":
+        """Rebuild a config from :meth:`to_json` output; unknown keys are refused."""
+        raw = json.loads(text)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - names
+        if unknown:
+            raise ValueError(f"preprocessing settings {sorted(unknown)} are unknown to this version of sasview-bnn")
+        if "channels" in raw:
+            raw["channels"] = tuple(raw["channels"])
+        return cls(**raw)
+
+    @functools.cached_property
+    def bin_edges(self) -> np.ndarray:
+        """Edges of the log-spaced bins, shape (n_bins + 1,), in 1/Å."""
+        return np.geomspace(self.q_min, self.q_max, self.n_bins + 1)
+
+    @functools.cached_property
+    def bin_centres(self) -> np.ndarray:
+        """Geometric centres of the bins, shape (n_bins,), in 1/Å."""
+        e = self.bin_edges
+        return np.sqrt(e[:-1] * e[1:])
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """Shape of one model input: (channels, bins)."""
+        return (len(self.channels), self.n_bins)
+
+
+@dataclass
+class ModelInput:
+    """One curve mapped onto the model grid.
+
+    ``features`` has shape (channels, bins) and dtype float32. ``coverage`` is the
+    fraction of the model's q-domain covered by the data (in log q).
+    ``q_window`` is the (min, max) q of the points used, in 1/Å.
+    ``notes`` holds non-fatal remarks (assumed unit, dropped points).
+    """
+
+    features: np.ndarray
+    coverage: float
+    q_window: tuple[float, float]
+    n_points: int
+    notes: list[str] = field(default_factory=list)
+
+
+def q_unit_factor(unit: str | None) -> tuple[float, str | None]:
+    """Factor that converts q in ``unit`` to 1/Å, and a note if the unit was assumed.
+
+    ``None`` or an empty string means no unit was given: 1/Å is assumed and a
+    note says so. Unknown units raise :class:`CurveError`.
+    """
+    if unit is None or not str(unit).strip():
+        return 1.0, "no q unit was given; q is assumed to be in 1/Å"
+    text = str(unit).strip().lower()
+    text = text.replace("å", "a").replace("\u212b", "a").replace("angstroms", "a").replace("angstrom", "a")
+    text = re.sub(r"[\s{}()]", "", text)
+    text = text.replace("nanometers", "nm").replace("nanometres", "nm").replace("nanometer", "nm").replace("nanometre", "nm")
+    if text in _INVERSE_ANGSTROM:
+        return 1.0, None
+    if text in _INVERSE_NANOMETRE:
+        return 0.1, None
+    raise CurveError(f"q unit {unit!r} is not understood; give q in 1/Å or 1/nm")
+
+
+def _as_1d(name: str, values: Any, length: int | None = None) -> np.ndarray:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CurveError(f"{name} must be numbers") from None
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.ravel()
+    if arr.ndim != 1:
+        raise CurveError(
+            f"{name} has shape {arr.shape}: this looks like 2D data; sasview-bnn classifies "
+            "1D curves I(q) only (reduce the image to I(q) first)"
+        )
+    if length is not None and arr.shape[0] != length:
+        raise CurveError(f"{name} has {arr.shape[0]} values but q has {length}")
+    return arr
+
+
+def _running_median(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred running median, shape preserved; the ends are padded by reflection."""
+    n = values.shape[0]
+    half = min(window // 2, (n - 1) // 2)
+    if half < 1:
+        return values.copy()
+    padded = np.pad(values, half, mode="reflect")
+    windows = sliding_window_view(padded, 2 * half + 1)
+    return np.partition(windows, half, axis=1)[:, half]
+
+
+def _transform(x: np.ndarray, softening: float) -> np.ndarray:
+    """T(x) = asinh(x/2s)/asinh(1/2s): log-like for x >> s, odd, linear near 0."""
+    return np.arcsinh(x / (2.0 * softening)) / math.asinh(1.0 / (2.0 * softening))
+
+
+def _transform_slope(x: np.ndarray, softening: float) -> np.ndarray:
+    """dT/dx, used to carry uncertainties into T."""
+    two_s = 2.0 * softening
+    return 1.0 / (two_s * np.sqrt(1.0 + (x / two_s) ** 2)) / math.asinh(1.0 / two_s)
+
+
+def _strongest_per_bin(bins: np.ndarray, z: np.ndarray, n_bins: int, z_scale: float) -> np.ndarray:
+    """For every bin, the signed z of largest magnitude, compressed by asinh(z/z_scale)."""
+    out = np.zeros(n_bins, dtype=np.float64)
+    if z.size == 0:
+        return out
+    order = np.lexsort((np.abs(z), bins))
+    sorted_bins = bins[order]
+    last_of_bin = np.r_[sorted_bins[1:] != sorted_bins[:-1], True]
+    out[sorted_bins[last_of_bin]] = np.arcsinh(z[order][last_of_bin] / z_scale)
+    return out
+
+
+def prepare_curve(
+    q: Sequence[float] | np.ndarray,
+    intensity: Sequence[float] | np.ndarray,
+    d_intensity: Sequence[float] | np.ndarray | None = None,
+    q_unit: str | None = None,
+    config: PreprocessingConfig | None = None,
+) -> ModelInput:
+    """Map one curve onto the model input.
+
+    Parameters
+    ----------
+    q:
+        Scattering vector, shape (points,), in ``q_unit``.
+    intensity:
+        I(q), shape (points,), any scale; zero and negative values allowed.
+    d_intensity:
+        One-sigma uncertainty of I, shape (points,), or None. Missing, zero or
+        non-finite values are replaced by a local scatter estimate.
+    q_unit:
+        "1/Å" (also "1/A", "A^{-1}", …) or "1/nm" (also "nm^{-1}", …).
+        None: 1/Å is assumed and a note records it.
+    config:
+        Preprocessing settings; the default config if None.
+
+    Returns
+    -------
+    ModelInput with ``features`` of shape (4, n_bins), float32.
+
+    Raises
+    ------
+    CurveError
+        2D data, mismatched lengths, an unknown unit, all intensities
+        non-finite or non-positive, fewer than ``min_points`` valid points in
+        the domain, or less than ``min_overlap_decades`` of overlap with it.
+    """
+    cfg = config or PreprocessingConfig()
+    notes: list[str] = []
+    q_arr = _as_1d("q", q)
+    i_arr = _as_1d("intensity", intensity, q_arr.shape[0])
+    di_arr = None if d_intensity is None else _as_1d("uncertainty dI", d_intensity, q_arr.shape[0])
+    factor, unit_note = q_unit_factor(q_unit)
+    if unit_note:
+        notes.append(unit_note)
+    q_arr = q_arr * factor
+
+    if q_arr.size == 0:
+        raise CurveError("the curve has no points")
+    if not np.isfinite(i_arr).any():
+        raise CurveError("all intensities are NaN or infinite")
+
+    valid = np.isfinite(q_arr) & (q_arr > 0) & np.isfinite(i_arr)
+    n_dropped = int((~valid).sum())
+    if n_dropped:
+        notes.append(f"{n_dropped} point(s) with non-finite or non-positive q or non-finite I were dropped")
+    q_arr, i_arr = q_arr[valid], i_arr[valid]
+    if di_arr is not None:
+        di_arr = di_arr[valid]
+
+    order = np.argsort(q_arr, kind="stable")
+    q_arr, i_arr = q_arr[order], i_arr[order]
+    if di_arr is not None:
+        di_arr = di_arr[order]
+    unique = np.r_[True, np.diff(q_arr) > 0]
+    if not unique.all():
+        notes.append(f"{int((~unique).sum())} point(s) with duplicate q were dropped (first kept)")
+        q_arr, i_arr = q_arr[unique], i_arr[unique]
+        if di_arr is not None:
+            di_arr = di_arr[unique]
+
+    if q_arr.size == 0:
+        raise CurveError("no point has a finite, positive q and a finite intensity")
+    lo, hi = max(q_arr[0], cfg.q_min), min(q_arr[-1], cfg.q_max)
+    overlap = math.log10(hi / lo) if hi > lo else 0.0
+    if overlap < cfg.min_overlap_decades:
+        raise CurveError(
+            f"the data cover q = {q_arr[0]:.3g} to {q_arr[-1]:.3g} 1/Å, which overlaps the model's "
+            f"q-domain ({cfg.q_min:g} to {cfg.q_max:g} 1/Å) by {overlap:.2f} decades; at least "
+            f"{cfg.min_overlap_decades:g} are needed (is the q unit right?)"
+        )
+    inside = (q_arr >= cfg.q_min) & (q_arr <= cfg.q_max)
+    if int(inside.sum()) < q_arr.size:
+        notes.append(f"{int(q_arr.size - inside.sum())} point(s) outside the model's q-domain were ignored")
+    q_arr, i_arr = q_arr[inside], i_arr[inside]
+    if di_arr is not None:
+        di_arr = di_arr[inside]
+    if q_arr.size < cfg.min_points:
+        raise CurveError(
+            f"only {q_arr.size} valid point(s) lie in the model's q-domain; at least {cfg.min_points} are needed"
+        )
+
+    smooth = _running_median(i_arr, cfg.median_window)
+    i_ref = float(np.max(smooth))
+    if not i_ref > 0:
+        raise CurveError("all intensities are zero or negative: this is not a scattering curve (check the background subtraction)")
+
+    # Uncertainties: reported dI where usable, else a local robust scatter; floored.
+    residual = i_arr - smooth
+    local_scatter = 1.4826 * _running_median(np.abs(residual), cfg.noise_window)
+    sigma = local_scatter.copy()
+    if di_arr is not None:
+        usable = np.isfinite(di_arr) & (di_arr > 0)
+        sigma[usable] = di_arr[usable]
+    floor = cfg.relative_noise_floor * np.maximum(np.abs(smooth), cfg.softening * i_ref)
+    sigma = np.maximum(sigma, floor)
+
+    x = i_arr / i_ref
+    edges = cfg.bin_edges
+    bins = np.clip(np.searchsorted(edges, q_arr, side="right") - 1, 0, cfg.n_bins - 1)
+
+    # Channel 0: bin-averaged intensity (linear space, so noise around zero averages out).
+    counts = np.bincount(bins, minlength=cfg.n_bins)
+    sums = np.bincount(bins, weights=x, minlength=cfg.n_bins)
+    filled = counts > 0
+    log_centres = np.log(cfg.bin_centres)
+    t_filled = _transform(sums[filled] / counts[filled], cfg.softening)
+    first, last = int(bins[0]), int(bins[-1])
+    covered = np.zeros(cfg.n_bins, dtype=bool)
+    covered[first : last + 1] = True
+    intensity_channel = np.zeros(cfg.n_bins)
+    intensity_channel[covered] = np.interp(log_centres[covered], log_centres[filled], t_filled)
+
+    # Channel 2: point-level outliers against the running median.
+    z_outlier = residual / sigma
+    outlier_channel = _strongest_per_bin(bins, z_outlier, cfg.n_bins, cfg.z_scale)
+
+    # Channel 3: point-to-point jumps in T beyond the local trend.
+    t_points = _transform(x, cfg.softening)
+    sigma_t = sigma / i_ref * _transform_slope(x, cfg.softening)
+    diffs = np.diff(t_points)
+    trend = _running_median(diffs, cfg.median_window + 2)
+    z_jump = (diffs - trend) / np.hypot(sigma_t[1:], sigma_t[:-1])
+    jump_channel = _strongest_per_bin(bins[1:], z_jump, cfg.n_bins, cfg.z_scale)
+
+    features = np.stack([intensity_channel, covered.astype(np.float64), outlier_channel, jump_channel])
+    features[2:, ~covered] = 0.0
+    coverage = float(math.log10(q_arr[-1] / q_arr[0]) / math.log10(cfg.q_max / cfg.q_min))
+    return ModelInput(
+        features=np.ascontiguousarray(features, dtype=np.float32),
+        coverage=min(max(coverage, 0.0), 1.0),
+        q_window=(float(q_arr[0]), float(q_arr[-1])),
+        n_points=int(q_arr.size),
+        notes=notes,
+    )
+
+
+def prepare_batch(
+    curves: Sequence[tuple[Any, Any, Any, str | None]],
+    config: PreprocessingConfig | None = None,
+) -> tuple[np.ndarray, list[ModelInput | CurveError]]:
+    """Map many curves; a refused curve never stops the others.
+
+    ``curves`` holds (q, I, dI or None, q_unit) tuples. Returns the stacked
+    features of the accepted curves, shape (accepted, channels, bins) float32,
+    and per input curve either its :class:`ModelInput` or its :class:`CurveError`.
+    """
+    cfg = config or PreprocessingConfig()
+    outcomes: list[ModelInput | CurveError] = []
+    for q, i, di, unit in curves:
+        try:
+            outcomes.append(prepare_curve(q, i, di, unit, cfg))
+        except CurveError as err:
+            outcomes.append(err)
+    accepted = [o.features for o in outcomes if isinstance(o, ModelInput)]
+    batch = np.stack(accepted) if accepted else np.zeros((0, *cfg.input_shape), dtype=np.float32)
+    return np.ascontiguousarray(batch, dtype=np.float32), outcomes

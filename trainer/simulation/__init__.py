@@ -1,0 +1,1 @@
+"""Simulation of labelled curves with sasmodels (one module per job)."""
