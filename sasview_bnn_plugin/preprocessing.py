@@ -292,7 +292,11 @@ def prepare_curve(
 
     # Uncertainties: reported dI where usable, else a local robust scatter; floored.
     residual = i_arr - smooth
-    local_scatter = 1.4826 * _running_median(np.abs(residual), cfg.noise_window)
+    # Local scatter from the deviation of each point from the mean of its two neighbours
+    # (excludes the point itself, so it is never exactly zero): sigma * sqrt(3/2) for white noise.
+    neighbour_dev = np.abs(i_arr[1:-1] - 0.5 * (i_arr[:-2] + i_arr[2:]))
+    neighbour_dev = np.r_[neighbour_dev[0], neighbour_dev, neighbour_dev[-1]]
+    local_scatter = 1.4826 / math.sqrt(1.5) * _running_median(neighbour_dev, cfg.noise_window)
     sigma = local_scatter.copy()
     if di_arr is not None:
         usable = np.isfinite(di_arr) & (di_arr > 0)
