@@ -1,0 +1,38 @@
+"""``sasview-bnn models``: list the available models (shipped and from plugins) with their cards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .model_catalog import NO_MODEL_MESSAGE
+from .plugin_host import build_plugin_host
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``models`` sub-command."""
+    parser = subparsers.add_parser("models", help="list the available models and their cards")
+    parser.add_argument("--json", action="store_true", help="print the list as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print every model with its card; exit 0 (also when there is none)."""
+    host = build_plugin_host()
+    sources = host.models()
+    if args.json:
+        print(json.dumps([{"name": s.name, "path": str(s.path), "from": s.provider, "card": dict(s.card)} for s in sources], indent=2))
+    else:
+        shipped = [s for s in sources if s.provider == "shipped"]
+        default_source = shipped[0] if shipped else None
+        if not shipped:
+            print(NO_MODEL_MESSAGE)
+        for source in sources:
+            default = " (default)" if source is default_source else ""
+            print(f"{source.name}{default}  [{source.provider}]  {source.path}")
+            for key, value in source.card.items():
+                print(f"    {key}: {value}")
+    for problem in host.problems:
+        print(f"sasview-bnn: warning: {problem}", file=sys.stderr)
+    return 0

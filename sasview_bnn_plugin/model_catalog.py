@@ -1,0 +1,139 @@
+"""Where models come from: the shipped ``sasview_bnn_plugin.onnx_models`` files and plugins.
+
+A model is named by a :class:`ModelSource` (name, path, card). The card is a
+short summary of the model's metadata (and of a ``<name>.md`` or ``<name>.json``
+file shipped beside it), for ``sasview-bnn models``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .model_format import ModelFormatError
+
+SHIPPED_MODELS_PACKAGE = "sasview_bnn_plugin.onnx_models"
+
+NO_MODEL_MESSAGE = "no model is shipped with this installation yet; pass --model FILE"
+
+#: Metadata keys summarised on a model card, in display order.
+CARD_KEYS: tuple[str, ...] = (
+    "inference_method",
+    "n_samples",
+    "novelty_score",
+    "novelty_threshold",
+    "novelty_false_alarm_rate",
+    "metrics",
+    "training_data",
+    "package_version",
+)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A named ONNX model file and its card (metadata summary, strings)."""
+
+    name: str
+    path: Path
+    card: Mapping[str, str] = field(default_factory=dict)
+    provider: str = ""  # who contributed it: "shipped" or a plugin's name
+
+
+class ModelNotFoundError(LookupError):
+    """The requested model name or file does not exist; the message lists what does."""
+
+
+def shipped_model_files(package: str = SHIPPED_MODELS_PACKAGE) -> list[Path]:
+    """The ``*.onnx`` files installed in ``package`` (default ``sasview_bnn_plugin.onnx_models``), sorted."""
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError:
+        return []
+    files = []
+    for entry in root.iterdir():
+        if entry.name.endswith(".onnx") and entry.is_file():
+            # Installed wheels and editable installs are plain directories, so the entry is a real path.
+            files.append(Path(os.fspath(entry)))  # type: ignore[arg-type]
+    return sorted(files)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file, read with onnxruntime (no onnx/torch needed).
+
+    Raises :class:`ModelFormatError` when the file is not a readable ONNX model.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFoundError(f"the model file {path} does not exist")
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception:
+        raise ModelFormatError(f"the model file {path} is damaged or not an ONNX model") from None
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def card_from_metadata(meta: Mapping[str, str], sidecar_dir: Path | None = None, name: str = "") -> dict[str, str]:
+    """A model card: the :data:`CARD_KEYS` present in ``meta`` plus a shipped description."""
+    card = {key: str(meta[key]) for key in CARD_KEYS if key in meta}
+    if sidecar_dir is not None and name:
+        md = sidecar_dir / f"{name}.md"
+        if md.is_file():
+            first = next((line.strip("# ").strip() for line in md.read_text(encoding="utf-8").splitlines() if line.strip()), "")
+            if first:
+                card["description"] = first
+        js = sidecar_dir / f"{name}.json"
+        if js.is_file():
+            try:
+                extra = json.loads(js.read_text(encoding="utf-8"))
+                if isinstance(extra, dict):
+                    card.update({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+            except json.JSONDecodeError:
+                card["card_error"] = f"{js.name} is not valid JSON"
+    return card
+
+
+def shipped_models(package: str = SHIPPED_MODELS_PACKAGE) -> list[ModelSource]:
+    """Every model installed with the package, with its card; damaged files get an error card."""
+    sources = []
+    for path in shipped_model_files(package):
+        try:
+            card = card_from_metadata(read_metadata(path), path.parent, path.stem)
+        except (ModelFormatError, ModelNotFoundError) as err:
+            card = {"error": str(err)}
+        sources.append(ModelSource(path.stem, path, card, provider="shipped"))
+    return sources
+
+
+def resolve_model(name_or_path: str | os.PathLike[str] | None, available: Iterable[ModelSource]) -> ModelSource:
+    """Pick a model: an existing file path, else a model name among ``available``.
+
+    None picks the first shipped model (plugin models are used only when named,
+    so installing a plugin never changes the default). Raises
+    :class:`ModelNotFoundError` with :data:`NO_MODEL_MESSAGE` when no model is shipped.
+    """
+    sources = list(available)
+    if name_or_path is None:
+        shipped = [s for s in sources if s.provider == "shipped"]
+        if shipped:
+            return shipped[0]
+        others = ", ".join(s.name for s in sources)
+        raise ModelNotFoundError(NO_MODEL_MESSAGE + (f" or --model NAME with a plugin model ({others})" if others else ""))
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if path.is_file():
+        return ModelSource(path.stem, path, {}, provider="file")
+    for source in sources:
+        if source.name == text:
+            return source
+    if path.suffix.lower() == ".onnx" or os.sep in text:
+        raise ModelNotFoundError(f"the model file {text} does not exist")
+    names = ", ".join(s.name for s in sources) or "none (" + NO_MODEL_MESSAGE + ")"
+    raise ModelNotFoundError(f"no model is named {text!r}; available models: {names}")

@@ -1,0 +1,88 @@
+"""Writing results as CSV or JSON, atomically (temporary file + rename)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from .result import CSV_COLUMNS, ClassificationResult
+
+OUTPUT_FORMATS = ("csv", "json")
+
+
+def output_format(destination: str) -> str:
+    """"csv" or "json" from a file name; "-" (standard output) is CSV."""
+    if destination == "-":
+        return "csv"
+    suffix = Path(destination).suffix.lower().lstrip(".")
+    if suffix not in OUTPUT_FORMATS:
+        raise ValueError(f"the output file must end in .csv or .json (or be - for standard output), not {destination!r}")
+    return suffix
+
+
+def _csv_cell(value: object) -> object:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
+def render_csv(results: Sequence[ClassificationResult]) -> str:
+    """CSV text: header :data:`CSV_COLUMNS`, one row per result; NaN is an empty cell."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        writer.writerow({k: _csv_cell(v) for k, v in result.to_row().items()})
+    return buffer.getvalue()
+
+
+def render_json(results: Sequence[ClassificationResult], extra: dict | None = None) -> str:
+    """JSON text: {"results": [...], **extra}; NaN becomes null."""
+    payload = dict(extra or {})
+    payload["results"] = [r.to_dict() for r in results]
+    return json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_atomically(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A reader never sees a half-written file; an interrupted write leaves the old file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_if_present(tmp)
+        raise
+
+
+def _remove_if_present(path: str) -> None:
+    """Remove a leftover temporary file, ignoring a file that is already gone."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def write_results(results: Sequence[ClassificationResult], destination: str, extra: dict | None = None) -> None:
+    """Write results to a .csv/.json file (atomically) or CSV to standard output ("-")."""
+    fmt = output_format(destination)
+    text = render_csv(results) if fmt == "csv" else render_json(results, extra)
+    if destination == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomically(destination, text)

@@ -1,0 +1,92 @@
+"""One PNG per classified curve: the data with the model's q-domain, and the class probabilities.
+
+matplotlib is optional (not a base dependency); :func:`require_matplotlib`
+raises :class:`PlottingUnavailable` with an installation hint.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .curve import Curve
+from .preprocessing import CurveError, PreprocessingConfig, q_unit_factor
+from .result import ClassificationResult
+from .taxonomy import CLASS_NAMES
+
+
+class PlottingUnavailable(RuntimeError):
+    """matplotlib is not installed."""
+
+
+def require_matplotlib() -> None:
+    """Raise :class:`PlottingUnavailable` unless matplotlib can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PlottingUnavailable("install matplotlib for --plot (pip install matplotlib)") from None
+
+
+def plot_file_name(result: ClassificationResult, index: int) -> str:
+    """A safe, unique PNG name built from the file and dataset names."""
+    stem = Path(result.file).name or "curve"
+    if result.dataset:
+        stem += "_" + result.dataset
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_")[:120]
+    return f"{index:04d}_{stem}.png"
+
+
+def plot_result(curve: Curve, result: ClassificationResult, config: PreprocessingConfig, path: str | Path) -> Path:
+    """Draw the curve (log-log, q in 1/Å, model q-domain shaded) and the probabilities with 90 % intervals."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    # Fixed margins: a layout engine would triple the drawing time of every PNG.
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.24, top=0.9, wspace=0.28)
+    ax_data, ax_prob = fig.subplots(1, 2, width_ratios=[1.3, 1])
+    try:
+        factor = q_unit_factor(curve.q_unit)[0]
+    except CurveError:
+        factor = 1.0
+    q = np.asarray(curve.q, dtype=float) * factor
+    i = np.asarray(curve.intensity, dtype=float)
+    shown = np.isfinite(q) & np.isfinite(i) & (q > 0)
+    positive = shown & (i > 0)
+    ax_data.axvspan(config.q_min, config.q_max, color="tab:green", alpha=0.08, label="model q-domain")
+    if positive.any():
+        ax_data.loglog(q[positive], i[positive], ".", ms=3, color="tab:blue", label="I(q) > 0")
+    negative = shown & (i <= 0)
+    if negative.any():
+        floor = np.min(i[positive]) if positive.any() else 1.0
+        ax_data.loglog(q[negative], np.full(negative.sum(), floor), "v", ms=3, color="tab:red", label="I(q) ≤ 0 (at floor)")
+    ax_data.set_xlabel("q (1/Å)")
+    ax_data.set_ylabel("I(q)")
+    ax_data.set_title(f"{Path(result.file).name} {result.dataset}".strip(), fontsize=9)
+    ax_data.legend(fontsize=8, loc="lower left")
+
+    x = np.arange(len(CLASS_NAMES))
+    if result.ok:
+        mean = result.probabilities
+        err = np.vstack([np.clip(mean - result.probability_low, 0, None), np.clip(result.probability_high - mean, 0, None)])
+        colours = ["tab:orange" if n == result.label else "tab:gray" for n in CLASS_NAMES]
+        ax_prob.bar(x, mean, yerr=err, color=colours, capsize=3)
+        title = f"{result.label}  p = {result.confidence:.2f}"
+        if result.is_novel:
+            title += "   NOVEL (do not trust the label)"
+            ax_prob.set_facecolor("#fde8e8")
+        ax_prob.set_title(title, fontsize=10, color="tab:red" if result.is_novel else "black")
+    else:
+        ax_prob.text(0.5, 0.5, "not classified:\n" + result.message, ha="center", va="center", wrap=True, fontsize=8, transform=ax_prob.transAxes)
+    ax_prob.set_xticks(x, CLASS_NAMES, rotation=40, ha="right", fontsize=8)
+    ax_prob.set_ylim(0, 1)
+    ax_prob.set_ylabel("posterior mean probability (90 % interval)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    return path

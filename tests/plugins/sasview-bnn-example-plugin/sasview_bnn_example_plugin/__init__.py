@@ -1,0 +1,1 @@
+"""Example sasview-bnn plugin (see plugin.py)."""
