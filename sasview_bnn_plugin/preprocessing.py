@@ -266,6 +266,8 @@ def prepare_curve(
 
     if q_arr.size == 0:
         raise CurveError("no point has a finite, positive q and a finite intensity")
+    if q_arr.size < cfg.min_points:
+        raise CurveError(f"only {q_arr.size} valid point(s); at least {cfg.min_points} are needed")
     lo, hi = max(q_arr[0], cfg.q_min), min(q_arr[-1], cfg.q_max)
     overlap = math.log10(hi / lo) if hi > lo else 0.0
     if overlap < cfg.min_overlap_decades:

@@ -145,6 +145,7 @@ def test_missing_uncertainties_are_estimated():
     "make, message",
     [
         (lambda q, i, di: (q[::13][:29], i[::13][:29], di[::13][:29]), "only 29 valid point"),
+        (lambda q, i, di: (q[:20], i[:20], di[:20]), "only 20 valid point\\(s\\); at least 30"),
         (lambda q, i, di: (q * 100, i, di), "overlaps the model's q-domain"),
         (lambda q, i, di: (np.geomspace(0.5, 1.5, 100), np.ones(100), None), "by 0.30 decades"),
         (lambda q, i, di: (q, np.full(q.size, np.nan), di), "all intensities are NaN or infinite"),
