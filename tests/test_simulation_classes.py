@@ -1,0 +1,301 @@
+"""The physics of the labelled-curve simulator: every class's visibility criterion holds.
+
+Criteria are re-checked from the stored arrays and from components evaluated
+again here with sasmodels' DirectModel (not the simulator's kernel path)
+wherever that is possible; real sasmodels throughout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sasmodels import core as sas_core
+from sasmodels import data as sas_data
+from sasmodels import direct_model as sas_direct
+from sasmodels import resolution as sas_resolution
+
+from sasview_bnn_plugin.preprocessing import prepare_curve
+from sasview_bnn_plugin.taxonomy import CLASS_NAMES, class_index
+from sasview_bnn_trainer.simulation import criteria as crit
+from sasview_bnn_trainer.simulation.classes import (
+    CLASS_GENERATORS,
+    LATTICES,
+    MODELS_USED,
+    SIMULATOR_VERSION,
+    simulate,
+    simulate_curve,
+)
+from sasview_bnn_trainer.simulation.instrument import BandedPinhole
+from sasview_bnn_trainer.simulation.shapes import PD_POINTS, SHAPES, SHAPES_BY_NAME
+
+N_PER_CLASS = 30
+_MODELS: dict[str, object] = {}
+
+
+def _direct(model: str, q_inv_a: np.ndarray, pars: dict) -> np.ndarray:
+    """Evaluate a sasmodels model through DirectModel on q (1/Å): an independent path."""
+    if model not in _MODELS:
+        _MODELS[model] = sas_core.load_model(model)
+    calculator = sas_direct.DirectModel(sas_data.empty_data1D(q_inv_a), _MODELS[model])
+    return np.asarray(calculator(**{"scale": 1.0, "background": 0.0, **pars}))
+
+
+def _q_inv_a(curve) -> np.ndarray:
+    return curve.q * (0.1 if curve.q_unit == "1/nm" else 1.0)
+
+
+def _shape_pars(params: dict, prefix: str = "") -> tuple[str, dict]:
+    spec = SHAPES_BY_NAME[params[f"{prefix}shape"]]
+    skip = {"shape", "model", "polydispersity", "rg_target", "pd_distribution"}
+    pars = {k[len(prefix):]: v for k, v in params.items()
+            if k.startswith(prefix) and k[len(prefix):] in {p.name for p in _info(spec.model)} and k[len(prefix):] not in skip}
+    if spec.pd_parameter and params[f"{prefix}polydispersity"] > 0:
+        pars[f"{spec.pd_parameter}_pd"] = params[f"{prefix}polydispersity"]
+        pars[f"{spec.pd_parameter}_pd_n"] = PD_POINTS
+        pars[f"{spec.pd_parameter}_pd_type"] = params[f"{prefix}pd_distribution"]
+    return spec.model, pars
+
+
+def _info(model: str):
+    if model not in _MODELS:
+        _MODELS[model] = sas_core.load_model(model)
+    return _MODELS[model].info.parameters.kernel_parameters
+
+
+@pytest.fixture(scope="module")
+def samples() -> dict[int, list]:
+    out = {}
+    for label in range(len(CLASS_NAMES)):
+        rng = np.random.default_rng(1000 + label)
+        out[label] = [simulate(label, rng) for _ in range(N_PER_CLASS)]
+    return out
+
+
+def test_one_generator_per_class_in_taxonomy_order():
+    assert tuple(CLASS_GENERATORS) == CLASS_NAMES
+    assert isinstance(SIMULATOR_VERSION, str) and SIMULATOR_VERSION
+    assert len(SHAPES) >= 10 and len({s.model for s in SHAPES}) >= 10
+
+
+def test_models_used_lists_every_model_the_samples_needed(samples):
+    seen = {v for sims in samples.values() for sim in sims for k, v in sim.curve.params.items()
+            if isinstance(v, str) and (k.endswith("model") or k in ("structure_factor", "peak_shape"))}
+    assert seen and seen <= set(MODELS_USED)
+
+
+@pytest.mark.parametrize("label", range(len(CLASS_NAMES)))
+def test_curves_are_valid_model_input(samples, label):
+    for sim in samples[label]:
+        c = sim.curve
+        assert c.label == label
+        assert c.q.size >= 30 and c.q.shape == c.intensity.shape == c.d_intensity.shape == c.dq.shape
+        assert np.all(np.isfinite(c.q)) and np.all(np.isfinite(c.intensity)) and np.all(np.isfinite(c.d_intensity))
+        assert np.all(np.diff(c.q) > 0) and np.all(c.d_intensity > 0)
+        assert c.q_unit in ("1/A", "1/nm") and c.instrument["unit"] == c.q_unit
+        q = _q_inv_a(c)
+        assert 1e-4 <= q[0] and q[-1] <= 1.0 and math.log10(q[-1] / q[0]) >= 0.7
+        if c.instrument["resolution"] == "pinhole":
+            assert np.allclose(c.dq / c.q, c.instrument["dq_over_q"]) and 0.01 <= c.instrument["dq_over_q"] <= 0.1
+        else:
+            assert np.isnan(c.dq).all() and c.slit_length > 0
+        assert 1e-3 <= c.criteria["relative_error_at_max"] <= 5e-2 + 1e-12
+        result = prepare_curve(c.q, c.intensity, c.d_intensity, c.q_unit)
+        assert result.n_points == c.q.size
+
+
+def test_same_seed_gives_the_same_curve():
+    for label in range(len(CLASS_NAMES)):
+        a = simulate_curve(label, np.random.default_rng(42))
+        b = simulate_curve(label, np.random.default_rng(42))
+        assert np.array_equal(a.intensity, b.intensity) and np.array_equal(a.q, b.q)
+        assert a.params == b.params and a.criteria == b.criteria
+
+
+def test_unknown_label_is_refused():
+    with pytest.raises(ValueError, match="not a class index"):
+        simulate_curve(7, np.random.default_rng(0))
+
+
+def _knee_inside_recomputed(curve, prefix: str = "") -> bool:
+    """Knee of the particle re-evaluated with DirectModel (1D shapes) on the stored q."""
+    model, pars = _shape_pars(curve.params, prefix)
+    particle = _direct(model, _q_inv_a(curve), pars)
+    position, _ = crit.knee_position(_q_inv_a(curve), particle)
+    return crit.knee_inside(position)
+
+
+def test_clean_curves_keep_the_knee_and_fail_every_anomaly_criterion(samples):
+    checked_directly = 0
+    for sim in samples[class_index("clean")]:
+        c, comp = sim.curve, sim.components
+        q = _q_inv_a(c)
+        position, _ = crit.knee_position(q, comp["particle"])
+        assert crit.knee_inside(position)
+        if not SHAPES_BY_NAME[c.params["shape"]].orientation_averaged:
+            assert _knee_inside_recomputed(c)
+            checked_directly += 1
+        assert np.all(comp["expected"] > 0)
+        assert crit.trailing_negative_run_fraction(c.intensity, c.d_intensity) < crit.NEGATIVE_MIN_RUN_FRACTION
+        assert crit.spike_count(c.intensity, comp["expected"], c.d_intensity) == 0
+        # No low-q upturn: the noise-free curve is flat (a plateau) at q_min.
+        assert crit.log_slope(q, comp["expected"])[0] > crit.KNEE_SLOPE
+    assert checked_directly >= 5
+
+
+def test_aggregation_upturn_is_visible(samples):
+    for sim in samples[class_index("aggregation")]:
+        c, comp = sim.curve, sim.components
+        q = _q_inv_a(c)
+        ratio, slope = crit.upturn(q, comp["clean"], comp["aggregate"])
+        assert crit.aggregation_visible(ratio, slope)
+        assert comp["expected"][0] >= 2.0 * comp["clean"][0]
+        # ... while the particle's own knee is not swamped.
+        position, q_knee = crit.knee_position(q, comp["particle"])
+        assert crit.knee_inside(position)
+        assert crit.share_at(q, comp["clean"], comp["aggregate"], q_knee) >= crit.UPTURN_MIN_KNEE_SHARE
+        # The aggregate component, evaluated again with DirectModel, is a power law of slope -1.5..-4.
+        model = c.params["aggregate_model"]
+        pars = {k[len("aggregate_"):]: v for k, v in c.params.items()
+                if k.startswith("aggregate_") and k not in ("aggregate_model", "aggregate_ratio_target")}
+        agg = _direct(model, q, pars)
+        _, direct_slope = crit.upturn(q, comp["clean"], agg)
+        assert crit.UPTURN_SLOPE_RANGE[0] <= direct_slope <= crit.UPTURN_SLOPE_RANGE[1]
+
+
+def test_interparticle_structure_factor_is_visible(samples):
+    models, worst = set(), 0.0
+    for sim in samples[class_index("interparticle")]:
+        c = sim.curve
+        q = _q_inv_a(c)
+        model = c.params["structure_factor"]
+        models.add(model)
+        pars = {k[3:]: v for k, v in c.params.items() if k.startswith("sq_")}
+        s = _direct(model, q, pars)
+        s_min, s_peak = crit.structure_factor_extremes(s)
+        assert crit.interparticle_visible(s_min, s_peak)
+        assert s_min == pytest.approx(c.criteria["s_q_min"], rel=1e-9) and s_peak >= c.criteria["s_peak"] - 1e-9
+        assert 0.1 <= pars["volfraction"] <= 0.5
+        worst = max(worst, float(np.max(np.abs(s / sim.components["structure_factor"] - 1))))
+    assert models == {"hardsphere", "hayter_msa"}
+    assert worst < 0.03  # the simulator's S(q) is sasmodels' S(q), interpolated from its model grid
+
+
+def test_ordered_peaks_sit_at_lattice_ratios_and_stand_out(samples):
+    for sim in samples[class_index("ordered")]:
+        c, comp = sim.curve, sim.components
+        q = _q_inv_a(c)
+        positions = comp["peak_positions"]
+        ratios = np.asarray(LATTICES[c.params["lattice"]])[: positions.size]
+        assert np.allclose(positions / positions[0], ratios)
+        signal = comp["expected"] - c.params["background"]
+        contrasts = crit.bragg_contrasts(q, signal, comp["without_peaks"], positions, c.d_intensity)
+        assert np.sum(contrasts >= crit.BRAGG_MIN_CONTRAST) >= 2
+        assert c.criteria["peak_relative_width"] <= crit.BRAGG_MAX_RELATIVE_WIDTH
+        # The strongest peak also stands out of the noisy data near its position.
+        k = int(np.argmax(contrasts))
+        near = np.abs(q - positions[k]) <= 0.03 * positions[k]
+        underlying = comp["without_peaks"][near] + c.params["background"]
+        assert np.max((c.intensity[near] - underlying) / c.d_intensity[near]) > 0.0
+
+
+def test_bimodal_has_two_dominant_knees(samples):
+    for sim in samples[class_index("bimodal")]:
+        c, comp = sim.curve, sim.components
+        q = _q_inv_a(c)
+        rg_l, rg_s = c.criteria["rg_large"], c.criteria["rg_small"]
+        share_l, share_s = crit.knee_dominance(q, comp["large"], comp["small"], rg_l, rg_s)
+        # Components on the measured q (not the simulator's model grid): allow 2 % interpolation slack.
+        assert min(share_l, share_s) >= crit.BIMODAL_MIN_DOMINANCE - 0.02
+        assert rg_l / rg_s >= crit.BIMODAL_MIN_RG_RATIO and q[0] <= 1 / rg_l and 1 / rg_s <= q[-1]
+
+
+def test_independent_guinier_radius_of_a_bimodal_population(samples):
+    for sim in samples[class_index("bimodal")]:
+        c = sim.curve
+        if SHAPES_BY_NAME[c.params["large_shape"]].orientation_averaged:
+            continue
+        model, pars = _shape_pars(c.params, "large_")
+        rg = c.criteria["rg_large"]
+        pair = (0.02 / c.params["large_rg_target"], 0.04 / c.params["large_rg_target"])
+        i = _direct(model, np.asarray(pair), pars)
+        assert crit.guinier_rg(pair, (i[0], i[1])) == pytest.approx(rg, rel=0.02)
+        return
+    pytest.fail("no bimodal curve with a sasmodels-polydisperse large population in the sample")
+
+
+def test_oversubtracted_curves_end_in_a_negative_run(samples):
+    for sim in samples[class_index("oversubtracted")]:
+        c, comp = sim.curve, sim.components
+        n = c.q.size
+        tail = slice(n - math.ceil(0.1 * n), n)
+        assert crit.trailing_negative_run_fraction(c.intensity, c.d_intensity) >= 0.1
+        assert np.all(comp["expected"][tail] < 0)
+        assert np.median(c.intensity[tail]) < 0
+        _, slope = crit.model_negative_run(_q_inv_a(c), comp["expected"])
+        assert slope < -4.0
+
+
+def test_artefacts_are_visible_on_the_stored_arrays(samples):
+    kinds = set()
+    for sim in samples[class_index("artefact")]:
+        c, comp = sim.curve, sim.components
+        kind = c.params["artefact"]
+        kinds.add(kind)
+        n = c.q.size
+        if kind == "spikes":
+            z = np.abs(c.intensity - comp["expected"]) / c.d_intensity
+            spikes = np.nonzero(z >= 5)[0]
+            assert spikes.size >= max(1, math.ceil(0.01 * n))
+            assert np.all(np.diff(spikes) >= 2)  # isolated, not a distorted segment
+        elif kind == "step":
+            boundary = int(comp["step_boundary"][0])
+            assert crit.step_factor(c.intensity, comp["clean"], c.d_intensity, boundary) >= crit.STEP_MIN_FACTOR
+        else:
+            factor, fraction = crit.low_q_distortion(comp["expected"], comp["clean"])
+            assert factor >= 2.0 and fraction <= 0.1
+            affected = np.abs(comp["expected"] / comp["clean"] - 1) > 0.05
+            assert affected[0] and not affected[int(math.ceil(0.1 * n)):].any()
+    assert len(kinds) >= 3
+
+
+def test_banded_pinhole_equals_sasmodels_pinhole1d():
+    for q in (np.geomspace(0.003, 0.3, 150), np.linspace(0.01, 0.5, 57)):
+        banded = BandedPinhole(q, 0.04 * q)
+        reference = sas_resolution.Pinhole1D(q, 0.04 * q, q_calc=banded.q_calc)
+        theory = 1.0 / (1.0 + (banded.q_calc * 60.0) ** 4)
+        assert np.allclose(banded.weight_matrix, reference.weight_matrix, atol=1e-14)
+        assert np.allclose(banded.apply(theory), reference.apply(theory), rtol=1e-12)
+
+
+def test_criteria_tell_a_negative_run_from_noise_around_zero():
+    rng = np.random.default_rng(3)
+    d_i = np.full(200, 1.0)
+    noise = rng.normal(0.0, 1.0, 200)
+    assert crit.trailing_negative_run_fraction(noise, d_i) < crit.NEGATIVE_MIN_RUN_FRACTION
+    offset = noise.copy()
+    offset[-40:] -= 3.0
+    assert crit.trailing_negative_run_fraction(offset, d_i) == pytest.approx(0.2, abs=0.03)
+
+
+def test_criteria_tell_a_knee_from_a_power_law():
+    q = np.geomspace(1e-3, 1e-1, 100)
+    guinier = np.exp(-(q * 100.0) ** 2 / 3.0) + 1e-6
+    position, q_knee = crit.knee_position(q, guinier)
+    assert crit.knee_inside(position) and q_knee * 100.0 == pytest.approx(0.87, rel=0.1)
+    assert math.isnan(crit.knee_position(q, q**-3)[0])
+
+
+def test_every_class_fits_one_curve_file(tmp_path):
+    from sasview_bnn_trainer.simulation.store import CurveReader, CurveWriter
+
+    rng = np.random.default_rng(8)
+    curves = [simulate_curve(label, rng) for label in range(len(CLASS_NAMES))]
+    with CurveWriter(tmp_path / "c.h5", seed=8, code_version=SIMULATOR_VERSION, classes=CLASS_NAMES, config={}) as w:
+        w.append(curves)
+    with CurveReader(tmp_path / "c.h5") as r:
+        back = [c for chunk in r.iter_chunks(4) for c in chunk]
+    for a, b in zip(curves, back):
+        assert a.label == b.label and np.array_equal(a.intensity, b.intensity)
+        assert b.params["simulator_version"] == SIMULATOR_VERSION

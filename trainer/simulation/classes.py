@@ -1,0 +1,629 @@
+"""Per-class generators of labelled curves, with rejection sampling; the public entry point.
+
+:func:`simulate_curve` (label, rng) -> :class:`SimulatedCurve` draws a random
+instrument (:mod:`.instrument`), one or two shapes (:mod:`.shapes`) and the
+class's anomaly, evaluates every component with sasmodels, smears, adds
+counting noise, and keeps the draw only if the class's visibility criterion
+(:mod:`.criteria`, thresholds from ``shared/taxonomy.md``) holds inside the
+q-window; otherwise the whole draw is repeated. ``clean`` curves must keep
+the Guinier knee inside the window and fail every anomaly criterion.
+
+How each class is built
+-----------------------
+* clean: one population, sasmodels form factor with size polydispersity.
+* aggregation: clean + sasmodels ``power_law``, ``mass_fractal`` or
+  ``surface_fractal`` scaled to 2-200x the clean intensity at q_min; the
+  particle must still hold >= 75 % of I at its knee (otherwise the curve is
+  a bare power law, which the taxonomy calls ambiguous).
+* interparticle: a compact shape times sasmodels ``hardsphere`` or
+  ``hayter_msa`` S(q) (decoupling approximation, evaluated separately so that
+  S(q) is available to the criterion), volume fraction 0.1-0.5.
+* ordered: either sasmodels ``lamellar_stack_paracrystal`` (lamellar phase,
+  15 %; underlying curve: the same bilayers without interference, i.e.
+  sasmodels ``lamellar`` divided by the thickness, which equals the stack
+  model with one layer), or a clean curve plus Bragg peaks from sasmodels
+  ``gaussian_peak``/``peak_lorentz`` placed at the ratios of a lamellar,
+  hexagonal, simple-cubic, bcc, fcc, Pn3m or Ia3d lattice. All peaks of a
+  curve share one relative width, so one sasmodels peak evaluated at q/q_hkl
+  gives all of them. The 3D paracrystal models (``bcc_paracrystal``,
+  ``fcc_paracrystal``, ``sc_paracrystal``) are not used: measured here they
+  take 0.9-1.1 s per 300-point call (orientation averaging), about 300x the
+  whole per-curve budget; peak models also give direct control of width,
+  position ratios and height.
+* bimodal: two shapes with Rg ratio 3-20, relative amplitude drawn inside
+  the interval where each population holds >= 60 % of I at its own knee.
+* oversubtracted: clean with a flat background over-subtracted by δ, chosen
+  so the noise-free curve crosses zero in the last 12-60 % of the window.
+* artefact (hand-synthesised, no sasmodels model exists for reduction faults):
+  isolated >= 5σ spikes on >= 1 % of points, a multiplicative step >= 30 %
+  between two detector segments, a beamstop shadow (transmission rising over
+  the first 2-8 % of points) or parasitic scattering (a steep additive term
+  confined to the first 2-8 % of points).
+
+All internal q are in 1/Å; the stored curve is converted to its random unit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+
+from . import criteria as crit
+from .instrument import Instrument, counting_noise, draw_instrument, interpolate_loglog
+from .record import SimulatedCurve
+from .shapes import COMPACT_SHAPES, SHAPES, ShapeDraw, ShapeSpec, call_model, draw_shape, evaluate_shape, load_model
+
+#: Bump whenever the physics of the simulation changes.
+SIMULATOR_VERSION = "1.0.0"
+#: Draws tried per curve before giving up (a bug, not bad luck, if reached).
+MAX_ATTEMPTS = 500
+
+
+class Rejected(Exception):
+    """A draw whose anomaly (or cleanliness) is not visible in its window; it is redrawn."""
+
+
+@dataclass
+class Draft:
+    """A draw in progress: noise-free components on the data q (1/Å) and bookkeeping."""
+
+    instrument: Instrument
+    params: dict[str, float | str] = field(default_factory=dict)
+    criteria: dict[str, float] = field(default_factory=dict)
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+#: What a class generator returns: the draft, the noise-free and noisy curves and dI, shape (points,).
+Outcome = tuple[Draft, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass
+class Simulation:
+    """A simulated curve with its noise-free components on the measured q (1/Å).
+
+    ``components["expected"]`` is the noise-free measured curve; other keys
+    depend on the class (``particle``, ``clean``, ``aggregate``,
+    ``structure_factor``, ``without_peaks``, ``large``, ``small``...).
+    """
+
+    curve: SimulatedCurve
+    components: dict[str, np.ndarray]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def _place_rg(instrument: Instrument, rng: np.random.Generator, lo: float = 0.08, hi: float = 0.65) -> float:
+    """An Rg (Å) whose knee q ≈ 0.87/Rg sits at a random log-position in [lo, hi] of the window."""
+    q = instrument.q
+    u = rng.uniform(lo, hi)
+    return 0.87 / (q[0] * (q[-1] / q[0]) ** u)
+
+
+def _smear(instrument: Instrument, grid: np.ndarray, values: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray:
+    """Interpolate a smooth component from the model grid onto q_calc, add ``extra`` (on q_calc), smear."""
+    theory = interpolate_loglog(grid, values, instrument.q_calc)
+    if extra is not None:
+        theory = theory + extra
+    return instrument.resolution.apply(theory)
+
+
+def _particle(instrument: Instrument, rng: np.random.Generator, specs: tuple[ShapeSpec, ...] = SHAPES, require_knee: bool = True,
+              rg: float | None = None) -> tuple[ShapeDraw, np.ndarray, np.ndarray, dict[str, float]]:
+    """Draw and evaluate one population. Returns (draw, grid, I on grid, knee criteria)."""
+    shape = draw_shape(rg if rg is not None else _place_rg(instrument, rng), rng, specs)
+    grid = instrument.model_grid()
+    values = evaluate_shape(shape, grid)
+    if not np.all(np.isfinite(values)):
+        raise Rejected("non-finite model")
+    on_q = interpolate_loglog(grid, values, instrument.q)
+    position, q_knee = crit.knee_position(instrument.q, on_q)
+    if require_knee and not crit.knee_inside(position):
+        raise Rejected("knee outside the window")
+    return shape, grid, values, {"knee_position": position, "knee_q": q_knee}
+
+
+def _finish(draft: Draft, signal: np.ndarray, rng: np.random.Generator, *, offset: float = 0.0,
+            force_background: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Add background, scale and counting noise to a smeared noise-free signal on the data q.
+
+    ``offset`` (same scale as ``signal``) is subtracted on top of the true
+    background (over-subtraction); ``force_background`` overrides the
+    instrument's background mode ("flat" or "subtracted") and is recorded.
+    Returns (expected, noisy, dI, scale): the noise-free and noisy curves and
+    their one-sigma uncertainty, shape (points,), after multiplying by the
+    random overall ``scale``.
+    """
+    inst = draft.instrument
+    if force_background is not None:
+        inst.background_mode = force_background
+    mode = inst.background_mode
+    peak = float(np.max(signal))
+    if not peak > 0 or not np.all(np.isfinite(signal)):
+        raise Rejected("signal not positive")
+    scale = _log_uniform(rng, 1e-2, 1e4) / peak
+    signal = signal * scale
+    offset = offset * scale
+    background = inst.background_ratio * peak * scale
+    gross = signal + background
+    reference = float(np.max(gross))
+    d_i = counting_noise(inst, gross, reference)
+    expected = signal + (background if mode == "flat" else 0.0) - offset
+    noisy = expected + rng.normal(0.0, 1.0, size=expected.shape) * d_i
+    draft.params["intensity_scale"] = scale
+    draft.params["background"] = background if mode == "flat" else 0.0
+    draft.params["true_background"] = background
+    draft.criteria.setdefault("relative_error_at_max", float(d_i[np.argmax(gross)] / gross[np.argmax(gross)]))
+    return expected, noisy, d_i, scale
+
+
+def _clean_checks(draft: Draft, expected: np.ndarray, noisy: np.ndarray, d_i: np.ndarray) -> None:
+    """Reject a draw that shows, by chance, an anomaly it is not meant to have.
+
+    Used for clean curves and for every class whose own anomaly is not a
+    negative run or spikes: no trailing negative run in the noisy data, no
+    >= 5 sigma point, no negative noise-free intensity. One curve, one class.
+    """
+    run = crit.trailing_negative_run_fraction(noisy, d_i)
+    spikes = crit.spike_count(noisy, expected, d_i)
+    draft.criteria["negative_run_fraction"] = run
+    draft.criteria["spike_count"] = float(spikes)
+    if run >= crit.NEGATIVE_MIN_RUN_FRACTION or spikes > 0 or np.any(expected < 0):
+        raise Rejected("clean draw looks anomalous")
+
+
+# ----------------------------------------------------------------------------- classes
+
+
+def _clean(rng: np.random.Generator) -> Outcome:
+    inst = draw_instrument(rng)
+    draft = Draft(inst)
+    shape, grid, values, knee = _particle(inst, rng)
+    draft.params.update(shape.record())
+    draft.criteria.update(knee)
+    smeared = _smear(inst, grid, values)
+    expected, noisy, d_i, scale = _finish(draft, smeared, rng)
+    _clean_checks(draft, expected, noisy, d_i)
+    draft.components["particle"] = interpolate_loglog(grid, values, inst.q) * scale
+    return draft, expected, noisy, d_i
+
+
+def _aggregate_component(rng: np.random.Generator, grid: np.ndarray, q_min: float, rg: float) -> tuple[np.ndarray, dict[str, float | str]]:
+    kind = ("power_law", "mass_fractal", "surface_fractal")[int(rng.choice(3, p=[0.6, 0.2, 0.2]))]
+    if kind == "power_law":
+        pars = {"power": float(rng.uniform(1.5, 4.0))}
+    elif kind == "mass_fractal":
+        pars = {"radius": rg * float(rng.uniform(0.2, 0.6)), "fractal_dim_mass": float(rng.uniform(1.6, 3.0)),
+                "cutoff_length": float(rng.uniform(3.0, 30.0)) / q_min}
+    else:
+        pars = {"radius": rg * float(rng.uniform(0.2, 0.6)), "fractal_dim_surf": float(rng.uniform(2.0, 2.9)),
+                "cutoff_length": float(rng.uniform(3.0, 30.0)) / q_min}
+    values = call_model(kind, grid, pars)
+    record: dict[str, float | str] = {"aggregate_model": kind}
+    record.update({f"aggregate_{k}": v for k, v in pars.items()})
+    return np.maximum(values, 1e-300), record
+
+
+def _aggregation(rng: np.random.Generator) -> Outcome:
+    inst = draw_instrument(rng)
+    draft = Draft(inst)
+    # Knee in the upper part of the window, leaving room for the upturn below it.
+    shape, grid, values, knee = _particle(inst, rng, rg=_place_rg(inst, rng, 0.25, 0.7))
+    draft.params.update(shape.record())
+    draft.criteria.update(knee)
+    aggregate, record = _aggregate_component(rng, grid, float(inst.q[0]), shape.rg_target)
+    draft.params.update(record)
+    clean_s = _smear(inst, grid, values)
+    agg_s = _smear(inst, grid, aggregate)
+    if not agg_s[0] > 1e-250:
+        raise Rejected("aggregate vanishes at q_min")
+    # Excess at q_min of 1.2x to 199x the clean intensity, but no more than keeps the
+    # aggregate below the particle at the particle's knee.
+    k = int(np.searchsorted(inst.q, knee["knee_q"]))
+    allowed = (1 - crit.UPTURN_MIN_KNEE_SHARE) / crit.UPTURN_MIN_KNEE_SHARE
+    ceiling = min(199.0, 0.95 * allowed * (clean_s[k] / agg_s[k]) * (agg_s[0] / clean_s[0]))
+    if ceiling <= 1.2:
+        raise Rejected("no upturn is both visible and below the knee")
+    target = _log_uniform(rng, 1.2, ceiling)
+    factor = target * clean_s[0] / agg_s[0]
+    aggregate = aggregate * factor
+    agg_s = agg_s * factor
+    draft.params["aggregate_ratio_target"] = target + 1.0
+    ratio, slope = crit.upturn(inst.q, clean_s, agg_s)
+    share = crit.share_at(inst.q, clean_s, agg_s, knee["knee_q"])
+    draft.criteria.update({"upturn_ratio": ratio, "upturn_slope": slope, "knee_share": share})
+    if not crit.aggregation_visible(ratio, slope):
+        raise Rejected("upturn not visible")
+    if share < crit.UPTURN_MIN_KNEE_SHARE:
+        raise Rejected("upturn swamps the particle's knee")
+    expected, noisy, d_i, scale = _finish(draft, clean_s + agg_s, rng)
+    _clean_checks(draft, expected, noisy, d_i)
+    draft.components.update(clean=clean_s * scale, aggregate=agg_s * scale,
+                            particle=interpolate_loglog(grid, values, inst.q) * scale)
+    return draft, expected, noisy, d_i
+
+
+def _interparticle(rng: np.random.Generator) -> Outcome:
+    inst = draw_instrument(rng)
+    draft = Draft(inst)
+    shape, grid, values, knee = _particle(inst, rng, COMPACT_SHAPES, rg=_place_rg(inst, rng, 0.05, 0.55))
+    draft.params.update(shape.record())
+    draft.criteria.update(knee)
+    radius = shape.spec.outer_radius(shape.params)
+    if rng.random() < 0.6:
+        model = "hardsphere"
+        pars = {"radius_effective": radius * float(rng.uniform(1.0, 1.15)), "volfraction": float(rng.uniform(0.1, 0.5))}
+    else:
+        model = "hayter_msa"
+        pars = {"radius_effective": radius * float(rng.uniform(1.0, 1.1)), "volfraction": float(rng.uniform(0.1, 0.4)),
+                "charge": float(rng.uniform(5.0, 80.0)), "temperature": 298.15,
+                "concentration_salt": _log_uniform(rng, 1e-4, 5e-2), "dielectconst": 78.4}
+    s_grid = call_model(model, grid, pars)
+    if not np.all(np.isfinite(s_grid)) or np.any(s_grid <= 0):
+        raise Rejected("structure factor failed")
+    q = inst.q
+    s_q = interpolate_loglog(grid, s_grid, q)
+    # Criterion values from sasmodels exactly at q_min and at the measured points around the peak.
+    top = int(np.argmax(s_q))
+    exact_at = np.unique(np.r_[0, np.arange(max(top - 3, 0), min(top + 4, q.size))])
+    s_exact = call_model(model, q[exact_at], pars)
+    s_q[exact_at] = s_exact
+    draft.params["structure_factor"] = model
+    draft.params.update({f"sq_{k}": v for k, v in pars.items()})
+    s_min, s_peak = crit.structure_factor_extremes(s_exact)
+    draft.criteria.update({"s_q_min": s_min, "s_peak": s_peak})
+    if not crit.interparticle_visible(s_min, s_peak):
+        raise Rejected("S(q) not visible")
+    expected, noisy, d_i, scale = _finish(draft, _smear(inst, grid, values * s_grid), rng)
+    _clean_checks(draft, expected, noisy, d_i)
+    draft.components.update(structure_factor=s_q, particle=interpolate_loglog(grid, values, inst.q) * scale)
+    return draft, expected, noisy, d_i
+
+
+#: Bragg peak position ratios q_hkl/q_1 of common mesophases.
+LATTICES: dict[str, tuple[float, ...]] = {
+    "lamellar": (1.0, 2.0, 3.0, 4.0, 5.0),
+    "hexagonal": tuple(math.sqrt(x) for x in (1, 3, 4, 7, 9, 12)),
+    "simple_cubic": tuple(math.sqrt(x) for x in (1, 2, 3, 4, 5, 6)),
+    "bcc": tuple(math.sqrt(x / 2) for x in (2, 4, 6, 8, 10, 12)),
+    "fcc": tuple(math.sqrt(x / 3) for x in (3, 4, 8, 11, 12, 16)),
+    "Pn3m": tuple(math.sqrt(x / 2) for x in (2, 3, 4, 6, 8, 9)),
+    "Ia3d": tuple(math.sqrt(x / 6) for x in (6, 8, 14, 16, 20, 22)),
+}
+
+
+def _unit_peak(lorentz: bool, relative_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """One sasmodels peak at q = 1 with relative width ``relative_sigma``, on a fine x = q/q_peak grid.
+
+    All Bragg peaks of a curve share the same relative width, so one sasmodels
+    call gives every peak by scaling x (one kernel call instead of one per peak).
+    Gaussian: sigma = relative_sigma; Lorentzian: the same FWHM.
+    """
+    span = 30.0 if lorentz else 6.0
+    x = np.linspace(max(1 - span * relative_sigma, 0.05), 1 + span * relative_sigma, 801)
+    if lorentz:
+        values = call_model("peak_lorentz", x, {"peak_pos": 1.0, "peak_hwhm": 1.1774 * relative_sigma})
+    else:
+        values = call_model("gaussian_peak", x, {"peak_pos": 1.0, "sigma": relative_sigma})
+    return x, values / values.max()
+
+
+def _ordered(rng: np.random.Generator) -> Outcome:
+    relative_sigma = _log_uniform(rng, 0.004, 0.02)  # Gaussian sigma/q; FWHM/q = 2.355 x
+    inst = draw_instrument(rng, max_relative_step=relative_sigma / 1.5)
+    draft = Draft(inst)
+    q = inst.q
+    q1 = float(q[0] * (q[-1] / q[0]) ** rng.uniform(0.08, 0.65))
+    grid = inst.model_grid()
+    if rng.random() < 0.15:
+        lattice = "lamellar"
+        d = 2 * math.pi / q1
+        thickness = d * float(rng.uniform(0.15, 0.6))
+        sld, solvent = float(rng.uniform(-0.5, 1.5)), float(rng.uniform(3.0, 6.4))
+        # sigma_d is sasmodels' *relative* spread of the layer spacing.
+        pars = {"thickness": thickness, "Nlayers": float(rng.integers(25, 81)), "d_spacing": d,
+                "sigma_d": float(rng.uniform(0.0, 0.05)), "sld": sld, "sld_solvent": solvent}
+        qc = inst.q_calc
+        stack = np.maximum(call_model("lamellar_stack_paracrystal", qc, pars), 0.0)
+        # Underlying curve: the same bilayers without interference (Z_N = 1), i.e. sasmodels'
+        # lamellar model divided by the thickness (lamellar is normalised per layer volume).
+        single = call_model("lamellar", qc, {"thickness": thickness, "sld": sld, "sld_solvent": solvent}) / thickness
+        with_peaks = inst.resolution.apply(stack)
+        base = inst.resolution.apply(single)
+        draft.params.update({"shape": "lamellar_stack_paracrystal", "model": "lamellar_stack_paracrystal"})
+        draft.params.update(pars)
+        relative_width = crit.peak_relative_width(qc, stack / single, q1)
+        positions = q1 * np.asarray(LATTICES["lamellar"])
+    else:
+        lattice = list(LATTICES)[int(rng.integers(len(LATTICES)))]
+        shape, grid, values, knee = _particle(inst, rng, require_knee=False)
+        draft.params.update(shape.record())
+        positions = q1 * np.asarray(LATTICES[lattice])
+        positions = positions[positions <= q[-1] * 1.2]
+        base_q = interpolate_loglog(grid, values, positions)
+        qc = inst.q_calc
+        lorentz = rng.random() < 0.4
+        # Peak height over the underlying curve chosen for the *observed* (smeared) contrast.
+        # Pinhole smearing of relative width r lowers a peak of relative width s by s/sqrt(s^2 + r^2);
+        # a slit of length L keeps the fraction sqrt(2 s) q1 / L of it (the chord through the peak).
+        if inst.resolution_kind == "pinhole":
+            reduction = relative_sigma / math.hypot(relative_sigma, inst.dq_over_q)
+        else:
+            reduction = min(1.0, math.sqrt(2 * relative_sigma) * q1 / inst.slit_length)
+        observed = _log_uniform(rng, 2.5, 50.0)
+        height = observed / reduction
+        decay = float(rng.uniform(0.2, 0.9))
+        profile_x, profile = _unit_peak(lorentz, relative_sigma)
+        peaks = np.zeros_like(qc)
+        for n, (p, b) in enumerate(zip(positions, base_q)):
+            amp = b * height * decay**n * float(rng.uniform(0.5, 1.5))
+            peaks += amp * np.interp(qc / p, profile_x, profile, left=0.0, right=0.0)
+        base = _smear(inst, grid, values)
+        with_peaks = _smear(inst, grid, values, peaks)
+        relative_width = 2.355 * relative_sigma
+        draft.params["peak_shape"] = "peak_lorentz" if lorentz else "gaussian_peak"
+        draft.params["peak_height"] = height
+        draft.params["peak_contrast_target"] = observed
+        draft.params["peak_decay"] = decay
+    draft.params["lattice"] = lattice
+    draft.params["q_first_peak"] = q1
+    contrasts = crit.bragg_contrasts(q, with_peaks, base, positions)
+    draft.criteria["peak_relative_width"] = relative_width
+    if not crit.ordered_visible(contrasts, relative_width):
+        raise Rejected("Bragg peaks not visible")
+    expected, noisy, d_i, scale = _finish(draft, with_peaks, rng)
+    _clean_checks(draft, expected, noisy, d_i)
+    # Visible means >= 2x the underlying curve *and* >= 3 sigma above it.
+    contrasts = crit.bragg_contrasts(q, with_peaks * scale, base * scale, positions, d_i)
+    visible = contrasts >= crit.BRAGG_MIN_CONTRAST
+    draft.criteria.update({"peak_contrast": float(contrasts.max()) if contrasts.size else 0.0,
+                           "n_visible_peaks": float(visible.sum())})
+    if not crit.ordered_visible(contrasts, relative_width):
+        raise Rejected("Bragg peaks buried in noise")
+    draft.components.update(without_peaks=base * scale, peak_positions=positions)
+    return draft, expected, noisy, d_i
+
+
+def _with_guinier_points(shape: ShapeDraw, grid: np.ndarray) -> tuple[np.ndarray, float]:
+    """Evaluate a shape on two deep-Guinier points plus the grid; returns (I on grid, measured Rg)."""
+    q_pair = (0.02 / shape.rg_target, 0.04 / shape.rg_target)
+    q_all = np.concatenate([q_pair, grid]) if q_pair[1] < grid[0] else None
+    if q_all is None:
+        pair = evaluate_shape(shape, np.asarray(q_pair))
+        values = evaluate_shape(shape, grid)
+    else:
+        both = evaluate_shape(shape, q_all)
+        pair, values = both[:2], both[2:]
+    return values, crit.guinier_rg(q_pair, (float(pair[0]), float(pair[1])))
+
+
+def _bimodal(rng: np.random.Generator) -> Outcome:
+    inst = draw_instrument(rng, min_decades=1.2)
+    draft = Draft(inst)
+    q = inst.q
+    rg_large = _place_rg(inst, rng, 0.03, 0.4)
+    ratio = _log_uniform(rng, 3.2, 20.0)
+    rg_small = rg_large / ratio
+    large = draw_shape(rg_large, rng)
+    small = draw_shape(rg_small, rng)
+    grid = inst.model_grid()
+    v_large, rg_l = _with_guinier_points(large, grid)
+    v_small, rg_s = _with_guinier_points(small, grid)
+    if not (rg_l > 0 and rg_s > 0):
+        raise Rejected("no Guinier regime")
+    v_small = v_small / v_small[0] * v_large[0]
+    lg = np.log(grid)
+    at = lambda v, rg: float(np.exp(np.interp(-math.log(rg), lg, np.log(v))))  # noqa: E731
+    lo = 1.6 * at(v_large, rg_s) / at(v_small, rg_s)
+    hi = at(v_large, rg_l) / (1.6 * at(v_small, rg_l))
+    if not lo < hi:
+        raise Rejected("no amplitude makes both populations dominant")
+    amplitude = _log_uniform(rng, lo, hi)
+    v_small = v_small * amplitude
+    share_l, share_s = crit.knee_dominance(grid, v_large, v_small, rg_l, rg_s)
+    draft.params.update(large.record("large_"))
+    draft.params.update(small.record("small_"))
+    draft.params["small_amplitude"] = amplitude
+    draft.criteria.update({"rg_large": rg_l, "rg_small": rg_s, "rg_ratio": rg_l / rg_s,
+                           "dominance_large": share_l, "dominance_small": share_s,
+                           "knee_dominance": min(share_l, share_s)})
+    if not crit.bimodal_visible(float(q[0]), float(q[-1]), rg_l, rg_s, share_l, share_s):
+        raise Rejected("two knees not visible")
+    expected, noisy, d_i, scale = _finish(draft, _smear(inst, grid, v_large + v_small), rng)
+    _clean_checks(draft, expected, noisy, d_i)
+    # The small population's knee must stand out of the noise and the flat background.
+    at_knee = int(np.clip(np.searchsorted(q, 1.0 / rg_s), 0, q.size - 1))
+    signal_at_knee = expected[at_knee] - draft.params["background"]
+    draft.criteria["small_knee_snr"] = float(signal_at_knee / d_i[at_knee])
+    if signal_at_knee < crit.BIMODAL_MIN_KNEE_SNR * d_i[at_knee] or signal_at_knee < draft.params["true_background"]:
+        raise Rejected("small population's knee buried in noise or background")
+    draft.components.update(large=interpolate_loglog(grid, v_large, q) * scale,
+                            small=interpolate_loglog(grid, v_small, q) * scale)
+    return draft, expected, noisy, d_i
+
+
+def _oversubtracted(rng: np.random.Generator) -> Outcome:
+    inst = draw_instrument(rng)
+    draft = Draft(inst)
+    q = inst.q
+    shape, grid, values, knee = _particle(inst, rng)
+    draft.params.update(shape.record())
+    draft.criteria.update(knee)
+    smeared = _smear(inst, grid, values)
+    n = q.size
+    crossing = int(round(n * (1 - rng.uniform(0.12, 0.6))))
+    delta = float(np.max(smeared[crossing:])) * float(rng.uniform(1.05, 1.6))
+    expected, noisy, d_i, scale = _finish(draft, smeared, rng, offset=delta, force_background="subtracted")
+    draft.params["oversubtraction"] = delta * scale
+    draft.params["oversubtraction_over_background"] = delta * scale / draft.params["true_background"]
+    model_run, slope = crit.model_negative_run(q, expected)
+    noisy_run = crit.trailing_negative_run_fraction(noisy, d_i)
+    draft.criteria.update({"negative_run_fraction": noisy_run, "model_negative_fraction": model_run,
+                           "high_q_slope": slope})
+    if not crit.oversubtracted_visible(noisy_run, model_run, slope) or model_run > 0.7:
+        raise Rejected("over-subtraction not visible")
+    spikes = crit.spike_count(noisy, expected, d_i)
+    draft.criteria["spike_count"] = float(spikes)
+    if spikes:
+        raise Rejected("a >= 5 sigma outlier by chance")
+    draft.components.update(particle=interpolate_loglog(grid, values, q) * scale, clean=smeared * scale)
+    return draft, expected, noisy, d_i
+
+
+def _artefact(rng: np.random.Generator) -> Outcome:
+    inst = draw_instrument(rng)
+    draft = Draft(inst)
+    q = inst.q
+    n = q.size
+    shape, grid, values, knee = _particle(inst, rng)
+    draft.params.update(shape.record())
+    draft.criteria.update(knee)
+    smeared = _smear(inst, grid, values)
+    kind = ("spikes", "step", "beamstop", "parasitic")[int(rng.integers(4))]
+    draft.params["artefact"] = kind
+    signal = smeared.copy()
+    affected = max(2, int(round(n * rng.uniform(0.02, 0.08))))
+    if kind == "beamstop":
+        t0 = float(rng.uniform(0.02, 0.4))
+        ramp = (np.arange(affected) / affected) ** float(rng.uniform(1.0, 3.0))
+        signal[:affected] *= t0 + (1 - t0) * ramp
+        draft.params["beamstop_transmission"] = t0
+    elif kind == "parasitic":
+        a = _log_uniform(rng, 1.5, 30.0)
+        ratio_edge = smeared[0] * a / (0.02 * smeared[affected])
+        power = math.log(ratio_edge) / math.log(q[affected] / q[0])
+        signal += a * smeared[0] * (q / q[0]) ** (-power)
+        draft.params["parasitic_amplitude"] = a
+        draft.params["parasitic_power"] = power
+    if kind in ("beamstop", "parasitic"):
+        draft.params["affected_points"] = float(affected)
+        factor, frac = crit.low_q_distortion(signal, smeared)
+        draft.criteria.update({"low_q_distortion": factor, "affected_fraction": frac})
+        if not crit.low_q_artefact_visible(factor, frac):
+            raise Rejected("low-q distortion not visible")
+    expected, noisy, d_i, scale = _finish(draft, signal, rng)
+    clean_expected = expected - (signal - smeared) * scale
+    if kind in ("beamstop", "parasitic"):
+        _clean_checks(draft, expected, noisy, d_i)
+    elif kind == "spikes":
+        _clean_checks(draft, expected, noisy, d_i)
+        count = max(1, math.ceil(n * rng.uniform(0.01, 0.03)))
+        candidates = np.arange(2, n - 2)
+        chosen: list[int] = []
+        for idx in rng.permutation(candidates):
+            if all(abs(int(idx) - c) >= 3 for c in chosen):
+                chosen.append(int(idx))
+            if len(chosen) == count:
+                break
+        idx = np.asarray(sorted(chosen))
+        signs = np.where(rng.random(idx.size) < 0.8, 1.0, -1.0)
+        noisy[idx] += signs * rng.uniform(8.0, 50.0, idx.size) * d_i[idx]
+        spikes = crit.spike_count(noisy, expected, d_i)
+        draft.criteria["spike_count"] = float(spikes)
+        draft.criteria["spike_fraction"] = spikes / n
+        if not crit.spikes_visible(spikes, n):
+            raise Rejected("spikes not visible")
+    else:  # step
+        _clean_checks(draft, expected, noisy, d_i)
+        rel = d_i / np.abs(expected)
+        options = np.nonzero(rel[: n] < 0.05)[0]
+        options = options[(options >= max(int(0.2 * n), 8)) & (options <= min(int(0.8 * n), n - 8))]
+        if options.size == 0:
+            raise Rejected("no quiet place for a step")
+        boundary = int(options[int(rng.integers(options.size))])
+        f = _log_uniform(rng, 1.4, 3.0) ** (1 if rng.random() < 0.5 else -1)
+        noisy[boundary:] *= f
+        d_i[boundary:] *= f
+        expected = expected.copy()
+        expected[boundary:] *= f
+        measured = crit.step_factor(noisy, clean_expected, d_i, boundary)
+        draft.params["step_factor"] = f
+        draft.params["step_q"] = float(q[boundary] * (10.0 if inst.unit == "1/nm" else 1.0))
+        draft.criteria["step_factor"] = measured
+        draft.components["step_boundary"] = np.asarray([boundary])
+        if not measured >= crit.STEP_MIN_FACTOR:
+            raise Rejected("step not visible")
+    draft.components.update(clean=clean_expected, particle=interpolate_loglog(grid, values, q) * scale)
+    return draft, expected, noisy, d_i
+
+
+ClassGenerator = Callable[[np.random.Generator], Outcome]
+
+#: One generator per class, in taxonomy order (index = label).
+CLASS_GENERATORS: dict[str, ClassGenerator] = {
+    "clean": _clean,
+    "aggregation": _aggregation,
+    "interparticle": _interparticle,
+    "ordered": _ordered,
+    "bimodal": _bimodal,
+    "oversubtracted": _oversubtracted,
+    "artefact": _artefact,
+}
+assert tuple(CLASS_GENERATORS) == CLASS_NAMES, "generators must follow the taxonomy order"
+
+
+#: Every sasmodels model the simulator may call (compiled on first use, about 1 s each).
+MODELS_USED: tuple[str, ...] = tuple(sorted({s.model for s in SHAPES} | {
+    "power_law", "mass_fractal", "surface_fractal", "hardsphere", "hayter_msa",
+    "gaussian_peak", "peak_lorentz", "lamellar_stack_paracrystal", "lamellar"}))
+
+
+def preload_models() -> None:
+    """Compile and load every model in :data:`MODELS_USED` now (e.g. once per worker process)."""
+    for name in MODELS_USED:
+        load_model(name)
+
+
+def simulate(label: int, rng: np.random.Generator) -> Simulation:
+    """Simulate one curve of class ``label`` and keep its noise-free components (for audits and tests)."""
+    if not 0 <= int(label) < len(CLASS_NAMES):
+        raise ValueError(f"label {label} is not a class index; the classes are 0..{len(CLASS_NAMES) - 1}: {', '.join(CLASS_NAMES)}")
+    generator = CLASS_GENERATORS[CLASS_NAMES[int(label)]]
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            draft, expected, noisy, d_i = generator(rng)
+        except Rejected:
+            continue
+        if not (np.all(np.isfinite(noisy)) and np.all(d_i > 0) and np.all(np.isfinite(d_i))):
+            continue
+        break
+    else:
+        raise RuntimeError(f"no visible {CLASS_NAMES[int(label)]} curve in {MAX_ATTEMPTS} draws: the simulator is mis-tuned")
+    inst = draft.instrument
+    factor = 10.0 if inst.unit == "1/nm" else 1.0
+    draft.params["attempts"] = float(attempt)
+    draft.params["simulator_version"] = SIMULATOR_VERSION
+    curve = SimulatedCurve(
+        label=int(label),
+        q=inst.q * factor,
+        intensity=noisy,
+        d_intensity=d_i,
+        dq=inst.dq * factor,
+        q_unit=inst.unit,
+        slit_length=inst.slit_length * factor if inst.resolution_kind == "slit" else float("nan"),
+        params=draft.params,
+        instrument=inst.record(),
+        criteria={k: float(v) for k, v in draft.criteria.items()},
+    )
+    components = dict(draft.components)
+    components["expected"] = expected
+    return Simulation(curve, components)
+
+
+def simulate_curve(label: int, rng: np.random.Generator) -> SimulatedCurve:
+    """Simulate one labelled curve of class ``label`` (taxonomy index), deterministic given ``rng``.
+
+    The curve's anomaly is visible inside its q-window by construction (draws
+    failing the class criterion are redrawn); ``criteria`` holds the values
+    that justified the label. q is in ``curve.q_unit`` ("1/A" or "1/nm").
+    """
+    return simulate(label, rng).curve
