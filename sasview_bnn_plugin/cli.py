@@ -18,7 +18,7 @@ from typing import Sequence
 from . import __version__
 
 #: Sub-commands in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("classify", "models")
+COMMANDS: tuple[str, ...] = ("classify", "models", "gui")
 
 
 class UsageError(Exception):

@@ -1,0 +1,96 @@
+"""The perspective's two plots, drawn with matplotlib onto given axes (no Qt).
+
+- :func:`draw_curve`: I(q) on log-log axes, q in 1/Å, with the model's
+  q-domain shaded and the part of the curve the model used marked.
+- :func:`draw_probabilities`: posterior-mean class probabilities as bars with
+  90 % posterior intervals (5th to 95th percentile over the samples) as error bars.
+
+:func:`result_figure` puts both side by side in a new Figure (for reports).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ..curve import Curve
+from ..preprocessing import CurveError, q_unit_factor
+from ..result import ClassificationResult
+from ..taxonomy import CLASS_NAMES, CLEAN_INDEX
+
+DOMAIN_COLOUR = "#90caf9"
+WINDOW_COLOUR = "#1565c0"
+CLEAN_COLOUR = "#66bb6a"
+ANOMALY_COLOUR = "#ffa726"
+CHOSEN_EDGE = "#263238"
+
+
+def curve_in_inverse_angstrom(curve: Curve) -> tuple[np.ndarray, np.ndarray]:
+    """(q in 1/Å, I) of the finite points with I > 0, shape (points,) each; unknown units are left as given."""
+    try:
+        factor, _ = q_unit_factor(curve.q_unit)
+    except CurveError:
+        factor = 1.0
+    q = np.asarray(curve.q, dtype=float) * factor
+    intensity = np.asarray(curve.intensity, dtype=float)
+    keep = np.isfinite(q) & np.isfinite(intensity) & (q > 0) & (intensity > 0)
+    return q[keep], intensity[keep]
+
+
+def draw_curve(ax: Axes, curve: Curve | None, result: ClassificationResult | None, q_domain: tuple[float, float], title: str = "") -> None:
+    """Plot I(q) log-log with the model's q-domain (1/Å) shaded; clears ``ax`` first."""
+    ax.clear()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("q (1/Å)")
+    ax.set_ylabel("I(q)")
+    lo, hi = q_domain
+    ax.axvspan(lo, hi, color=DOMAIN_COLOUR, alpha=0.25, label="model q-domain")
+    q, intensity = (np.zeros(0), np.zeros(0)) if curve is None else curve_in_inverse_angstrom(curve)
+    if q.size:
+        ax.plot(q, intensity, ".", color="#37474f", markersize=3, label="data")
+        if result is not None and result.ok and all(math.isfinite(v) for v in result.q_window):
+            w_lo, w_hi = result.q_window
+            used = (q >= w_lo) & (q <= w_hi)
+            if used.any():
+                ax.plot(q[used], intensity[used], "-", color=WINDOW_COLOUR, linewidth=1.2, label="used by the model")
+        ax.set_xlim(min(lo, q.min()) / 1.5, max(hi, q.max()) * 1.5)
+    else:
+        ax.set_xlim(lo / 1.5, hi * 1.5)
+        ax.text(0.5, 0.5, "no positive intensities to plot", transform=ax.transAxes, ha="center", va="center")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="lower left", fontsize=7)
+
+
+def draw_probabilities(ax: Axes, result: ClassificationResult | None) -> None:
+    """Bars of the posterior-mean class probabilities with 90 % posterior intervals; clears ``ax`` first."""
+    ax.clear()
+    positions = np.arange(len(CLASS_NAMES))
+    ax.set_xticks(positions)
+    ax.set_xticklabels(CLASS_NAMES, rotation=35, ha="right", fontsize=8)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel("probability")
+    if result is None or not result.ok:
+        ax.text(0.5, 0.5, "not classified", transform=ax.transAxes, ha="center", va="center")
+        return
+    p = np.asarray(result.probabilities, dtype=float)
+    low = np.clip(p - np.asarray(result.probability_low, dtype=float), 0.0, None)
+    high = np.clip(np.asarray(result.probability_high, dtype=float) - p, 0.0, None)
+    colours = [CLEAN_COLOUR if i == CLEAN_INDEX else ANOMALY_COLOUR for i in range(len(CLASS_NAMES))]
+    chosen = int(np.argmax(p))
+    edges = [CHOSEN_EDGE if i == chosen else "none" for i in range(len(CLASS_NAMES))]
+    ax.bar(positions, p, color=colours, edgecolor=edges, linewidth=1.5, yerr=np.vstack([low, high]), capsize=3, ecolor="#424242")
+    ax.set_title("class probabilities (bars: posterior mean; whiskers: 90 % interval)", fontsize=8)
+
+
+def result_figure(curve: Curve | None, result: ClassificationResult | None, q_domain: tuple[float, float], title: str = "") -> Figure:
+    """A new 9 x 3.5 inch Figure with the curve and the probability bars side by side."""
+    figure = Figure(figsize=(9.0, 3.5))
+    curve_ax, bars_ax = figure.subplots(1, 2)
+    draw_curve(curve_ax, curve, result, q_domain, title)
+    draw_probabilities(bars_ax, result)
+    figure.tight_layout()
+    return figure
