@@ -9,8 +9,10 @@ through an entry point in the group ``"sasview_bnn"``::
 
 The runtime consumes the model, raw-curve and result hooks. The three UI hooks
 describe pieces that the SasView integration places in its window; they are
-collected by :class:`~sasview_bnn_plugin.plugin_host.PluginHost` but not yet
-shown anywhere.
+collected by :class:`~sasview_bnn_plugin.plugin_host.PluginHost` and placed
+into SasView by :mod:`sasview_bnn_plugin.gui.sasview_hooks` (the project's own
+perspective, menu action and grid column come from
+:mod:`sasview_bnn_plugin.gui.builtin_gui_plugin` through the same hooks).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import sys
 from typing import Sequence
 
 #: Sub-commands in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("simulate",)
+COMMANDS: tuple[str, ...] = ("simulate", "fit", "export", "evaluate")
 
 
 class UsageError(Exception):
