@@ -15,7 +15,7 @@ pip_install() { "$1/bin/python" -m pip install --quiet --disable-pip-version-che
 
 # --- 1. core -------------------------------------------------------------------------------
 "$PYTHON" -m venv .venv
-pip_install .venv --upgrade pip
+pip_install .venv --upgrade pip "setuptools>=77" wheel
 # torch==2.13.0 (train extra) installs a CPU wheel on Python 3.11 machines of this kind.
 pip_install .venv -e ".[train,dev]"
 # A real external plugin (own distribution, own entry point) that the plugin-host tests observe.
