@@ -1,0 +1,84 @@
+"""Evaluation metrics checked against scikit-learn (and a direct ECE computation) on fixed inputs."""
+
+import numpy as np
+import pytest
+
+sk = pytest.importorskip("sklearn.metrics")
+
+from sasview_bnn_trainer.evaluation import metrics as M
+
+
+@pytest.fixture(scope="module")
+def fixed():
+    rng = np.random.default_rng(42)
+    n, c = 600, 7
+    labels = rng.integers(0, c, n)
+    logits = rng.normal(size=(n, c)) + 2.5 * np.eye(c)[labels] * rng.uniform(0, 1, (n, 1))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return labels, probs
+
+
+def test_accuracy_confusion_f1_match_sklearn(fixed):
+    labels, probs = fixed
+    pred = probs.argmax(axis=1)
+    cm = M.confusion_matrix(labels, pred, 7)
+    np.testing.assert_array_equal(cm, sk.confusion_matrix(labels, pred, labels=range(7)))
+    assert M.accuracy(labels, pred) == pytest.approx(sk.accuracy_score(labels, pred))
+    prf = M.precision_recall_f1(cm)
+    p, r, f, s = sk.precision_recall_fscore_support(labels, pred, labels=range(7), zero_division=0)
+    np.testing.assert_allclose(prf["precision"], p)
+    np.testing.assert_allclose(prf["recall"], r)
+    np.testing.assert_allclose(prf["f1"], f)
+    np.testing.assert_array_equal(prf["support"], s)
+    assert M.macro_f1(cm) == pytest.approx(sk.f1_score(labels, pred, average="macro"))
+
+
+def test_roc_auc_and_curve_match_sklearn(fixed):
+    labels, probs = fixed
+    # ties on purpose: rounded scores
+    for c in range(7):
+        y, s = labels == c, np.round(probs[:, c], 2)
+        assert M.roc_auc(y, s) == pytest.approx(sk.roc_auc_score(y, s), abs=1e-12)
+        fpr, tpr, _ = M.roc_curve(y, s)
+        fpr_sk, tpr_sk, _ = sk.roc_curve(y, s, drop_intermediate=False)
+        np.testing.assert_allclose(fpr, fpr_sk)
+        np.testing.assert_allclose(tpr, tpr_sk)
+    np.testing.assert_allclose(M.one_vs_rest_auc(labels, probs), sk.roc_auc_score(labels, probs, multi_class="ovr", average=None))
+    assert np.isnan(M.roc_auc(np.ones(5, bool), np.arange(5.0)))
+
+
+def test_fpr_at_recall_against_sklearn_curve(fixed):
+    labels, probs = fixed
+    y, s = labels == 0, probs[:, 0]
+    fpr, tpr, _ = sk.roc_curve(y, s, drop_intermediate=False)
+    assert M.fpr_at_recall(y, s, 0.95) == pytest.approx(fpr[np.argmax(tpr >= 0.95)])
+
+
+def test_nll_and_brier_match_sklearn(fixed):
+    labels, probs = fixed
+    assert M.negative_log_likelihood(labels, probs) == pytest.approx(sk.log_loss(labels, probs, labels=range(7)))
+    # sklearn's multi-class Brier score is the mean summed squared error (scale_by_half=False)
+    assert M.brier_score(labels, probs) == pytest.approx(sk.brier_score_loss(labels, probs, labels=range(7), scale_by_half=False))
+
+
+def test_ece_against_a_direct_loop(fixed):
+    labels, probs = fixed
+    conf, pred = probs.max(axis=1), probs.argmax(axis=1)
+    ece = 0.0
+    edges = np.linspace(0, 1, 16)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (conf > lo) & (conf <= hi)
+        if sel.any():
+            ece += sel.mean() * abs((pred[sel] == labels[sel]).mean() - conf[sel].mean())
+    assert M.expected_calibration_error(labels, probs, 15) == pytest.approx(ece)
+    onehot = np.eye(7)[labels]
+    assert M.expected_calibration_error(labels, onehot, 15) == pytest.approx(0.0)
+
+
+def test_entropy_and_mutual_information():
+    agree = np.tile(np.array([[0.5, 0.5, 0, 0, 0, 0, 0]]), (1, 4, 1))
+    disagree = np.zeros((1, 2, 7))
+    disagree[0, 0, 0] = disagree[0, 1, 1] = 1.0
+    assert M.predictive_entropy(agree)[0] == pytest.approx(np.log(2))
+    assert M.mutual_information(agree)[0] == pytest.approx(0.0, abs=1e-12)
+    assert M.mutual_information(disagree)[0] == pytest.approx(np.log(2))

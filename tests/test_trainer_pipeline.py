@@ -1,0 +1,197 @@
+"""End to end with the real simulator: simulate -> fit (VI and ensemble) -> export ONNX -> evaluate.
+
+Simulation and training run once per module (module-scoped fixtures); the
+models are tiny and trained for two epochs, so the assertions check the
+plumbing, the ONNX contract and torch/onnxruntime parity, not final accuracy.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("sasmodels")
+
+from sasview_bnn_plugin.model_format import REQUIRED_METADATA, check_metadata
+from sasview_bnn_plugin.taxonomy import CLASS_NAMES, class_index
+from sasview_bnn_trainer.cli import main
+from sasview_bnn_trainer.export import (
+    export_run,
+    onnx_session,
+    random_operators,
+    read_metadata,
+    run_onnx,
+    weights_sha256,
+)
+from sasview_bnn_trainer.features import FeatureFile, build_features
+from sasview_bnn_trainer.fit import FitConfig, fit, load_run
+from sasview_bnn_trainer.simulation.runner import simulate_to_file
+
+pytestmark = pytest.mark.slow
+
+N_TRAIN, N_TEST = 1400, 700
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipeline")
+    train = simulate_to_file(N_TRAIN, folder / "train.h5", seed=11, workers=1, progress=False)
+    test = simulate_to_file(N_TEST, folder / "test.h5", seed=12, workers=1, progress=False)
+    return folder, train, test
+
+
+@pytest.fixture(scope="module")
+def vi_model(data):
+    folder, train, _ = data
+    result = fit(train, folder / "vi", FitConfig(method="vi", epochs=2, samples=8, seed=0, lr=3e-3), progress=False)
+    exported = export_run(folder / "vi", folder / "vi.onnx", 8)
+    return result, exported
+
+
+@pytest.fixture(scope="module")
+def ensemble_model(data):
+    folder, train, _ = data
+    config = FitConfig(method="ensemble", epochs=2, samples=4, seed=1, lr=3e-3, exclude_classes=("ordered",))
+    result = fit(train, folder / "ens", config, progress=False)
+    exported = export_run(folder / "ens", folder / "ens.onnx", 4)
+    return result, exported
+
+
+def test_features_are_cached_and_refusals_counted(data):
+    _, train, _ = data
+    path = build_features(train, progress=False)
+    stamp = path.stat().st_mtime_ns
+    assert build_features(train, progress=False) == path and path.stat().st_mtime_ns == stamp
+    with FeatureFile(path) as ff:
+        s = ff.summary
+        assert s.n_curves == N_TRAIN and s.n_accepted + s.n_refused == N_TRAIN
+        assert sum(s.refusals.values()) == s.n_refused
+        assert ff.features.shape[1:] == (4, 256)
+        seen = np.concatenate([y for _, y in ff.iter_batches(np.arange(len(ff)), 64, shuffle_seed=3, block_rows=300)])
+        np.testing.assert_array_equal(np.sort(seen), np.sort(ff.labels))
+
+
+@pytest.mark.parametrize("which", ["vi_model", "ensemble_model"])
+def test_training_writes_a_run_and_learns(which, request):
+    result, _ = request.getfixturevalue(which)
+    run = result.run_dir
+    for name in ("checkpoint.pt", "history.json", "training_curves.png", "run.json"):
+        assert (run / name).stat().st_size > 0
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[-1]["val_accuracy"] > 0.25  # chance is 1/7 (1/6 with a class left out)
+
+
+@pytest.mark.parametrize("which", ["vi_model", "ensemble_model"])
+def test_exported_graph_follows_the_contract_and_matches_torch(which, request, data):
+    _, exported = request.getfixturevalue(which)
+    proto = onnx.load(str(exported.path))
+    assert random_operators(proto) == []
+    meta = read_metadata(exported.path)
+    assert set(REQUIRED_METADATA) <= set(meta) and all(meta[k] for k in REQUIRED_METADATA)
+    check_metadata(meta)
+    n_samples = int(meta["n_samples"])
+    assert weights_sha256(exported.model.network) == meta["weights_sha256"]
+    assert 0.0 < float(meta["novelty_false_alarm_rate"]) <= 0.1
+    training = json.loads(meta["training_data"])
+    assert training["seed"] == 11 and training["n_curves"] == N_TRAIN
+
+    session = onnx_session(exported.path)
+    (inp,) = session.get_inputs()
+    assert inp.name == "features" and inp.shape[1:] == [4, 256] and isinstance(inp.shape[0], str)
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "novelty_score"]
+
+    _, _, test = data
+    with FeatureFile(build_features(test, progress=False)) as ff:
+        x = ff.read_rows(np.arange(min(len(ff), 300)))
+    probs, scores = run_onnx(session, x, batch_size=97)  # uneven batches exercise the dynamic axis
+    with torch.no_grad():
+        t_probs, t_scores = exported.model(torch.from_numpy(x))
+    assert probs.shape == (x.shape[0], n_samples, 7) and scores.shape == (x.shape[0],)
+    assert np.max(np.abs(probs - t_probs.numpy())) <= 1e-5
+    np.testing.assert_allclose(scores, t_scores.numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(probs.sum(axis=2), 1.0, atol=1e-5)
+    one, _ = run_onnx(session, x[:1])
+    np.testing.assert_allclose(one[0], probs[0], atol=1e-6)
+
+
+def test_random_operator_check_can_fail():
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("RandomNormal", [], ["r"], shape=[1])
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info("r", TensorProto.FLOAT, [1])])
+    assert random_operators(helper.make_model(graph)) == ["RandomNormal"]
+
+
+def test_vi_export_is_reproducible_for_a_seed(vi_model, data):
+    folder = data[0]
+    _, first = vi_model
+    again = export_run(folder / "vi", folder / "vi_again.onnx", 8, seed=0)
+    other = export_run(folder / "vi", folder / "vi_other.onnx", 8, seed=1)
+    assert again.metadata["weights_sha256"] == first.metadata["weights_sha256"]
+    assert other.metadata["weights_sha256"] != first.metadata["weights_sha256"]
+
+
+def test_ensemble_export_refuses_more_samples_than_members(ensemble_model, data):
+    with pytest.raises(ValueError, match="ensemble of 4 members"):
+        export_run(data[0] / "ens", data[0] / "too_many.onnx", 5)
+
+
+@pytest.mark.parametrize("which", ["vi_model", "ensemble_model"])
+def test_evaluate_writes_metrics_and_report(which, request, data, capsys):
+    _, exported = request.getfixturevalue(which)
+    folder, _, test = data
+    report = folder / f"report_{which}"
+    assert main(["evaluate", str(exported.path), str(test), "--report", str(report), "--synthetic", "100", "--quiet"]) == 0
+    m = json.loads((report / "metrics.json").read_text())
+    assert m["classes"] == list(CLASS_NAMES)
+    cm = np.array(m["confusion_matrix"])
+    assert cm.shape == (7, 7) and cm.sum() == m["test_data"]["n_in_distribution"]
+    assert m["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    for key in ("macro_f1", "anomaly_auroc", "ece_15", "brier"):
+        assert 0.0 <= m[key] <= 1.0
+    assert m["nll"] > 0
+    for kind in ("synthetic:pure_noise", "synthetic:non_scattering"):
+        for score in ("mutual_information", "predictive_entropy", "feature_score"):
+            assert 0.0 <= m["novelty"][kind][score]["auroc"] <= 1.0
+    assert {r["n"] for r in m["robustness"]["noise_level"]} and sum(r["n"] for r in m["robustness"]["q_window_decades"]) == cm.sum()
+    page = (report / "index.html").read_text()
+    for png in ("confusion_matrix.png", "roc.png", "reliability.png", "uncertainty.png", "novelty.png", "robustness.png"):
+        assert (report / png).stat().st_size > 0 and png in page
+    if which == "ensemble_model":
+        unseen = m["novelty"]["class:ordered"]
+        with FeatureFile(test.with_name("test.eval-features.h5")) as ff:
+            assert unseen["n"] == int(np.sum(ff.labels == class_index("ordered"))) > 0
+        assert m["test_data"]["unseen_classes"] == ["ordered"] and cm[class_index("ordered")].sum() == 0
+        assert 0.0 <= unseen["feature_score"]["auroc"] <= 1.0
+        assert "mean_unseen_class_auroc" in m["novelty"]
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_same_seed_same_weights_and_resume_continues_exactly(data):
+    folder, train, _ = data
+    config = FitConfig(method="vi", epochs=2, seed=5, samples=2)
+    one = fit(train, folder / "det_a", config, progress=False).posterior.state_dict()
+    two = fit(train, folder / "det_b", config, progress=False).posterior.state_dict()
+    fit(train, folder / "det_c", FitConfig(method="vi", epochs=1, seed=5, samples=2), progress=False)
+    resumed = fit(train, folder / "det_c", config, resume=True, progress=False).posterior.state_dict()
+    for name in one:
+        assert torch.equal(one[name], two[name]), name
+        assert torch.equal(one[name], resumed[name]), name
+    other = fit(train, folder / "det_d", FitConfig(method="vi", epochs=1, seed=6, samples=2), progress=False)
+    assert not torch.equal(other.posterior.state_dict()["mu.conv1__weight"], one["mu.conv1__weight"])
+    posterior, record = load_run(folder / "det_a")
+    assert record["epoch"] == 2 and torch.equal(posterior.state_dict()["mu.fc__weight"], one["mu.fc__weight"])
+
+
+def test_fit_cli_reports_problems_in_one_line(data, capsys):
+    folder, train, _ = data
+    assert main(["fit", str(train), "--method", "vi", "--out", str(folder / "bad"), "--epochs", "0", "--quiet"]) == 1
+    assert "must be positive" in capsys.readouterr().err
+    assert main(["fit", str(train), "--method", "vi", "--out", str(folder / "bad"), "--exclude-class", "dust"]) == 2
+    assert main(["fit", str(folder / "missing.h5"), "--method", "vi", "--out", str(folder / "bad2"), "--quiet"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export", str(folder / "nothing"), "--out", str(folder / "x.onnx")]) == 1
+    assert "holds no training run" in capsys.readouterr().err

@@ -1,0 +1,102 @@
+"""The packed network layout, the posteriors' objectives and the in-graph novelty score."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sasview_bnn_trainer.export import MahalanobisNovelty
+from sasview_bnn_trainer.network import NetworkConfig, PackedCNN, pack_members
+from sasview_bnn_trainer.posterior import DeepEnsemble, MeanFieldVI, data_loss, gaussian_kl
+
+SMALL = NetworkConfig(channels=(4, 6, 8), hidden=16, kernel=5)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(50, generator=g) * 0.3
+    sigma = torch.rand(50, generator=g) * 0.2 + 1e-3
+    for prior in (0.05, 0.1, 1.0):
+        expected = torch.distributions.kl_divergence(
+            torch.distributions.Normal(mu, sigma), torch.distributions.Normal(torch.zeros(50), torch.full((50,), prior))
+        ).sum()
+        torch.testing.assert_close(gaussian_kl(mu, sigma, prior), expected)
+
+
+def test_vi_kl_covers_every_weight_and_enters_the_loss_divided_by_n():
+    torch.manual_seed(0)
+    vi = MeanFieldVI(SMALL, prior_sigma=0.2, n_train=1000)
+    mu = torch.cat([p.flatten() for p in vi.mu.values()])
+    sigma = torch.cat([torch.nn.functional.softplus(p).flatten() for p in vi.rho.values()])
+    expected = torch.distributions.kl_divergence(torch.distributions.Normal(mu, sigma), torch.distributions.Normal(0.0, 0.2)).sum()
+    torch.testing.assert_close(vi.kl(), expected)
+    x, y = torch.randn(16, 4, 256), torch.randint(0, 7, (16,))
+    _, parts = vi.training_loss(x, y, torch.Generator().manual_seed(1))
+    assert parts["kl_per_curve"] == pytest.approx(float(expected.detach()) / 1000, rel=1e-5)
+    assert parts["loss"] == pytest.approx(parts["data"] + parts["kl_per_curve"], rel=1e-5)
+
+
+def test_packed_members_equal_separate_networks():
+    torch.manual_seed(3)
+    packed = PackedCNN(SMALL, members=5).eval()
+    x = torch.randn(9, 4, 256)
+    logits = packed(x)
+    for k in range(5):
+        single = pack_members(SMALL, [packed.member_state(k)]).eval()
+        torch.testing.assert_close(logits[:, k], single(x)[:, 0], rtol=1e-5, atol=1e-6)
+    hidden = packed.hidden_features(x)
+    assert hidden.shape == (9, 5, SMALL.hidden)
+
+
+def test_ensemble_members_do_not_share_gradients():
+    torch.manual_seed(0)
+    ens = DeepEnsemble(SMALL, prior_sigma=0.5, n_train=100, members=3)
+    x, y = torch.randn(8, 4, 256), torch.randint(0, 7, (8,))
+    loss, _ = ens.training_loss(x, y)
+    loss.backward()
+    full = ens.net.conv1.weight.grad.clone()
+    # member 1 alone: same objective restricted to its own weights
+    single = pack_members(SMALL, [ens.net.member_state(1)])
+    for p in single.parameters():
+        p.requires_grad_(True)
+    own = data_loss(single(x), y, "nll").sum() + sum((p**2).sum() for p in single.parameters()) / (2 * 0.5**2 * 100)
+    own.backward()
+    rows = full.shape[0] // 3
+    torch.testing.assert_close(full[rows : 2 * rows], single.conv1.weight.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_mspe_is_the_summed_squared_probability_error():
+    logits = torch.tensor([[[2.0, 0.0, 0, 0, 0, 0, 0]], [[0.0, 0.0, 0, 0, 0, 0, 0]]])
+    labels = torch.tensor([0, 3])
+    p = torch.softmax(logits, dim=-1)[:, 0]
+    expected = ((p - torch.nn.functional.one_hot(labels, 7)) ** 2).sum(dim=1).mean()
+    torch.testing.assert_close(data_loss(logits, labels, "mspe"), expected[None])
+    assert float(data_loss(torch.tensor([[[50.0, 0, 0, 0, 0, 0, 0]]]), torch.tensor([0]), "mspe")) < 1e-12
+
+
+def test_vi_samples_are_reproducible_and_spread_like_the_posterior():
+    torch.manual_seed(0)
+    vi = MeanFieldVI(SMALL, prior_sigma=0.2, n_train=10, init_sigma=0.05)
+    a, b = vi.sample_weights(3, seed=7), vi.sample_weights(3, seed=7)
+    for sa, sb in zip(a, b):
+        for name in sa:
+            torch.testing.assert_close(sa[name], sb[name])
+    draws = torch.stack([s["fc.weight"] for s in vi.sample_weights(200, seed=1)])
+    assert float((draws.std(dim=0) / 0.05).mean()) == pytest.approx(1.0, abs=0.05)
+    torch.testing.assert_close(draws.mean(dim=0), vi.mu["fc__weight"].detach(), atol=0.02, rtol=0)
+
+
+def test_in_graph_mahalanobis_matches_numpy():
+    rng = np.random.default_rng(0)
+    s, c, h = 3, 4, 5
+    means = rng.normal(size=(s, c, h))
+    covs = [np.cov(rng.normal(size=(h, 50))) + 0.1 * np.eye(h) for _ in range(s)]
+    whiten = np.stack([np.linalg.cholesky(np.linalg.inv(cv)).T for cv in covs])
+    head = MahalanobisNovelty(means, whiten)
+    hid = rng.normal(size=(7, s, h))
+    got = head(torch.from_numpy(hid.reshape(7, s * h, 1).astype(np.float32))).numpy()
+    expected = np.mean(
+        [[min((hid[b, k] - means[k, j]) @ np.linalg.inv(covs[k]) @ (hid[b, k] - means[k, j]) for j in range(c)) for k in range(s)] for b in range(7)],
+        axis=1,
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-4)

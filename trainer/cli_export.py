@@ -1,0 +1,42 @@
+"""``sasview-bnn-train export``: write S posterior samples of a run as one ONNX model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export S posterior weight samples of a run to ONNX (with metadata and a calibrated novelty threshold)",
+        description="Pack S fixed posterior samples (VI draws or the first S ensemble members) of the run in RUN/ into "
+        "one ONNX graph (grouped convolutions, no random operator) following sasview_bnn_plugin.model_format, fit the "
+        "feature-space novelty score on training curves, calibrate its threshold on validation curves and check "
+        "onnxruntime against torch.",
+    )
+    p.add_argument("run_dir", metavar="RUN/", help="run directory written by `fit`")
+    p.add_argument("--samples", type=int, default=32, help="posterior samples in the graph (default 32; at most K for an ensemble)")
+    p.add_argument("--out", metavar="MODEL.onnx", required=True, help="ONNX file to write, e.g. onnx_models/NAME.onnx")
+    p.add_argument("--false-alarm-rate", type=float, default=0.05,
+                   help="fraction of in-distribution validation curves allowed above the novelty threshold (default 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the VI posterior draws and of the novelty fit subset (default 0)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    if not args.out.endswith(".onnx"):
+        print("sasview-bnn-train export: error: --out must name a .onnx file", file=sys.stderr)
+        return 2
+    try:
+        result = export_run(args.run_dir, args.out, args.samples, false_alarm_rate=args.false_alarm_rate, seed=args.seed)
+    except (ValueError, OSError, RuntimeError) as err:
+        print(f"sasview-bnn-train export: error: {err}", file=sys.stderr)
+        return 1
+    meta = result.metadata
+    print(f"wrote {result.path}: {meta['n_samples']} {meta['inference_method']} samples, novelty threshold "
+          f"{float(meta['novelty_threshold']):.4g} (false-alarm rate {float(meta['novelty_false_alarm_rate']):.3f}); "
+          f"onnxruntime vs torch max |dp| = {result.parity_max_abs_diff:.2g}; validation {meta['metrics']}")
+    return 0

@@ -1,0 +1,1 @@
+"""Evaluation of exported models: metrics (numpy) and the HTML report."""

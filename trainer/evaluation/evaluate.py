@@ -1,0 +1,204 @@
+"""Evaluation of an exported ONNX model on a simulated test file, run with onnxruntime.
+
+:func:`evaluate_model` computes every number of the report (a JSON-ready dict)
+plus the arrays the figures need (:class:`Evaluation`):
+
+- classification on in-distribution test curves: accuracy, per-class
+  precision/recall/F1, macro-F1, confusion matrix, one-vs-rest ROC AUC,
+  anomaly-vs-clean ROC AUC (score 1 - p(clean));
+- calibration: ECE (15 bins), NLL, Brier, reliability table;
+- uncertainty: predictive entropy and mutual information, correct vs wrong;
+- novelty: test curves of classes the model never saw (``novel_classes`` plus
+  the classes excluded from its training, read from its metadata) and
+  synthetic pure-noise / non-scattering curves against the in-distribution
+  test curves: AUROC and FPR at 95 % recall of MI, entropy and the graph's
+  feature-space score, and the fraction above the shipped threshold;
+- robustness: accuracy and macro-F1 in bins of the simulator's recorded noise
+  level (``instrument/noise_level``, relative error at the strongest point) and
+  of the width of the q-window (decades of q actually used).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from sasview_bnn_plugin.model_format import check_metadata
+from sasview_bnn_plugin.preprocessing import prepare_batch
+from sasview_bnn_plugin.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
+
+from ..export import onnx_session, read_metadata, run_onnx
+from ..features import FeatureFile, build_features
+from ..simulation.store import CurveReader
+from . import metrics as M
+from .novel_inputs import KINDS, novel_curves
+
+NOVELTY_SCORES: tuple[str, ...] = ("mutual_information", "predictive_entropy", "feature_score")
+
+
+@dataclass
+class Evaluation:
+    """All numbers (``metrics``, JSON-ready) and the arrays behind the figures."""
+
+    metrics: dict[str, Any]
+    labels: np.ndarray                      # (n,) in-distribution test labels
+    probs: np.ndarray                       # (n, 7) predictive mean
+    entropy: np.ndarray                     # (n,)
+    mutual_information: np.ndarray          # (n,)
+    feature_score: np.ndarray               # (n,)
+    novel_sets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # name -> score name -> (m,)
+    novelty_threshold: float = float("nan")
+
+
+def _uncertainty_scores(sample_probs: np.ndarray, feature_score: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "mutual_information": M.mutual_information(sample_probs),
+        "predictive_entropy": M.predictive_entropy(sample_probs),
+        "feature_score": feature_score,
+    }
+
+
+def _novelty_block(in_dist: dict[str, np.ndarray], novel: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": int(novel["feature_score"].size)}
+    for name in NOVELTY_SCORES:
+        y = np.r_[np.zeros(in_dist[name].size, bool), np.ones(novel[name].size, bool)]
+        s = np.r_[in_dist[name], novel[name]]
+        out[name] = {"auroc": M.roc_auc(y, s), "fpr_at_95_recall": M.fpr_at_recall(y, s, 0.95)}
+    out["flagged_by_threshold"] = float(np.mean(novel["feature_score"] > threshold)) if novel["feature_score"].size else float("nan")
+    return out
+
+
+def _binned(values: np.ndarray, labels: np.ndarray, predicted: np.ndarray, edges: np.ndarray, unit: str) -> list[dict[str, Any]]:
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (values >= lo) & (values <= hi if hi == edges[-1] else values < hi)
+        if sel.sum() == 0:
+            continue
+        cm = M.confusion_matrix(labels[sel], predicted[sel], N_CLASSES)
+        rows.append({"low": float(lo), "high": float(hi), "unit": unit, "n": int(sel.sum()),
+                     "accuracy": M.accuracy(labels[sel], predicted[sel]), "macro_f1": M.macro_f1(cm)})
+    return rows
+
+
+def evaluate_model(
+    model_path: str | Path,
+    test_path: str | Path,
+    *,
+    novel_classes: Sequence[str] = (),
+    n_synthetic: int = 500,
+    synthetic_seed: int = 12345,
+    batch_size: int = 1024,
+    threads: int = 2,
+    progress: bool = True,
+) -> Evaluation:
+    """Run ``model_path`` (ONNX) on ``test_path`` (curve file) and compute every metric."""
+    model_path, test_path = Path(model_path), Path(test_path)
+    if not model_path.exists():
+        raise FileNotFoundError(f"the model {model_path} does not exist")
+    meta = read_metadata(model_path)
+    cfg = check_metadata(meta)
+    training = json.loads(meta["training_data"])
+    unseen = sorted({*novel_classes, *training.get("excluded_classes", [])}, key=class_index)
+    unseen_idx = [class_index(n) for n in unseen]
+    threshold = float(meta["novelty_threshold"])
+    session = onnx_session(model_path, threads)
+
+    features_path = build_features(test_path, test_path.with_name(test_path.stem + ".eval-features.h5"), cfg, progress=progress)
+    with FeatureFile(features_path) as ff:
+        labels_all = ff.labels
+        q_window = ff.column("q_window")
+        source_index = ff.source_index
+        summary = ff.summary
+        outputs = [run_onnx(session, x, batch_size) for x, _ in ff.iter_batches(np.arange(len(ff)), batch_size)]
+    if not outputs:
+        raise ValueError(f"the preprocessing refused every curve of {test_path}; nothing to evaluate")
+    sample_probs = np.concatenate([o[0] for o in outputs])
+    feature_score = np.concatenate([o[1] for o in outputs])
+    with CurveReader(test_path) as reader:
+        noise_level = reader.column("instrument", "noise_level")[source_index] if "noise_level" in reader.columns("instrument") else None
+        test_seed = reader.seed
+    scores_all = _uncertainty_scores(sample_probs, feature_score)
+
+    in_dist = ~np.isin(labels_all, unseen_idx)
+    labels = labels_all[in_dist]
+    sp = sample_probs[in_dist]
+    probs = sp.mean(axis=1)
+    predicted = probs.argmax(axis=1)
+    cm = M.confusion_matrix(labels, predicted, N_CLASSES)
+    prf = M.precision_recall_f1(cm)
+    correct = predicted == labels
+    mi, ent, fs = (scores_all[k][in_dist] for k in NOVELTY_SCORES)
+    rel = M.reliability(labels, probs, 15)
+
+    metrics: dict[str, Any] = {
+        "model": {"path": str(model_path), "n_samples": int(meta["n_samples"]), "inference_method": meta["inference_method"],
+                  "novelty_threshold": threshold, "training_data": training, "package_version": meta["package_version"]},
+        "test_data": {"path": str(test_path), "seed": test_seed, "n_curves": summary.n_curves, "n_refused": summary.n_refused,
+                      "refusals": summary.refusals, "n_in_distribution": int(in_dist.sum()), "unseen_classes": unseen},
+        "classes": list(CLASS_NAMES),
+        "accuracy": M.accuracy(labels, predicted),
+        "macro_f1": M.macro_f1(cm),
+        "per_class": {name: {"precision": float(prf["precision"][c]), "recall": float(prf["recall"][c]),
+                             "f1": float(prf["f1"][c]), "support": int(prf["support"][c])}
+                      for c, name in enumerate(CLASS_NAMES)},
+        "confusion_matrix": cm.tolist(),
+        "one_vs_rest_auroc": {name: float(v) for name, v in zip(CLASS_NAMES, M.one_vs_rest_auc(labels, probs))},
+        "anomaly_auroc": M.roc_auc(labels != CLEAN_INDEX, 1.0 - probs[:, CLEAN_INDEX]),
+        "ece_15": M.expected_calibration_error(labels, probs, 15),
+        "nll": M.negative_log_likelihood(labels, probs),
+        "brier": M.brier_score(labels, probs),
+        "reliability": {k: [None if not np.isfinite(v) else float(v) for v in rel[k]] for k in ("confidence", "accuracy")}
+        | {"count": rel["count"].tolist()},
+        "uncertainty": {
+            "entropy_mean_correct": float(ent[correct].mean()) if correct.any() else None,
+            "entropy_mean_wrong": float(ent[~correct].mean()) if (~correct).any() else None,
+            "mi_mean_correct": float(mi[correct].mean()) if correct.any() else None,
+            "mi_mean_wrong": float(mi[~correct].mean()) if (~correct).any() else None,
+            "wrong_vs_correct_auroc_entropy": M.roc_auc(~correct, ent),
+            "wrong_vs_correct_auroc_mi": M.roc_auc(~correct, mi),
+        },
+        "novelty": {"in_distribution_false_alarm_rate": float(np.mean(fs > threshold))},
+    }
+
+    in_scores = {"mutual_information": mi, "predictive_entropy": ent, "feature_score": fs}
+    novel_sets: dict[str, dict[str, np.ndarray]] = {}
+    for name, c in zip(unseen, unseen_idx):
+        sel = labels_all == c
+        if sel.any():
+            novel_sets[f"class:{name}"] = {k: v[sel] for k, v in scores_all.items()}
+    for kind in KINDS:
+        if n_synthetic <= 0:
+            break
+        curves = novel_curves(kind, n_synthetic, synthetic_seed)
+        batch, outcomes = prepare_batch([(c.q, c.intensity, c.d_intensity, c.q_unit) for c in curves], cfg)
+        if batch.shape[0]:
+            p, s = run_onnx(session, batch, batch_size)
+            novel_sets[f"synthetic:{kind}"] = _uncertainty_scores(p, s)
+        metrics["novelty"].setdefault("synthetic_refused_by_preprocessing", {})[kind] = int(n_synthetic - batch.shape[0])
+    for name, sets in novel_sets.items():
+        metrics["novelty"][name] = _novelty_block(in_scores, sets, threshold)
+    class_blocks = [v for k, v in metrics["novelty"].items() if k.startswith("class:")]
+    if class_blocks:
+        metrics["novelty"]["mean_unseen_class_auroc"] = {
+            s: float(np.mean([b[s]["auroc"] for b in class_blocks])) for s in NOVELTY_SCORES
+        }
+
+    robustness: dict[str, Any] = {}
+    if noise_level is not None:
+        nl = noise_level[in_dist].astype(np.float64)
+        ok = np.isfinite(nl)
+        if ok.any():
+            edges = np.quantile(nl[ok], np.linspace(0, 1, 6))
+            robustness["noise_level"] = _binned(nl[ok], labels[ok], predicted[ok], edges, "relative error at the strongest point")
+    else:
+        robustness["noise_level"] = "the test file records no instrument/noise_level column"
+    width = np.log10(q_window[in_dist, 1] / q_window[in_dist, 0])
+    edges = np.unique(np.quantile(width, np.linspace(0, 1, 6)))
+    robustness["q_window_decades"] = _binned(width, labels, predicted, edges, "decades of q")
+    metrics["robustness"] = robustness
+
+    return Evaluation(metrics, labels, probs, ent, mi, fs, novel_sets, threshold)

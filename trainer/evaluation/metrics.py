@@ -1,0 +1,147 @@
+"""Classification, calibration, uncertainty and novelty metrics (plain numpy).
+
+Conventions: ``labels`` (n,) int class indices; ``probs`` (n, classes) predictive
+probabilities (the mean over posterior samples); ``sample_probs`` (n, S, classes)
+per-sample probabilities; ``scores`` (n,) where higher means "more positive"
+(more anomalous / more novel). Logarithms are natural (nats).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_EPS = 1e-12
+
+
+def accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Fraction of curves whose predicted class equals the label."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    return float(np.mean(labels == predicted)) if labels.size else float("nan")
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts (n_classes, n_classes): row = true class, column = predicted class."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
+    return cm
+
+
+def precision_recall_f1(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 and support from a confusion matrix (0 where undefined)."""
+    tp = np.diag(cm).astype(np.float64)
+    predicted = cm.sum(axis=0).astype(np.float64)
+    support = cm.sum(axis=1).astype(np.float64)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+
+
+def macro_f1(cm: np.ndarray) -> float:
+    """Unweighted mean F1 over the classes that occur (as label or prediction)."""
+    present = (cm.sum(axis=0) + cm.sum(axis=1)) > 0
+    return float(precision_recall_f1(cm)["f1"][present].mean())
+
+
+def roc_curve(is_positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false-positive rate, true-positive rate, thresholds) at every distinct score, highest first."""
+    y = np.asarray(is_positive, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
+    tps = np.cumsum(y)[distinct].astype(np.float64)
+    fps = (distinct + 1 - tps).astype(np.float64)
+    n_pos, n_neg = max(y.sum(), 1), max((~y).sum(), 1)
+    tpr = np.r_[0.0, tps / n_pos]
+    fpr = np.r_[0.0, fps / n_neg]
+    return fpr, tpr, np.r_[np.inf, s[distinct]]
+
+
+def roc_auc(is_positive: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (ties count one half); NaN if one class is absent."""
+    y = np.asarray(is_positive, dtype=bool)
+    if y.all() or not y.any():
+        return float("nan")
+    fpr, tpr, _ = roc_curve(y, scores)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+
+
+def fpr_at_recall(is_positive: np.ndarray, scores: np.ndarray, recall: float = 0.95) -> float:
+    """False-positive rate at the first threshold whose true-positive rate reaches ``recall``."""
+    y = np.asarray(is_positive, dtype=bool)
+    if y.all() or not y.any():
+        return float("nan")
+    fpr, tpr, _ = roc_curve(y, scores)
+    return float(fpr[np.argmax(tpr >= recall - 1e-12)])
+
+
+def one_vs_rest_auc(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """ROC AUC of p(class c) for "label == c" against the rest, shape (classes,)."""
+    return np.array([roc_auc(labels == c, probs[:, c]) for c in range(probs.shape[1])])
+
+
+def negative_log_likelihood(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean -log p(true class) in nats (probabilities clipped at 1e-12)."""
+    p = probs[np.arange(labels.shape[0]), labels]
+    return float(-np.mean(np.log(np.clip(p, _EPS, 1.0))))
+
+
+def brier_score(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean over curves of sum_c (p_c - onehot_c)^2 (range 0 to 2)."""
+    onehot = np.eye(probs.shape[1])[labels]
+    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+
+
+def reliability(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> dict[str, np.ndarray]:
+    """Top-label confidence vs accuracy in ``n_bins`` equal-width confidence bins on [0, 1].
+
+    Returns per bin: ``confidence`` (mean), ``accuracy``, ``count``, and ``edges`` (n_bins + 1,).
+    Empty bins have NaN confidence and accuracy.
+    """
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)  # bins (lo, hi]
+    count = np.bincount(idx, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / count
+        mean_acc = np.bincount(idx, weights=correct, minlength=n_bins) / count
+    return {"confidence": mean_conf, "accuracy": mean_acc, "count": count, "edges": edges}
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
+    """ECE: sum over bins of (bin count / n) * |accuracy - confidence| (top label, equal-width bins)."""
+    r = reliability(labels, probs, n_bins)
+    used = r["count"] > 0
+    return float(np.sum(r["count"][used] / labels.shape[0] * np.abs(r["accuracy"][used] - r["confidence"][used])))
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Shannon entropy (nats) over the last axis."""
+    p = np.clip(probs, _EPS, 1.0)
+    return -np.sum(probs * np.log(p), axis=-1)
+
+
+def predictive_entropy(sample_probs: np.ndarray) -> np.ndarray:
+    """Entropy of the sample-mean probabilities, shape (n,): total uncertainty."""
+    return entropy(sample_probs.mean(axis=1))
+
+
+def mutual_information(sample_probs: np.ndarray) -> np.ndarray:
+    """Entropy of the mean minus the mean entropy of the samples, shape (n,): epistemic uncertainty."""
+    return np.maximum(predictive_entropy(sample_probs) - entropy(sample_probs).mean(axis=1), 0.0)
+
+
+def classification_summary(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> dict[str, float]:
+    """Accuracy, macro-F1, NLL, Brier and ECE (15 bins) of predictive probabilities (n, classes)."""
+    predicted = probs.argmax(axis=1)
+    cm = confusion_matrix(labels, predicted, n_classes)
+    return {
+        "accuracy": accuracy(labels, predicted),
+        "macro_f1": macro_f1(cm),
+        "nll": negative_log_likelihood(labels, probs),
+        "brier": brier_score(labels, probs),
+        "ece": expected_calibration_error(labels, probs, 15),
+    }

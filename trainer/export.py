@@ -1,0 +1,339 @@
+"""Export of a trained run to one ONNX graph following ``sasview_bnn_plugin.model_format``.
+
+The graph holds S fixed posterior weight samples (VI draws or ensemble
+members) packed as grouped convolutions (:class:`~sasview_bnn_trainer.network.PackedCNN`)
+and computes, with no random operator:
+
+- ``probabilities`` (batch, S, 7): the softmax of every sample;
+- ``novelty_score`` (batch,): the squared Mahalanobis distance of each sample's
+  penultimate activations h (hidden,) to the nearest training-class mean, with a
+  covariance shared by the classes (fitted on training curves, a small ridge
+  of 1e-3 of the mean variance added), averaged over the S samples:
+  mean_s min_c (h_s - mu_sc)^T Sigma_s^-1 (h_s - mu_sc).
+
+The novelty threshold is the (1 - false-alarm rate) quantile of the score on
+the run's validation curves (in-distribution by construction).
+
+``weights_sha256`` is the sha256 of the packed classifier parameters as
+little-endian float32, concatenated in the order of
+:data:`~sasview_bnn_trainer.network.PARAMETER_NAMES` (each packed tensor holds
+the S samples in order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from sasview_bnn_plugin import __version__
+from sasview_bnn_plugin.model_format import (
+    FORMAT_VERSION,
+    INPUT_NAME,
+    NOVELTY_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    REQUIRED_METADATA,
+    check_metadata,
+)
+from sasview_bnn_plugin.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
+
+from .evaluation.metrics import classification_summary, roc_auc
+from .features import FeatureFile, split_rows
+from .fit import load_run
+from .network import PARAMETER_NAMES, PackedCNN, pack_members
+
+#: Operators that draw random numbers (or may, like Dropout); none may appear in an exported graph.
+RANDOM_OPERATORS = frozenset(
+    {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"}
+)
+OPSET = 17
+NOVELTY_SCORE_NAME = "mahalanobis"
+
+
+class MahalanobisNovelty(nn.Module):
+    """Mean over samples of the squared Mahalanobis distance to the nearest class mean.
+
+    Built from per-sample class means ``means`` (S, C, hidden) and whitening
+    matrices ``whiten`` (S, hidden, hidden) with whiten_s^T whiten_s = Sigma_s^-1.
+    Input: packed hidden activations (batch, S*hidden, 1); output (batch,).
+    """
+
+    def __init__(self, means: np.ndarray, whiten: np.ndarray) -> None:
+        super().__init__()
+        s, c, h = means.shape
+        self.samples, self.n_means, self.hidden = s, c, h
+        white_means = np.einsum("sij,scj->sci", whiten, means)  # (S, C, H)
+        self.whiten = nn.Conv1d(s * h, s * h, 1, groups=s, bias=False)
+        self.project = nn.Conv1d(s * h, s * c, 1, groups=s, bias=False)
+        with torch.no_grad():
+            self.whiten.weight.copy_(torch.from_numpy(whiten.reshape(s * h, h, 1).astype(np.float32)))
+            self.project.weight.copy_(torch.from_numpy(white_means.reshape(s * c, h, 1).astype(np.float32)))
+        self.register_buffer("mean_norms", torch.from_numpy((white_means**2).sum(-1).astype(np.float32)))  # (S, C)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        z = self.whiten(hidden)  # (b, S*H, 1)
+        dots = self.project(z).reshape(-1, self.samples, self.n_means)
+        z_norms = (z.reshape(-1, self.samples, self.hidden) ** 2).sum(dim=2, keepdim=True)
+        dist = torch.clamp(z_norms - 2.0 * dots + self.mean_norms, min=0.0)
+        return dist.min(dim=2).values.mean(dim=1)
+
+
+class ExportedModel(nn.Module):
+    """features (batch, 4, bins) -> (probabilities (batch, S, 7), novelty_score (batch,))."""
+
+    def __init__(self, network: PackedCNN, novelty: MahalanobisNovelty) -> None:
+        super().__init__()
+        self.network = network
+        self.novelty = novelty
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = self.network._hidden(features)
+        logits = self.network.out(hidden).reshape(-1, self.network.members, self.network.config.n_classes)
+        return F.softmax(logits, dim=-1), self.novelty(hidden)
+
+
+def fit_mahalanobis(
+    network: PackedCNN, features: FeatureFile, rows: np.ndarray, *, batch_size: int = 1024, ridge: float = 1e-3
+) -> MahalanobisNovelty:
+    """Class means and shared covariance of the penultimate activations on ``rows`` (one pass, float64)."""
+    s, h = network.members, network.config.hidden
+    classes = np.unique(features.labels[rows])
+    pos = {c: k for k, c in enumerate(classes)}
+    sums = np.zeros((s, classes.size, h))
+    outer = np.zeros((s, h, h))
+    counts = np.zeros(classes.size)
+    with torch.no_grad():
+        for x, y in features.iter_batches(rows, batch_size):
+            hid = network.hidden_features(torch.from_numpy(x)).double().numpy()  # (b, S, H)
+            idx = np.array([pos[int(v)] for v in y])
+            np.add.at(counts, idx, 1)
+            for k in range(classes.size):
+                sums[:, k] += hid[idx == k].sum(axis=0)
+            outer += np.einsum("bsi,bsj->sij", hid, hid)
+    means = sums / counts[None, :, None]
+    scatter = outer - np.einsum("c,sci,scj->sij", counts, means, means)
+    cov = scatter / max(counts.sum() - classes.size, 1)
+    whiten = np.empty_like(cov)
+    for k in range(s):
+        c = cov[k] + (ridge * np.trace(cov[k]) / h + 1e-12) * np.eye(h)
+        precision = np.linalg.inv(c)
+        precision = 0.5 * (precision + precision.T)
+        whiten[k] = np.linalg.cholesky(precision).T  # whiten^T whiten = precision
+    return MahalanobisNovelty(means, whiten)
+
+
+def weights_sha256(network: PackedCNN) -> str:
+    """sha256 of the packed parameters, float32 little-endian, in PARAMETER_NAMES order."""
+    digest = hashlib.sha256()
+    for name in PARAMETER_NAMES:
+        digest.update(network.get_parameter(name).detach().cpu().numpy().astype("<f4").tobytes())
+    return digest.hexdigest()
+
+
+def random_operators(model: onnx.ModelProto) -> list[str]:
+    """Random (or possibly random) operators found anywhere in the graph, including subgraphs."""
+    found = []
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for node in graph.node:
+            if node.op_type in RANDOM_OPERATORS:
+                found.append(node.op_type)
+            for attr in node.attribute:
+                if attr.g is not None and attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g)
+                for g in attr.graphs:
+                    visit(g)
+
+    visit(model.graph)
+    return found
+
+
+def run_onnx(session: ort.InferenceSession, features: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (n, S, 7) and novelty scores (n,) of features (n, 4, bins) with onnxruntime."""
+    probs, scores = [], []
+    for s in range(0, features.shape[0], batch_size):
+        p, nov = session.run([PROBABILITIES_OUTPUT, NOVELTY_OUTPUT], {INPUT_NAME: features[s : s + batch_size]})
+        probs.append(p)
+        scores.append(nov)
+    return np.concatenate(probs), np.concatenate(scores)
+
+
+def onnx_session(path: str | Path, threads: int = 2) -> ort.InferenceSession:
+    """A CPU onnxruntime session with ``threads`` intra-op threads."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_run` wrote and the checks it made."""
+
+    path: Path
+    metadata: dict[str, str]
+    parity_max_abs_diff: float
+    model: ExportedModel
+
+
+def export_run(
+    run_dir: str | Path,
+    out_path: str | Path,
+    n_samples: int,
+    *,
+    false_alarm_rate: float = 0.05,
+    seed: int = 0,
+    max_fit_curves: int = 20_000,
+    max_val_curves: int = 20_000,
+    parity_tolerance: float = 1e-5,
+) -> ExportResult:
+    """Export ``n_samples`` posterior samples of a run to ``out_path`` (ONNX) with full metadata.
+
+    VI draws use ``seed``; an ensemble exports its first ``n_samples`` members.
+    The novelty statistics are fitted on at most ``max_fit_curves`` training
+    curves; the threshold and the stored metrics come from at most
+    ``max_val_curves`` validation curves (seeded random subsets). The written file is re-read with onnxruntime and must agree with
+    torch within ``parity_tolerance`` (max abs difference of probabilities).
+    """
+    if not 0.0 < false_alarm_rate < 1.0:
+        raise ValueError(f"the false-alarm rate must lie between 0 and 1, got {false_alarm_rate}")
+    posterior, record = load_run(run_dir)
+    if posterior.max_samples is not None and n_samples > posterior.max_samples:
+        raise ValueError(
+            f"the run is an ensemble of {posterior.max_samples} members; --samples {n_samples} is more than it has"
+        )
+    if n_samples < 1:
+        raise ValueError("at least one posterior sample is needed")
+    data = record["data"]
+    fit_config = record["fit_config"]
+    network = pack_members(posterior.config, posterior.sample_weights(n_samples, seed)).eval()
+
+    with FeatureFile(data["features_path"]) as features:
+        if features.summary.preprocessing != data["preprocessing"]:
+            raise ValueError("the features file of the run was rebuilt with other preprocessing settings; re-run fit")
+        excluded = [class_index(n) for n in data["excluded_classes"]]
+        train_rows, val_rows = split_rows(features.labels, data["val_fraction"], data["split_seed"], excluded)
+        rng = np.random.default_rng(seed)
+        fit_rows = np.sort(rng.choice(train_rows, min(max_fit_curves, train_rows.size), replace=False))
+        novelty = fit_mahalanobis(network, features, fit_rows)
+        model = ExportedModel(network, novelty).eval()
+        if val_rows.size > max_val_curves:
+            val_rows = np.sort(rng.choice(val_rows, max_val_curves, replace=False))
+        val_x = features.read_rows(val_rows)
+        val_y = features.labels[val_rows]
+
+    with torch.no_grad():
+        torch_probs, torch_scores = [], []
+        for s in range(0, val_x.shape[0], 1024):
+            p, nov = model(torch.from_numpy(val_x[s : s + 1024]))
+            torch_probs.append(p.numpy())
+            torch_scores.append(nov.numpy())
+    torch_probs_all = np.concatenate(torch_probs)
+    scores = np.concatenate(torch_scores)
+    threshold = float(np.quantile(scores, 1.0 - false_alarm_rate))
+    achieved_far = float(np.mean(scores > threshold))
+    mean_probs = torch_probs_all.mean(axis=1)
+    metrics = classification_summary(val_y, mean_probs, N_CLASSES)
+    metrics["anomaly_auroc"] = roc_auc(val_y != CLEAN_INDEX, 1.0 - mean_probs[:, CLEAN_INDEX])
+    metrics = {"validation": {k: round(float(v), 6) for k, v in metrics.items()}, "n_validation": int(val_y.size)}
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.from_numpy(val_x[:2])
+    with warnings.catch_warnings():
+        # the TorchScript exporter is used on purpose: the dynamo one needs onnxscript, not a dependency
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(out_path),
+            input_names=[INPUT_NAME],
+            output_names=[PROBABILITIES_OUTPUT, NOVELTY_OUTPUT],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, PROBABILITIES_OUTPUT: {0: "batch"}, NOVELTY_OUTPUT: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    proto = onnx.load(str(out_path))
+    metadata = {
+        "sasview_bnn.format_version": FORMAT_VERSION,
+        "classes": json.dumps(list(CLASS_NAMES)),
+        "preprocessing": data["preprocessing"],
+        "n_samples": str(n_samples),
+        "inference_method": posterior.method,
+        "prior_sigma": repr(posterior.prior_sigma),
+        "novelty_score": NOVELTY_SCORE_NAME,
+        "novelty_threshold": repr(threshold),
+        "novelty_false_alarm_rate": repr(achieved_far),
+        "training_data": json.dumps(
+            {
+                "seed": data["seed"],
+                "n_curves": data["n_curves"],
+                "n_refused": data["n_refused"],
+                "n_train": data["n_train"],
+                "n_validation": data["n_val"],
+                "split_seed": data["split_seed"],
+                "simulator_code_version": data["code_version"],
+                "excluded_classes": data["excluded_classes"],
+                "file": Path(data["path"]).name,
+            }
+        ),
+        "metrics": json.dumps(metrics),
+        "package_version": __version__,
+        "weights_sha256": weights_sha256(network),
+        "network": posterior.config.to_json(),
+        "training": json.dumps({k: fit_config[k] for k in ("method", "epochs", "seed", "lr", "batch_size", "loss", "prior_sigma")}
+                               | {"epochs_done": record["epoch"]}),
+        "novelty_target_false_alarm_rate": repr(false_alarm_rate),
+        "posterior_sample_seed": str(seed),
+    }
+    missing = set(REQUIRED_METADATA) - set(metadata)
+    assert not missing, missing
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "sasview-bnn-train"
+    proto.producer_version = __version__
+    onnx.checker.check_model(proto)
+    bad = random_operators(proto)
+    if bad:
+        raise RuntimeError(f"the exported graph contains random operators {sorted(set(bad))}; it would not be reproducible")
+    onnx.save(proto, str(out_path))
+    check_metadata(metadata)
+
+    session = onnx_session(out_path)
+    check_rows = min(val_x.shape[0], 2048)
+    ort_probs, _ = run_onnx(session, val_x[:check_rows])
+    diff = float(np.max(np.abs(ort_probs - torch_probs_all[:check_rows]))) if check_rows else 0.0
+    if diff > parity_tolerance:
+        raise RuntimeError(f"onnxruntime and torch disagree by {diff:.3g} on the probabilities (tolerance {parity_tolerance:g})")
+    return ExportResult(out_path, metadata, diff, model)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an ONNX file as a dict."""
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def metadata_summary(metadata: dict[str, str]) -> dict[str, Any]:
+    """Decoded JSON entries of a model's metadata, for reports."""
+    out: dict[str, Any] = {}
+    for key, value in metadata.items():
+        try:
+            out[key] = json.loads(value)
+        except (json.JSONDecodeError, TypeError):
+            out[key] = value
+    return out

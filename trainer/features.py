@@ -1,0 +1,331 @@
+"""Curve file -> model inputs, through the shared preprocessing, streamed and cached.
+
+A curve file written by :class:`~sasview_bnn_trainer.simulation.store.CurveWriter`
+is mapped curve by curve with :func:`sasview_bnn_plugin.preprocessing.prepare_curve`
+(the one preprocessing used at inference too) into a *features file* next to it
+(``<data>.features.h5`` by default)::
+
+    /features      (M, channels, bins) float32   accepted curves only
+    /labels        (M,) int8                     taxonomy index
+    /source_index  (M,) int64                    row of the curve in the curve file
+    /coverage      (M,) float64                  fraction of the model q-domain covered (log q)
+    /q_window      (M, 2) float64                q range used, 1/Å
+    attrs: preprocessing (JSON), source (path), source_size, source_mtime_ns,
+           n_curves, n_refused, refusals (JSON reason -> count), seed, code_version
+           (every class is kept; train/validation splits and left-out classes are
+           decided at training time, see :func:`split_rows`)
+
+The file is built chunk by chunk, so a 1,000,000-curve set never has to fit in
+memory (about 4 KiB per curve on disk). Curves the preprocessing refuses are
+counted by reason and skipped. A cached file is reused only when the curve file
+and the preprocessing settings are unchanged.
+
+:class:`FeatureFile` reads it back in shuffled blocks of contiguous rows
+(bounded memory, deterministic for a seed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from sasview_bnn_plugin.preprocessing import CurveError, PreprocessingConfig, prepare_curve
+
+from .simulation.store import CurveReader
+
+FEATURES_FORMAT = "sasview-bnn-features"
+FEATURES_FORMAT_VERSION = 1
+
+
+def default_features_path(data_path: str | Path) -> Path:
+    """``DATA.h5`` -> ``DATA.features.h5`` (next to the data)."""
+    p = Path(data_path)
+    return p.with_name(p.stem + ".features.h5")
+
+
+def _refusal_reason(err: CurveError) -> str:
+    """A refusal message with its numbers removed, so equal causes count together."""
+    return re.sub(r"[-+]?\d[\d.eE+-]*", "#", str(err))
+
+
+def _prepare_chunk(args: tuple[str, int, int, str]) -> tuple[int, dict[str, np.ndarray], Counter]:
+    """Preprocess curves start..stop-1 of a curve file (runs in worker processes too)."""
+    path, start, stop, cfg_json = args
+    cfg = PreprocessingConfig.from_json(cfg_json)
+    feats, labels, index, coverage, window = [], [], [], [], []
+    refusals: Counter = Counter()
+    with CurveReader(path) as reader:
+        for k, curve in enumerate(reader.read(start, stop)):
+            try:
+                prepared = prepare_curve(curve.q, curve.intensity, curve.d_intensity, curve.q_unit, cfg)
+            except CurveError as err:
+                refusals[_refusal_reason(err)] += 1
+                continue
+            feats.append(prepared.features)
+            labels.append(curve.label)
+            index.append(start + k)
+            coverage.append(prepared.coverage)
+            window.append(prepared.q_window)
+    shape = (0, *cfg.input_shape)
+    out = {
+        "features": np.stack(feats) if feats else np.zeros(shape, np.float32),
+        "labels": np.asarray(labels, dtype=np.int8),
+        "source_index": np.asarray(index, dtype=np.int64),
+        "coverage": np.asarray(coverage, dtype=np.float64),
+        "q_window": np.asarray(window, dtype=np.float64).reshape(-1, 2),
+    }
+    return start, out, refusals
+
+
+def _cache_is_valid(features_path: Path, data_path: Path, cfg: PreprocessingConfig) -> bool:
+    if not features_path.exists():
+        return False
+    stat = data_path.stat()
+    try:
+        with h5py.File(features_path, "r") as f:
+            a = f.attrs
+            return (
+                a.get("format") == FEATURES_FORMAT
+                and a.get("complete", False)
+                and a.get("preprocessing") == cfg.to_json()
+                and int(a.get("source_size", -1)) == stat.st_size
+                and int(a.get("source_mtime_ns", -1)) == stat.st_mtime_ns
+            )
+    except OSError:
+        return False
+
+
+def build_features(
+    data_path: str | Path,
+    features_path: str | Path | None = None,
+    config: PreprocessingConfig | None = None,
+    *,
+    chunk_size: int = 2048,
+    workers: int = 1,
+    progress: bool = True,
+    rebuild: bool = False,
+) -> Path:
+    """Preprocess every curve of a curve file into a features file; return its path.
+
+    Reuses an existing features file built from the same curve file with the same
+    preprocessing settings unless ``rebuild``. ``workers`` > 1 preprocesses
+    chunks in that many processes. Refused curves are counted per reason in the
+    ``refusals`` attribute and skipped.
+    """
+    data_path = Path(data_path)
+    if not data_path.exists():
+        raise FileNotFoundError(f"the curve file {data_path} does not exist")
+    cfg = config or PreprocessingConfig()
+    out_path = Path(features_path) if features_path else default_features_path(data_path)
+    if not rebuild and _cache_is_valid(out_path, data_path, cfg):
+        return out_path
+    try:
+        reader = CurveReader(data_path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{data_path} cannot be read as a sasview-bnn curve file: {err}") from None
+    with reader:
+        n = len(reader)
+        attrs = dict(reader.attrs)
+    tmp_path = out_path.with_name(out_path.name + ".partial")
+    bins = cfg.input_shape
+    refusals: Counter = Counter()
+    tasks = [(str(data_path), s, min(s + chunk_size, n), cfg.to_json()) for s in range(0, n, chunk_size)]
+    with h5py.File(tmp_path, "w") as f:
+        f.attrs["format"] = FEATURES_FORMAT
+        f.attrs["format_version"] = FEATURES_FORMAT_VERSION
+        f.attrs["complete"] = False
+        ds = {
+            "features": f.create_dataset(
+                "features", shape=(0, *bins), maxshape=(None, *bins), dtype=np.float32, chunks=(256, *bins)
+            ),
+            "labels": f.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int8, chunks=(65536,)),
+            "source_index": f.create_dataset("source_index", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(65536,)),
+            "coverage": f.create_dataset("coverage", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(65536,)),
+            "q_window": f.create_dataset("q_window", shape=(0, 2), maxshape=(None, 2), dtype=np.float64, chunks=(65536, 2)),
+        }
+
+        def store(out: dict[str, np.ndarray]) -> None:
+            for name, values in out.items():
+                d = ds[name]
+                m = d.shape[0]
+                d.resize(m + values.shape[0], axis=0)
+                d[m:] = values
+
+        bar = tqdm(total=n, desc="preprocessing", unit="curve", disable=not progress)
+        if workers > 1 and len(tasks) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for (start, out, refused), task in zip(pool.map(_prepare_chunk, tasks), tasks):
+                    store(out)
+                    refusals.update(refused)
+                    bar.update(task[2] - task[1])
+        else:
+            for task in tasks:
+                _, out, refused = _prepare_chunk(task)
+                store(out)
+                refusals.update(refused)
+                bar.update(task[2] - task[1])
+        bar.close()
+        stat = data_path.stat()
+        f.attrs["preprocessing"] = cfg.to_json()
+        f.attrs["source"] = str(data_path.resolve())
+        f.attrs["source_size"] = stat.st_size
+        f.attrs["source_mtime_ns"] = stat.st_mtime_ns
+        f.attrs["n_curves"] = n
+        f.attrs["n_refused"] = int(sum(refusals.values()))
+        f.attrs["refusals"] = json.dumps(dict(refusals.most_common()))
+        f.attrs["seed"] = int(attrs.get("seed", -1))
+        f.attrs["code_version"] = str(attrs.get("code_version", ""))
+        f.attrs["simulation_config"] = str(attrs.get("config", "{}"))
+        f.attrs["complete"] = True
+    os.replace(tmp_path, out_path)
+    return out_path
+
+
+@dataclass(frozen=True)
+class FeatureSummary:
+    """What a features file holds: curve counts and the data's provenance."""
+
+    n_curves: int
+    n_accepted: int
+    n_refused: int
+    refusals: dict[str, int]
+    seed: int
+    code_version: str
+    preprocessing: str
+
+
+class FeatureFile:
+    """Read access to a features file: labels in memory, features by row blocks.
+
+    ``labels`` has shape (M,) for the M accepted curves.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._f = h5py.File(self.path, "r")
+        if self._f.attrs.get("format") != FEATURES_FORMAT or not self._f.attrs.get("complete", False):
+            self._f.close()
+            raise ValueError(f"{self.path} is not a complete sasview-bnn features file")
+        self.features: h5py.Dataset = self._f["features"]
+        self.labels: np.ndarray = self._f["labels"][:].astype(np.int64)
+        self.source_index: np.ndarray = self._f["source_index"][:]
+        a = self._f.attrs
+        self.summary = FeatureSummary(
+            n_curves=int(a["n_curves"]),
+            n_accepted=int(self.labels.shape[0]),
+            n_refused=int(a["n_refused"]),
+            refusals=json.loads(a["refusals"]),
+            seed=int(a["seed"]),
+            code_version=str(a["code_version"]),
+            preprocessing=str(a["preprocessing"]),
+        )
+
+    def __enter__(self) -> "FeatureFile":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._f.id.valid:
+            self._f.close()
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def column(self, name: str) -> np.ndarray:
+        """``coverage`` (M,) or ``q_window`` (M, 2) for all accepted curves."""
+        return self._f[name][:]
+
+    def read_rows(self, rows: np.ndarray, block_rows: int = 32768) -> np.ndarray:
+        """Features of the given rows (any order), shape (len(rows), channels, bins) float32.
+
+        The file is read in contiguous spans of at most ``block_rows`` rows, so
+        scattered rows never pull in more than one span at a time.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((rows.size, *self.features.shape[1:]), np.float32)
+        if rows.size == 0:
+            return out
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        start = 0
+        while start < sorted_rows.size:
+            lo = int(sorted_rows[start])
+            stop = int(np.searchsorted(sorted_rows, lo + block_rows, side="left"))
+            hi = int(sorted_rows[stop - 1]) + 1
+            out[order[start:stop]] = self.features[lo:hi][sorted_rows[start:stop] - lo]
+            start = stop
+        return out
+
+    def iter_batches(
+        self,
+        rows: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle_seed: int | None = None,
+        block_rows: int = 32768,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (features (b, channels, bins) float32, labels (b,) int64) over ``rows``.
+
+        The file is read in blocks of at most ``block_rows`` consecutive rows
+        (about 128 MiB for 32768 rows), so memory stays bounded. With
+        ``shuffle_seed`` the block order and the rows within a block are shuffled
+        (deterministically for the seed); without it rows come in file order.
+        """
+        rows = np.sort(np.asarray(rows, dtype=np.int64))
+        if rows.size == 0:
+            return
+        block_ids = rows // block_rows
+        starts = np.searchsorted(block_ids, np.unique(block_ids))
+        groups = np.split(rows, starts[1:])
+        rng = np.random.default_rng(shuffle_seed) if shuffle_seed is not None else None
+        if rng is not None:
+            groups = [groups[i] for i in rng.permutation(len(groups))]
+        carry_x: np.ndarray | None = None
+        carry_y: np.ndarray | None = None
+        for group in groups:
+            x = self.read_rows(group)
+            y = self.labels[group]
+            if rng is not None:
+                perm = rng.permutation(group.size)
+                x, y = x[perm], y[perm]
+            if carry_x is not None:
+                x, y = np.concatenate([carry_x, x]), np.concatenate([carry_y, y])
+                carry_x = carry_y = None
+            n_full = (x.shape[0] // batch_size) * batch_size
+            for s in range(0, n_full, batch_size):
+                yield x[s : s + batch_size], y[s : s + batch_size]
+            if n_full < x.shape[0]:
+                carry_x, carry_y = x[n_full:], y[n_full:]
+        if carry_x is not None and carry_x.shape[0]:
+            yield carry_x, carry_y
+
+
+def split_rows(
+    labels: np.ndarray,
+    val_fraction: float,
+    seed: int,
+    exclude: Sequence[int] = (),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random train/validation split of feature rows, excluded classes removed.
+
+    Returns (train_rows, val_rows), sorted row indices. The split depends only on
+    the number of rows and the seed, so excluding a class does not reshuffle the rest.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"the validation fraction must lie between 0 and 1, got {val_fraction}")
+    rng = np.random.default_rng([seed, 0x5A11D])
+    is_val = rng.random(labels.shape[0]) < val_fraction
+    keep = ~np.isin(labels, np.asarray(list(exclude), dtype=np.int64))
+    return np.flatnonzero(keep & ~is_val), np.flatnonzero(keep & is_val)

@@ -1,0 +1,311 @@
+"""Training of an approximate posterior on a simulated curve file, with checkpoints.
+
+:func:`fit` preprocesses the curve file once (cached features file, see
+:mod:`sasview_bnn_trainer.features`), splits the accepted curves into training
+and validation sets (seeded), and minimises the posterior's per-batch objective
+with Adam, streaming shuffled batches from HDF5. After every epoch it
+evaluates the posterior predictive on the validation set and writes to the run
+directory:
+
+- ``checkpoint.pt``      posterior weights + spec, optimiser state, history (the run)
+- ``history.json``       per-epoch training loss and validation metrics
+- ``training_curves.png``
+- ``run.json``           the fit settings, data provenance and final metrics
+
+For a seed on CPU the result is deterministic (initialisation, split, batch
+order and the variational noise all derive from the seed and the epoch), also
+across ``resume``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sasview_bnn_plugin import __version__
+from sasview_bnn_plugin.taxonomy import CLASS_NAMES, N_CLASSES, class_index
+
+from .evaluation.metrics import classification_summary
+from .features import FeatureFile, build_features, split_rows
+from .network import NetworkConfig, pack_members
+from .posterior import LOSSES, METHODS, DeepEnsemble, MeanFieldVI, Posterior, posterior_from_spec
+
+CHECKPOINT = "checkpoint.pt"
+DEFAULT_SAMPLES = {"vi": 32, "ensemble": 8}
+
+
+@dataclass
+class FitConfig:
+    """Settings of one training run (see ``sasview-bnn-train fit --help``).
+
+    ``samples``: ensemble size K for "ensemble"; number of posterior draws used
+    for validation for "vi" (None: 8 members / 32 draws). ``mc_samples``: VI
+    weight draws per training batch.
+    """
+
+    method: str = "vi"
+    epochs: int = 10
+    samples: int | None = None
+    exclude_classes: tuple[str, ...] = ()
+    device: str = "auto"
+    seed: int = 0
+    lr: float = 1e-3
+    batch_size: int = 64
+    val_fraction: float = 0.2
+    prior_sigma: float = 1.0
+    loss: str = "nll"
+    mc_samples: int = 1
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        for name in self.exclude_classes:
+            class_index(name)
+        if len(set(self.exclude_classes)) >= N_CLASSES - 1:
+            raise ValueError("at least two classes must remain for training")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError("epochs, batch size and learning rate must be positive")
+        if self.samples is None:
+            self.samples = DEFAULT_SAMPLES[self.method]
+        if self.samples < 1:
+            raise ValueError("the number of posterior samples must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["network"] = dataclasses.asdict(self.network)
+        d["exclude_classes"] = list(self.exclude_classes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FitConfig":
+        d = dict(d)
+        net = dict(d.pop("network"))
+        net["channels"] = tuple(net["channels"])
+        d["exclude_classes"] = tuple(d["exclude_classes"])
+        return cls(network=NetworkConfig(**net), **d)
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`: the trained posterior and where the run lives."""
+
+    posterior: Posterior
+    run_dir: Path
+    history: list[dict[str, float]]
+    features_path: Path
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> CUDA when torch sees one, else CPU; "cuda" without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but torch sees no CUDA GPU")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def make_posterior(config: FitConfig, n_train: int) -> Posterior:
+    """A freshly initialised posterior (the caller seeds torch first)."""
+    if config.method == "vi":
+        return MeanFieldVI(config.network, config.prior_sigma, n_train, config.loss, mc_samples=config.mc_samples)
+    return DeepEnsemble(config.network, config.prior_sigma, n_train, config.loss, members=int(config.samples))
+
+
+@torch.no_grad()
+def predict_rows(
+    posterior: Posterior,
+    features: FeatureFile,
+    rows: np.ndarray,
+    n_samples: int,
+    device: torch.device,
+    *,
+    seed: int = 0,
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """Per-sample probabilities (len(rows), S, classes) of the given feature rows, in row order."""
+    net = pack_members(posterior.config, posterior.sample_weights(n_samples, seed)).to(device).eval()
+    out = []
+    for x, _ in features.iter_batches(rows, batch_size):
+        out.append(torch.softmax(net(torch.from_numpy(x).to(device)), dim=-1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, n_samples, posterior.config.n_classes), np.float32)
+
+
+def _plot_history(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", label="training objective")
+    axes[0].plot(epochs, [h["train_data"] for h in history], "s--", label="training data term")
+    axes[0].plot(epochs, [h["val_nll"] for h in history], "^-", label="validation NLL")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    axes[1].plot(epochs, [h["val_accuracy"] for h in history], "o-", label="accuracy")
+    axes[1].plot(epochs, [h["val_macro_f1"] for h in history], "s-", label="macro-F1")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_title("validation")
+    axes[1].legend()
+    axes[2].plot(epochs, [h["val_ece"] for h in history], "o-")
+    axes[2].set_xlabel("epoch")
+    axes[2].set_title("validation ECE (15 bins)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _save_checkpoint(path: Path, posterior: Posterior, optimiser: torch.optim.Optimizer, epoch: int,
+                     history: list[dict[str, float]], config: FitConfig, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(
+        {
+            "spec": posterior.spec(),
+            "state": posterior.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "epoch": epoch,
+            "history": history,
+            "fit_config": config.to_dict(),
+            "data": data,
+            "package_version": __version__,
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Posterior, dict[str, Any]]:
+    """The trained posterior of a run directory and its checkpoint record (config, data, history)."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} holds no training run ({CHECKPOINT} is missing); run `sasview-bnn-train fit` first")
+    record = torch.load(path, map_location=device, weights_only=False)
+    posterior = posterior_from_spec(record["spec"])
+    posterior.load_state_dict(record["state"])
+    return posterior.to(device), record
+
+
+def fit(
+    data_path: str | Path,
+    run_dir: str | Path,
+    config: FitConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    feature_workers: int = 1,
+) -> FitResult:
+    """Train ``config.method`` on the curve file ``data_path``; write the run to ``run_dir``."""
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / CHECKPOINT
+    if ckpt_path.exists() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another --out")
+    if resume and not ckpt_path.exists():
+        raise FileNotFoundError(f"--resume was given but {run_dir} holds no checkpoint")
+    device = resolve_device(config.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    features_path = build_features(data_path, progress=progress, workers=feature_workers)
+    features = FeatureFile(features_path)
+    try:
+        excluded = [class_index(n) for n in config.exclude_classes]
+        train_rows, val_rows = split_rows(features.labels, config.val_fraction, config.seed, excluded)
+        if train_rows.size == 0 or val_rows.size == 0:
+            raise ValueError(
+                f"{data_path} gives {train_rows.size} training and {val_rows.size} validation curves; both must be non-empty"
+            )
+        summary = features.summary
+        data = {
+            "path": str(Path(data_path).resolve()),
+            "features_path": str(features_path.resolve()),
+            "seed": summary.seed,
+            "n_curves": summary.n_curves,
+            "n_refused": summary.n_refused,
+            "refusals": summary.refusals,
+            "code_version": summary.code_version,
+            "preprocessing": summary.preprocessing,
+            "excluded_classes": list(config.exclude_classes),
+            "n_train": int(train_rows.size),
+            "n_val": int(val_rows.size),
+            "val_fraction": config.val_fraction,
+            "split_seed": config.seed,
+        }
+
+        torch.manual_seed(config.seed)
+        posterior = make_posterior(config, int(train_rows.size)).to(device)
+        optimiser = torch.optim.Adam(posterior.parameters(), lr=config.lr)
+        history: list[dict[str, float]] = []
+        start_epoch = 1
+        if resume:
+            record = torch.load(ckpt_path, map_location=device, weights_only=False)
+            saved = FitConfig.from_dict(record["fit_config"])
+            if {**saved.to_dict(), "epochs": 0, "device": ""} != {**config.to_dict(), "epochs": 0, "device": ""}:
+                raise ValueError(f"--resume: the settings differ from those of the run in {run_dir} (only --epochs and --device may change)")
+            if record["data"]["path"] != data["path"] or record["data"]["n_train"] != data["n_train"]:
+                raise ValueError(f"--resume: {data_path} is not the curve file the run in {run_dir} was trained on")
+            posterior.load_state_dict(record["state"])
+            optimiser.load_state_dict(record["optimiser"])
+            history = list(record["history"])
+            start_epoch = int(record["epoch"]) + 1
+
+        for epoch in range(start_epoch, config.epochs + 1):
+            posterior.train()
+            generator = torch.Generator(device=device).manual_seed(config.seed * 1_000_003 + epoch)
+            totals: dict[str, float] = {}
+            n_seen = 0
+            n_batches = math.ceil(train_rows.size / config.batch_size)
+            batches = features.iter_batches(train_rows, config.batch_size, shuffle_seed=config.seed * 7919 + epoch)
+            for x, y in tqdm(batches, total=n_batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False):
+                xb, yb = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+                loss, parts = posterior.training_loss(xb, yb, generator)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                for k, v in parts.items():
+                    totals[k] = totals.get(k, 0.0) + v * y.shape[0]
+                n_seen += y.shape[0]
+            if not all(math.isfinite(v) for v in totals.values()):
+                raise FloatingPointError(f"the training loss became non-finite in epoch {epoch}; lower --lr")
+            posterior.eval()
+            probs = predict_rows(posterior, features, val_rows, int(config.samples), device, seed=config.seed)
+            val = classification_summary(features.labels[val_rows], probs.mean(axis=1), N_CLASSES)
+            entry = {"epoch": epoch, "train_loss": totals["loss"] / n_seen, "train_data": totals["data"] / n_seen}
+            entry.update({f"val_{k}": v for k, v in val.items()})
+            history.append(entry)
+            if progress:
+                tqdm.write(
+                    f"epoch {epoch}: objective {entry['train_loss']:.4f}, validation accuracy {val['accuracy']:.4f}, "
+                    f"NLL {val['nll']:.4f}, ECE {val['ece']:.4f}"
+                )
+            _save_checkpoint(ckpt_path, posterior, optimiser, epoch, history, config, data)
+            (run_dir / "history.json").write_text(json.dumps(history, indent=1))
+            _plot_history(history, run_dir / "training_curves.png")
+
+        run_record = {
+            "fit_config": config.to_dict(),
+            "data": data,
+            "final_validation": history[-1] if history else {},
+            "classes": list(CLASS_NAMES),
+            "package_version": __version__,
+            "device": str(device),
+        }
+        (run_dir / "run.json").write_text(json.dumps(run_record, indent=1))
+        return FitResult(posterior, run_dir, history, features_path, train_rows, val_rows)
+    finally:
+        features.close()

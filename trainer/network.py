@@ -1,0 +1,164 @@
+"""The seed 1D CNN, in a layout that packs several weight samples into one module.
+
+One member (one set of weights) maps features (batch, 4, 256) to 7 class
+probabilities:
+
+    3 x [Conv1d(kernel k, 'same' padding) -> MaxPool1d(2) -> ReLU]
+    -> flatten (or global average) -> Linear(hidden) -> ReLU -> Linear(7) -> softmax
+
+:class:`PackedCNN` holds ``members`` such networks side by side as grouped
+convolutions (groups = members; the input is repeated once per member, and the
+fully connected layers are grouped 1x1 convolutions), so an ensemble or a set
+of posterior draws runs as one graph -- the layout measured fastest with
+onnxruntime (``shared/measurements.md``). Member ``m`` owns output channels
+``m*c : (m+1)*c`` of every layer, so members never mix.
+
+Weights are exchanged as *member state dicts* (``dict[name, Tensor]`` of one
+member, see :meth:`PackedCNN.member_state`), from which any number of members
+can be packed again with :func:`pack_members`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from sasview_bnn_plugin.taxonomy import N_CLASSES
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture of one member.
+
+    ``channels``: output channels of the three conv layers; ``kernel``: conv
+    kernel width (odd); ``hidden``: width of the fully connected layer, whose
+    activations are the penultimate features used by the novelty score;
+    ``pooling``: "flatten" keeps where along q a feature sits, "average" is a
+    global average pool.
+    """
+
+    in_channels: int = 4
+    n_bins: int = 256
+    channels: tuple[int, int, int] = (8, 16, 32)
+    kernel: int = 7
+    hidden: int = 64
+    n_classes: int = N_CLASSES
+    pooling: str = "flatten"
+
+    def __post_init__(self) -> None:
+        if self.kernel % 2 != 1:
+            raise ValueError(f"the convolution kernel width must be odd, got {self.kernel}")
+        if self.pooling not in ("flatten", "average"):
+            raise ValueError(f"pooling must be 'flatten' or 'average', got {self.pooling!r}")
+        if self.n_bins % 8:
+            raise ValueError(f"the number of q bins must be divisible by 8 (three 2x poolings), got {self.n_bins}")
+
+    @property
+    def fc_inputs(self) -> int:
+        """Inputs of the first fully connected layer per member."""
+        return self.channels[2] * (self.n_bins // 8 if self.pooling == "flatten" else 1)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "NetworkConfig":
+        raw = json.loads(text)
+        raw["channels"] = tuple(raw["channels"])
+        return cls(**raw)
+
+
+#: Parameter names of one member, in the order used for hashing and packing.
+PARAMETER_NAMES: tuple[str, ...] = (
+    "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias",
+    "fc.weight", "fc.bias", "out.weight", "out.bias",
+)
+
+
+class PackedCNN(nn.Module):
+    """``members`` independent copies of the seed CNN evaluated as one grouped graph.
+
+    ``forward(x)`` takes features (batch, in_channels, n_bins) float32 and returns
+    logits (batch, members, n_classes). ``hidden_features(x)`` returns the
+    penultimate activations (batch, members, hidden).
+    """
+
+    def __init__(self, config: NetworkConfig, members: int = 1) -> None:
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"a packed network needs at least one member, got {members}")
+        self.config = config
+        self.members = members
+        c1, c2, c3 = config.channels
+        k, m, pad = config.kernel, members, config.kernel // 2
+        self.conv1 = nn.Conv1d(m * config.in_channels, m * c1, k, padding=pad, groups=m)
+        self.conv2 = nn.Conv1d(m * c1, m * c2, k, padding=pad, groups=m)
+        self.conv3 = nn.Conv1d(m * c2, m * c3, k, padding=pad, groups=m)
+        self.fc = nn.Conv1d(m * config.fc_inputs, m * config.hidden, 1, groups=m)
+        self.out = nn.Conv1d(m * config.hidden, m * config.n_classes, 1, groups=m)
+        self._init_like_single_networks()
+
+    def _init_like_single_networks(self) -> None:
+        """PyTorch's default init, with fan-in of one member (as nn.Linear / nn.Conv1d of one net)."""
+        for layer in (self.conv1, self.conv2, self.conv3, self.fc, self.out):
+            layer.reset_parameters()  # grouped layers already use the per-group fan-in
+
+    def hidden_features(self, x: Tensor) -> Tensor:
+        """Penultimate activations, shape (batch, members, hidden)."""
+        h = self._hidden(x)
+        return h.reshape(-1, self.members, self.config.hidden)
+
+    def _hidden(self, x: Tensor) -> Tensor:
+        m = self.members
+        h = x.repeat(1, m, 1) if m > 1 else x
+        h = F.relu(F.max_pool1d(self.conv1(h), 2))
+        h = F.relu(F.max_pool1d(self.conv2(h), 2))
+        h = F.relu(F.max_pool1d(self.conv3(h), 2))
+        if self.config.pooling == "average":
+            h = h.mean(dim=2, keepdim=True)
+        else:
+            h = h.reshape(-1, m * self.config.fc_inputs, 1)
+        return F.relu(self.fc(h))  # (batch, members*hidden, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits, shape (batch, members, n_classes)."""
+        logits = self.out(self._hidden(x))
+        return logits.reshape(-1, self.members, self.config.n_classes)
+
+    def member_state(self, member: int) -> dict[str, Tensor]:
+        """Weights of one member as a member state dict (detached copies)."""
+        if not 0 <= member < self.members:
+            raise IndexError(f"member {member} does not exist; the network has {self.members}")
+        state = {}
+        for name, p in self.named_parameters():
+            rows = p.shape[0] // self.members
+            state[name] = p.detach()[member * rows : (member + 1) * rows].clone()
+        return state
+
+    def member_states(self) -> list[dict[str, Tensor]]:
+        return [self.member_state(k) for k in range(self.members)]
+
+
+def packed_parameters(states: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+    """Concatenate member state dicts into the parameters of a packed network (differentiable)."""
+    return {name: torch.cat([s[name] for s in states], dim=0) for name in PARAMETER_NAMES}
+
+
+def pack_members(config: NetworkConfig, states: Sequence[Mapping[str, Tensor]]) -> PackedCNN:
+    """A :class:`PackedCNN` holding the given members' weights, in order."""
+    net = PackedCNN(config, members=len(states))
+    with torch.no_grad():
+        for name, value in packed_parameters(states).items():
+            net.get_parameter(name).copy_(value)
+    return net
+
+
+def count_parameters(config: NetworkConfig) -> int:
+    """Number of weights of one member."""
+    return sum(p.numel() for p in PackedCNN(config, 1).parameters())

@@ -1,0 +1,92 @@
+"""The interface every approximate posterior over the CNN's weights implements.
+
+A posterior is a torch module holding trainable variational or ensemble
+parameters with a Gaussian prior w ~ N(0, prior_sigma^2) on every weight:
+
+- :meth:`Posterior.training_loss` -- the per-batch objective that training
+  minimises (its gradient is what ``fit`` follows);
+- :meth:`Posterior.sample_weights` -- S member state dicts (fixed posterior weight
+  samples, see :mod:`sasview_bnn_trainer.network`), which is what export packs into ONNX;
+- :meth:`Posterior.predict` -- class probabilities (batch, S, n_classes) of S samples.
+
+The data term is either the negative log-likelihood (``"nll"``, cross-entropy)
+or the mean-squared probability error (``"mspe"``): the squared distance between
+the predicted probability vector and the one-hot label, summed over classes and
+averaged over the batch (the seed paper's loss, with the sign that makes it a
+quantity to minimise; it equals the multi-class Brier score).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..network import NetworkConfig, pack_members
+
+LOSSES: tuple[str, ...] = ("nll", "mspe")
+
+
+def data_loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
+    """Data term per member, shape (members,), averaged over the batch.
+
+    ``logits`` (batch, members, n_classes); ``labels`` (batch,) int64.
+    """
+    if loss == "nll":
+        log_p = F.log_softmax(logits, dim=-1)
+        picked = log_p.gather(2, labels[:, None, None].expand(-1, logits.shape[1], 1))[..., 0]
+        return -picked.mean(dim=0)
+    if loss == "mspe":
+        p = F.softmax(logits, dim=-1)
+        onehot = F.one_hot(labels, logits.shape[-1]).to(p.dtype)[:, None, :]
+        return ((p - onehot) ** 2).sum(dim=-1).mean(dim=0)
+    raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+
+
+class Posterior(nn.Module, ABC):
+    """An approximate posterior over the weights of :class:`~sasview_bnn_trainer.network.PackedCNN`.
+
+    ``n_train`` is the number of training curves N (it scales the prior term:
+    KL/N for VI, weight decay 1/(sigma^2 N) for MAP members).
+    """
+
+    method: ClassVar[str]
+
+    def __init__(self, config: NetworkConfig, prior_sigma: float, n_train: int, loss: str = "nll") -> None:
+        super().__init__()
+        if not prior_sigma > 0:
+            raise ValueError(f"the prior standard deviation must be positive, got {prior_sigma}")
+        if n_train < 1:
+            raise ValueError("there are no training curves")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        self.config = config
+        self.prior_sigma = float(prior_sigma)
+        self.n_train = int(n_train)
+        self.loss_name = loss
+
+    @abstractmethod
+    def training_loss(self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Objective for one batch (x (batch, 4, bins), labels (batch,)) and its parts for logging."""
+
+    @abstractmethod
+    def sample_weights(self, n_samples: int, seed: int = 0) -> list[dict[str, Tensor]]:
+        """``n_samples`` fixed weight samples as member state dicts (deterministic for a seed)."""
+
+    @property
+    @abstractmethod
+    def max_samples(self) -> int | None:
+        """Largest number of distinct samples (ensemble size), or None if unlimited."""
+
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """Everything needed besides ``state_dict`` to rebuild this posterior."""
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, n_samples: int, seed: int = 0) -> Tensor:
+        """Softmax probabilities of ``n_samples`` weight samples, shape (batch, S, n_classes)."""
+        net = pack_members(self.config, self.sample_weights(n_samples, seed)).to(x.device)
+        return F.softmax(net(x), dim=-1)
