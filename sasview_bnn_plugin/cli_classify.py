@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .classifier import BNNClassifier
+from .command_line import UsageError
 from .curve import Curve
 from .loading import CurveLoader, find_data_files
 from .model_catalog import ModelNotFoundError, resolve_model
@@ -98,8 +99,6 @@ def _batches(loader: CurveLoader, files: list[Path], batch_size: int, progress: 
 
 def run(args: argparse.Namespace) -> int:
     """Classify; return 0 when every curve was classified, 1 when some were refused."""
-    from .cli import UsageError
-
     try:
         output_format(args.output)
     except ValueError as err:

@@ -10,7 +10,7 @@ import time
 
 from sasview_bnn_plugin.taxonomy import CLASS_NAMES
 
-from .cli import UsageError
+from sasview_bnn_plugin.command_line import UsageError
 
 DESCRIPTION = """\
 Simulate N labelled SAS curves, balanced over the chosen classes, into one HDF5
