@@ -36,10 +36,10 @@ if ! command -v xvfb-run >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $GUI_APT_PACKAGES >/dev/null
 fi
 
-find_python() {  # find_python 3.12 -> path of an interpreter of that version, or nothing
-    command -v "python$1" 2>/dev/null && return
-    for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python; do
-        [ -x "$candidate" ] && { echo "$candidate"; return; }
+find_python() {  # find_python 3.12 -> path of a working interpreter of that version, or nothing
+    for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python "$(command -v "python$1" 2>/dev/null)"; do
+        # pyenv shims exist for inactive versions and fail when run: check that it runs.
+        [ -x "$candidate" ] && "$candidate" -c "import sys" >/dev/null 2>&1 && { echo "$candidate"; return; }
     done
 }
 
