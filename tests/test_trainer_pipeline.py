@@ -26,7 +26,7 @@ from sasview_bnn_trainer.export import (
     weights_sha256,
 )
 from sasview_bnn_trainer.features import FeatureFile, build_features
-from sasview_bnn_trainer.fit import FitConfig, fit, load_run
+from sasview_bnn_trainer.fit import FitConfig, fit, learning_rate, load_run
 from sasview_bnn_trainer.simulation.runner import simulate_to_file
 
 pytestmark = pytest.mark.slow
@@ -195,3 +195,18 @@ def test_fit_cli_reports_problems_in_one_line(data, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["export", str(folder / "nothing"), "--out", str(folder / "x.onnx")]) == 1
     assert "holds no training run" in capsys.readouterr().err
+
+
+def test_cosine_schedule_falls_from_lr_to_zero_and_constant_stays():
+    constant = FitConfig(method="ensemble", lr=2e-3)
+    cosine = FitConfig(method="ensemble", lr=2e-3, lr_schedule="cosine")
+    assert [learning_rate(constant, s, 100) for s in (0, 50, 100)] == [2e-3] * 3
+    assert learning_rate(cosine, 0, 100) == pytest.approx(2e-3)
+    assert learning_rate(cosine, 50, 100) == pytest.approx(1e-3)
+    assert learning_rate(cosine, 100, 100) == pytest.approx(0.0, abs=1e-12)
+    rates = [learning_rate(cosine, s, 100) for s in range(101)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    with pytest.raises(ValueError, match="schedule"):
+        FitConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="vi only"):
+        FitConfig(method="ensemble", kl_weight=0.5)

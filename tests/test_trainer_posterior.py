@@ -100,3 +100,17 @@ def test_in_graph_mahalanobis_matches_numpy():
         axis=1,
     )
     np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_vi_kl_weight_scales_only_the_kl_term():
+    x, y = torch.randn(16, 4, 256), torch.randint(0, 7, (16,))
+    parts = {}
+    for weight in (1.0, 0.1):
+        torch.manual_seed(0)
+        vi = MeanFieldVI(SMALL, prior_sigma=0.2, n_train=1000, kl_weight=weight)
+        loss, parts[weight] = vi.training_loss(x, y, torch.Generator().manual_seed(1))
+        assert float(loss) == pytest.approx(parts[weight]["data"] + weight * parts[weight]["kl_per_curve"], rel=1e-5)
+    assert parts[0.1]["data"] == pytest.approx(parts[1.0]["data"], rel=1e-6)
+    assert parts[0.1]["kl_per_curve"] == pytest.approx(parts[1.0]["kl_per_curve"], rel=1e-6)
+    with pytest.raises(ValueError, match="KL weight"):
+        MeanFieldVI(SMALL, prior_sigma=0.2, n_train=1000, kl_weight=0.0)

@@ -45,6 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--loss", choices=("nll", "mspe"), default="nll",
                    help="data term: nll (cross-entropy, ELBO) or mspe (mean-squared probability error, the seed paper's loss)")
     p.add_argument("--mc-samples", type=int, default=1, help="vi: weight draws per training batch (default 1)")
+    p.add_argument("--kl-weight", type=float, default=1.0,
+                   help="vi: factor on KL(q||prior)/N in the objective; 1 is the ELBO, < 1 a tempered posterior (default 1)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="constant learning rate, or cosine decay from --lr to 0 over all epochs (default constant)")
     p.add_argument("--channels", type=_channels, default=(8, 16, 32), help="conv channels of the three layers (default 8,16,32)")
     p.add_argument("--hidden", type=int, default=64, help="width of the fully connected layer (default 64)")
     p.add_argument("--kernel", type=int, default=7, help="conv kernel width, odd (default 7)")
@@ -62,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             method=args.method, epochs=args.epochs, samples=args.samples, exclude_classes=tuple(args.exclude_class),
             device=args.device, seed=args.seed, lr=args.lr, batch_size=args.batch_size, val_fraction=args.val_fraction,
             prior_sigma=args.prior_sigma, loss=args.loss, mc_samples=args.mc_samples,
+            kl_weight=args.kl_weight, lr_schedule=args.lr_schedule,
             network=NetworkConfig(channels=args.channels, hidden=args.hidden, kernel=args.kernel),
         )
         result = fit(args.data, args.out, config, resume=args.resume, progress=not args.quiet, feature_workers=args.workers)

@@ -40,6 +40,14 @@ from .posterior import LOSSES, METHODS, DeepEnsemble, MeanFieldVI, Posterior, po
 
 CHECKPOINT = "checkpoint.pt"
 DEFAULT_SAMPLES = {"vi": 32, "ensemble": 8}
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
+
+def learning_rate(config: "FitConfig", step: int, total_steps: int) -> float:
+    """Learning rate of optimiser step ``step`` (0-based) out of ``total_steps``."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
 
 
 @dataclass
@@ -48,7 +56,10 @@ class FitConfig:
 
     ``samples``: ensemble size K for "ensemble"; number of posterior draws used
     for validation for "vi" (None: 8 members / 32 draws). ``mc_samples``: VI
-    weight draws per training batch.
+    weight draws per training batch. ``kl_weight``: VI only, the factor on
+    KL/N (1 = ELBO, < 1 a tempered posterior). ``lr_schedule``: "constant", or
+    "cosine" (the learning rate falls from ``lr`` to 0 along a half cosine over
+    all steps of ``epochs`` epochs; continuing a run with more epochs stretches it).
     """
 
     method: str = "vi"
@@ -63,6 +74,8 @@ class FitConfig:
     prior_sigma: float = 1.0
     loss: str = "nll"
     mc_samples: int = 1
+    kl_weight: float = 1.0
+    lr_schedule: str = "constant"
     network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def __post_init__(self) -> None:
@@ -74,6 +87,12 @@ class FitConfig:
             class_index(name)
         if len(set(self.exclude_classes)) >= N_CLASSES - 1:
             raise ValueError("at least two classes must remain for training")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+        if not 0.0 < self.kl_weight <= 1.0:
+            raise ValueError(f"the KL weight must lie in (0, 1] (1 is the ELBO), got {self.kl_weight}")
+        if self.kl_weight != 1.0 and self.method != "vi":
+            raise ValueError("the KL weight applies to --method vi only")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs, batch size and learning rate must be positive")
         if self.samples is None:
@@ -122,7 +141,8 @@ def resolve_device(device: str) -> torch.device:
 def make_posterior(config: FitConfig, n_train: int) -> Posterior:
     """A freshly initialised posterior (the caller seeds torch first)."""
     if config.method == "vi":
-        return MeanFieldVI(config.network, config.prior_sigma, n_train, config.loss, mc_samples=config.mc_samples)
+        return MeanFieldVI(config.network, config.prior_sigma, n_train, config.loss, mc_samples=config.mc_samples,
+                           kl_weight=config.kl_weight)
     return DeepEnsemble(config.network, config.prior_sigma, n_train, config.loss, members=int(config.samples))
 
 
@@ -270,13 +290,17 @@ def fit(
             totals: dict[str, float] = {}
             n_seen = 0
             n_batches = math.ceil(train_rows.size / config.batch_size)
+            step = (epoch - 1) * n_batches
             batches = features.iter_batches(train_rows, config.batch_size, shuffle_seed=config.seed * 7919 + epoch)
             for x, y in tqdm(batches, total=n_batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False):
                 xb, yb = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
                 loss, parts = posterior.training_loss(xb, yb, generator)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
+                for group in optimiser.param_groups:
+                    group["lr"] = learning_rate(config, step, config.epochs * n_batches)
                 optimiser.step()
+                step += 1
                 for k, v in parts.items():
                     totals[k] = totals.get(k, 0.0) + v * y.shape[0]
                 n_seen += y.shape[0]
@@ -286,6 +310,8 @@ def fit(
             probs = predict_rows(posterior, features, val_rows, int(config.samples), device, seed=config.seed)
             val = classification_summary(features.labels[val_rows], probs.mean(axis=1), N_CLASSES)
             entry = {"epoch": epoch, "train_loss": totals["loss"] / n_seen, "train_data": totals["data"] / n_seen}
+            entry.update({f"train_{k}": v / n_seen for k, v in totals.items() if k not in ("loss", "data")})
+            entry["lr_end"] = optimiser.param_groups[0]["lr"]
             entry.update({f"val_{k}": v for k, v in val.items()})
             history.append(entry)
             if progress:

@@ -17,7 +17,8 @@ def posterior_from_spec(spec: dict[str, Any]) -> Posterior:
     config = NetworkConfig.from_json(spec["network"])
     common = (config, spec["prior_sigma"], spec["n_train"], spec["loss"])
     if spec["method"] == "vi":
-        return MeanFieldVI(*common, mc_samples=spec["mc_samples"], init_sigma=spec["init_sigma"])
+        return MeanFieldVI(*common, mc_samples=spec["mc_samples"], init_sigma=spec["init_sigma"],
+                           kl_weight=spec.get("kl_weight", 1.0))
     if spec["method"] == "ensemble":
         return DeepEnsemble(*common, members=spec["members"])
     raise ValueError(f"unknown inference method {spec['method']!r}; choose one of {', '.join(METHODS)}")

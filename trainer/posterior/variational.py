@@ -3,10 +3,15 @@
 q(w) = prod_i N(mu_i, s_i^2) with s_i = softplus(rho_i); prior p(w) = N(0, sigma^2).
 The loss minimised per batch is the negative ELBO per training curve,
 
-    data_loss(batch; w ~ q, reparameterised) + KL(q || p) / N,
+    data_loss(batch; w ~ q, reparameterised) + kl_weight * KL(q || p) / N,
 
 with the KL in closed form (:func:`gaussian_kl`). Each batch averages the data
 term over ``mc_samples`` weight draws evaluated as one packed network.
+``kl_weight`` = 1 is the ELBO; ``kl_weight`` < 1 is a tempered ("cold")
+posterior, which weighs the data more: measured here with N = 32k curves and
+~70k-280k weights, KL/N is 15-60 nats per curve against a data term of ~1, so
+the untempered objective spends its steps growing the posterior widths and
+underfits the data.
 """
 
 from __future__ import annotations
@@ -54,10 +59,14 @@ class MeanFieldVI(Posterior):
         *,
         mc_samples: int = 1,
         init_sigma: float = 1e-3,
+        kl_weight: float = 1.0,
     ) -> None:
         super().__init__(config, prior_sigma, n_train, loss)
         if mc_samples < 1:
             raise ValueError("at least one Monte Carlo sample per batch is needed")
+        if not 0.0 < kl_weight <= 1.0:
+            raise ValueError(f"the KL weight must lie in (0, 1] (1 is the ELBO), got {kl_weight}")
+        self.kl_weight = float(kl_weight)
         self.mc_samples = int(mc_samples)
         self.init_sigma = float(init_sigma)
         template = PackedCNN(config, 1)
@@ -97,7 +106,7 @@ class MeanFieldVI(Posterior):
         logits = functional_call(self._template, params, (x,))
         data = data_loss(logits, labels, self.loss_name).mean()
         kl_per_curve = self.kl() / self.n_train
-        loss = data + kl_per_curve
+        loss = data + self.kl_weight * kl_per_curve
         return loss, {"loss": loss.item(), "data": data.item(), "kl_per_curve": kl_per_curve.item()}
 
     @torch.no_grad()
@@ -120,4 +129,5 @@ class MeanFieldVI(Posterior):
             "loss": self.loss_name,
             "mc_samples": self.mc_samples,
             "init_sigma": self.init_sigma,
+            "kl_weight": self.kl_weight,
         }
