@@ -81,9 +81,20 @@ class Posterior(nn.Module, ABC):
     def max_samples(self) -> int | None:
         """Largest number of distinct samples (ensemble size), or None if unlimited."""
 
-    @abstractmethod
     def spec(self) -> dict[str, Any]:
         """Everything needed besides ``state_dict`` to rebuild this posterior."""
+        return {
+            "method": self.method,
+            "network": self.config.to_json(),
+            "prior_sigma": self.prior_sigma,
+            "n_train": self.n_train,
+            "loss": self.loss_name,
+            **self.method_spec(),
+        }
+
+    @abstractmethod
+    def method_spec(self) -> dict[str, Any]:
+        """The settings particular to this inference method (added to :meth:`spec`)."""
 
     @torch.no_grad()
     def predict(self, x: Tensor, n_samples: int, seed: int = 0) -> Tensor:

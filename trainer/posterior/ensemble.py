@@ -52,12 +52,7 @@ class DeepEnsemble(Posterior):
             raise ValueError(f"the ensemble has {self.n_members} members; {n_samples} samples cannot be drawn from it")
         return [self.net.member_state(k) for k in range(n_samples)]
 
-    def spec(self) -> dict[str, Any]:
+    def method_spec(self) -> dict[str, Any]:
         return {
-            "method": self.method,
-            "network": self.config.to_json(),
-            "prior_sigma": self.prior_sigma,
-            "n_train": self.n_train,
-            "loss": self.loss_name,
             "members": self.n_members,
         }

@@ -120,13 +120,8 @@ class MeanFieldVI(Posterior):
         """The posterior means as one member state dict."""
         return {name: self.mu[_key(name)].detach().clone() for name in PARAMETER_NAMES}
 
-    def spec(self) -> dict[str, Any]:
+    def method_spec(self) -> dict[str, Any]:
         return {
-            "method": self.method,
-            "network": self.config.to_json(),
-            "prior_sigma": self.prior_sigma,
-            "n_train": self.n_train,
-            "loss": self.loss_name,
             "mc_samples": self.mc_samples,
             "init_sigma": self.init_sigma,
             "kl_weight": self.kl_weight,
