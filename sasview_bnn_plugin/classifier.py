@@ -10,7 +10,6 @@ result; the rest of the batch is classified as usual.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -31,9 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Largest q (1/Å) of a plausible SAS curve; beyond it a curve without a unit is suspected to be in 1/nm.
-_SUSPICIOUS_Q_MAX = 1.0
-
-
 class BNNClassifier:
     """Classifies curves with an ONNX model of S posterior samples.
 
@@ -244,13 +240,4 @@ class BNNClassifier:
             model_input = prepare_curve(curve.q, curve.intensity, curve.d_intensity, curve.q_unit, self.config)
         except CurveError as err:
             return str(err)
-        if curve.q_unit is None or not str(curve.q_unit).strip():
-            finite = curve.q[np.isfinite(curve.q)]
-            if finite.size and float(finite.max()) > _SUSPICIOUS_Q_MAX:
-                model_input.notes.append(
-                    f"q reaches {float(finite.max()):.3g} with no unit given, unusually high for 1/Å: "
-                    "if q is in 1/nm, give the unit"
-                )
-        if not math.isfinite(model_input.coverage):
-            return "the curve covers no part of the model's q-domain"
         return model_input

@@ -238,6 +238,12 @@ def prepare_curve(
     factor, unit_note = q_unit_factor(q_unit)
     if unit_note:
         notes.append(unit_note)
+        finite_q = q_arr[np.isfinite(q_arr)]
+        if finite_q.size and float(finite_q.max()) > cfg.q_max:
+            notes.append(
+                f"q reaches {float(finite_q.max()):.3g} with no unit given, unusually high for 1/Å: "
+                "if q is in 1/nm, give the unit"
+            )
     q_arr = q_arr * factor
 
     if q_arr.size == 0:
