@@ -31,7 +31,12 @@ How each class is built
   whole per-curve budget; peak models also give direct control of width,
   position ratios and height.
 * bimodal: two shapes with Rg ratio 3-20, relative amplitude drawn inside
-  the interval where each population holds >= 60 % of I at its own knee.
+  the interval where each population holds >= 60 % of I at its own knee,
+  and a visible shoulder: between the knees the smoothed log-log slope
+  flattens again (rises by >= 0.6 to >= -0.9) on the small population's
+  plateau. Without it a clean long rod, disc or coil (length knee, then
+  cross-section knee) looks the same; simulator 1.0.0 lacked this check and
+  its models confused clean and bimodal in about half their errors.
 * oversubtracted: clean with a flat background over-subtracted by δ, chosen
   so the noise-free curve crosses zero in the last 12-60 % of the window.
 * artefact (hand-synthesised, no sasmodels model exists for reduction faults):
@@ -59,7 +64,7 @@ from .record import SimulatedCurve
 from .shapes import COMPACT_SHAPES, SHAPES, ShapeDraw, ShapeSpec, call_model, draw_shape, evaluate_shape, load_model
 
 #: Bump whenever the physics of the simulation changes.
-SIMULATOR_VERSION = "1.0.0"
+SIMULATOR_VERSION = "1.1.0"
 #: Draws tried per curve before giving up (a bug, not bad luck, if reached).
 MAX_ATTEMPTS = 500
 
@@ -436,8 +441,12 @@ def _bimodal(rng: np.random.Generator) -> Outcome:
     draft.criteria.update({"rg_large": rg_l, "rg_small": rg_s, "rg_ratio": rg_l / rg_s,
                            "dominance_large": share_l, "dominance_small": share_s,
                            "knee_dominance": min(share_l, share_s)})
+    dip, recovery = crit.shoulder_between_knees(grid, v_large + v_small, rg_l, rg_s)
+    draft.criteria.update({"shoulder_dip": dip, "shoulder_recovery": recovery})
     if not crit.bimodal_visible(float(q[0]), float(q[-1]), rg_l, rg_s, share_l, share_s):
         raise Rejected("two knees not visible")
+    if not crit.shoulder_visible(dip, recovery):
+        raise Rejected("no shoulder between the knees: looks like one elongated particle")
     expected, noisy, d_i, scale = _finish(draft, _smear(inst, grid, v_large + v_small), rng)
     _clean_checks(draft, expected, noisy, d_i)
     # The small population's knee must stand out of the noise and the flat background.
