@@ -53,7 +53,7 @@ def vi_model(data):
 @pytest.fixture(scope="module")
 def ensemble_model(data):
     folder, train, _ = data
-    config = FitConfig(method="ensemble", epochs=2, samples=4, seed=1, lr=3e-3, exclude_classes=("ordered",))
+    config = FitConfig(method="ensemble", epochs=2, samples=4, seed=1, lr=3e-3, exclude_classes=("ordered",), outlier_fraction=0.1)
     result = fit(train, folder / "ens", config, progress=False)
     exported = export_run(folder / "ens", folder / "ens.onnx", 4)
     return result, exported
@@ -161,6 +161,7 @@ def test_evaluate_writes_metrics_and_report(which, request, data, capsys):
     for png in ("confusion_matrix.png", "roc.png", "reliability.png", "uncertainty.png", "novelty.png", "robustness.png"):
         assert (report / png).stat().st_size > 0 and png in page
     if which == "ensemble_model":
+        assert json.loads(exported.metadata["training"])["outlier_fraction"] == 0.1
         unseen = m["novelty"]["class:ordered"]
         with FeatureFile(test.with_name("test.eval-features.h5")) as ff:
             assert unseen["n"] == int(np.sum(ff.labels == class_index("ordered"))) > 0

@@ -114,3 +114,37 @@ def test_vi_kl_weight_scales_only_the_kl_term():
     assert parts[0.1]["kl_per_curve"] == pytest.approx(parts[1.0]["kl_per_curve"], rel=1e-6)
     with pytest.raises(ValueError, match="KL weight"):
         MeanFieldVI(SMALL, prior_sigma=0.2, n_train=1000, kl_weight=0.0)
+
+
+def test_outlier_rows_are_pulled_towards_the_uniform_answer():
+    """Outlier exposure: label -1 means "no class"; its target is 1/7 for every class."""
+    torch.manual_seed(0)
+    logits = torch.randn(5, 2, 7)
+    labels = torch.tensor([0, 3, -1, 6, -1])
+    log_p = torch.log_softmax(logits, dim=-1)
+    picked = torch.stack([-log_p[i, :, int(y)] if y >= 0 else -0.25 * log_p[i].mean(dim=-1) for i, y in enumerate(labels)])
+    torch.testing.assert_close(data_loss(logits, labels, "nll", outlier_weight=0.25), picked.mean(dim=0))
+    p = torch.softmax(logits, dim=-1)
+    uniform = ((p - 1 / 7) ** 2).sum(dim=-1)
+    assert torch.allclose(data_loss(logits, labels, "mspe", outlier_weight=1.0)[0],
+                          torch.stack([((p[i] - torch.nn.functional.one_hot(labels[i], 7)) ** 2).sum(-1) if labels[i] >= 0
+                                       else uniform[i] for i in range(5)]).mean(dim=0)[0])
+    # The uniform answer minimises the outlier term: a flat logit row has the lowest loss.
+    flat = data_loss(torch.zeros(1, 1, 7), torch.tensor([-1]), "nll")
+    assert float(flat) == pytest.approx(np.log(7))
+    assert float(data_loss(torch.tensor([[[3.0, 0, 0, 0, 0, 0, 0]]]), torch.tensor([-1]), "nll")) > float(flat)
+
+
+def test_outlier_curves_are_model_input_and_not_scattering_curves():
+    from sasview_bnn_plugin.preprocessing import prepare_curve
+    from sasview_bnn_trainer.evaluation.novel_inputs import KINDS
+    from sasview_bnn_trainer.simulation.outliers import OUTLIER_KINDS, outlier_curves
+
+    assert not set(OUTLIER_KINDS) & set(KINDS), "the evaluation's novel inputs must stay unseen in training"
+    curves = outlier_curves(50, seed=3)
+    assert [c.params["shape"] for c in curves[:5]] == list(OUTLIER_KINDS)
+    assert all(c.label == -1 for c in curves)
+    for c in curves:
+        assert prepare_curve(c.q, c.intensity, c.d_intensity, c.q_unit).features.shape == (4, 256)
+    again = outlier_curves(50, seed=3)
+    assert all(np.array_equal(a.intensity, b.intensity) for a, b in zip(curves, again))

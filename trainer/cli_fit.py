@@ -49,6 +49,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="vi: factor on KL(q||prior)/N in the objective; 1 is the ELBO, < 1 a tempered posterior (default 1)")
     p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                    help="constant learning rate, or cosine decay from --lr to 0 over all epochs (default constant)")
+    p.add_argument("--outlier-fraction", type=float, default=0.0,
+                   help="outlier exposure: synthetic non-scattering curves added per training curve, trained "
+                        "towards a uniform answer (default 0: off; e.g. 0.1)")
+    p.add_argument("--outlier-weight", type=float, default=0.5,
+                   help="factor on the outlier-exposure term (default 0.5)")
     p.add_argument("--channels", type=_channels, default=(8, 16, 32), help="conv channels of the three layers (default 8,16,32)")
     p.add_argument("--hidden", type=int, default=64, help="width of the fully connected layer (default 64)")
     p.add_argument("--kernel", type=int, default=7, help="conv kernel width, odd (default 7)")
@@ -67,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device, seed=args.seed, lr=args.lr, batch_size=args.batch_size, val_fraction=args.val_fraction,
             prior_sigma=args.prior_sigma, loss=args.loss, mc_samples=args.mc_samples,
             kl_weight=args.kl_weight, lr_schedule=args.lr_schedule,
+            outlier_fraction=args.outlier_fraction, outlier_weight=args.outlier_weight,
             network=NetworkConfig(channels=args.channels, hidden=args.hidden, kernel=args.kernel),
         )
         result = fit(args.data, args.out, config, resume=args.resume, progress=not args.quiet, feature_workers=args.workers)

@@ -294,7 +294,9 @@ def export_run(
         "weights_sha256": weights_sha256(network),
         "network": posterior.config.to_json(),
         "training": json.dumps({k: fit_config[k] for k in ("method", "epochs", "seed", "lr", "batch_size", "loss", "prior_sigma")}
-                               | {"epochs_done": record["epoch"]}),
+                               | {k: fit_config.get(k, 0.0) for k in ("outlier_fraction", "outlier_weight")}
+                               | {"kl_weight": fit_config.get("kl_weight", 1.0), "lr_schedule": fit_config.get("lr_schedule", "constant"),
+                                  "epochs_done": record["epoch"]}),
         "novelty_target_false_alarm_rate": repr(false_alarm_rate),
         "posterior_sample_seed": str(seed),
     }

@@ -39,8 +39,27 @@ from .network import NetworkConfig, pack_members
 from .posterior import LOSSES, METHODS, DeepEnsemble, MeanFieldVI, Posterior, posterior_from_spec
 
 CHECKPOINT = "checkpoint.pt"
+#: Synthetic outlier curves prepared once per run for outlier exposure (at most; a fifth of
+#: the training curves, at least 1,000, for small runs).
+OUTLIER_POOL_SIZE = 20_000
 DEFAULT_SAMPLES = {"vi": 32, "ensemble": 8}
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
+
+def outlier_pool(n: int, seed: int, preprocessing_json: str) -> np.ndarray:
+    """Features (n, channels, bins) float32 of ``n`` synthetic outliers, with the run's preprocessing."""
+    from sasview_bnn_plugin.preprocessing import CurveError, PreprocessingConfig, prepare_curve
+
+    from .simulation.outliers import outlier_curves
+
+    cfg = PreprocessingConfig.from_json(preprocessing_json)
+    rows = []
+    for curve in outlier_curves(n, seed):
+        try:
+            rows.append(prepare_curve(curve.q, curve.intensity, curve.d_intensity, curve.q_unit, cfg).features)
+        except CurveError:
+            continue
+    return np.stack(rows)
 
 
 def learning_rate(config: "FitConfig", step: int, total_steps: int) -> float:
@@ -60,6 +79,11 @@ class FitConfig:
     KL/N (1 = ELBO, < 1 a tempered posterior). ``lr_schedule``: "constant", or
     "cosine" (the learning rate falls from ``lr`` to 0 along a half cosine over
     all steps of ``epochs`` epochs; continuing a run with more epochs stretches it).
+    ``outlier_fraction``: outlier exposure -- this many synthetic non-scattering
+    curves per training curve are added to every batch (from a fixed pool of
+    :data:`OUTLIER_POOL_SIZE`, :mod:`~sasview_bnn_trainer.simulation.outliers`),
+    with a uniform target over the classes, their term weighted by
+    ``outlier_weight``; 0 turns it off.
     """
 
     method: str = "vi"
@@ -76,6 +100,8 @@ class FitConfig:
     mc_samples: int = 1
     kl_weight: float = 1.0
     lr_schedule: str = "constant"
+    outlier_fraction: float = 0.0
+    outlier_weight: float = 0.5
     network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def __post_init__(self) -> None:
@@ -87,6 +113,10 @@ class FitConfig:
             class_index(name)
         if len(set(self.exclude_classes)) >= N_CLASSES - 1:
             raise ValueError("at least two classes must remain for training")
+        if not 0.0 <= self.outlier_fraction < 1.0:
+            raise ValueError(f"the outlier fraction must lie in [0, 1), got {self.outlier_fraction}")
+        if not self.outlier_weight > 0.0:
+            raise ValueError(f"the outlier weight must be positive, got {self.outlier_weight}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown learning-rate schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
         if not 0.0 < self.kl_weight <= 1.0:
@@ -267,8 +297,12 @@ def fit(
             "split_seed": config.seed,
         }
 
+        pool = None
+        if config.outlier_fraction > 0:
+            pool = outlier_pool(min(OUTLIER_POOL_SIZE, max(1_000, int(train_rows.size) // 5)), config.seed, summary.preprocessing)
         torch.manual_seed(config.seed)
         posterior = make_posterior(config, int(train_rows.size)).to(device)
+        posterior.outlier_weight = config.outlier_weight
         optimiser = torch.optim.Adam(posterior.parameters(), lr=config.lr)
         history: list[dict[str, float]] = []
         start_epoch = 1
@@ -292,7 +326,12 @@ def fit(
             n_batches = math.ceil(train_rows.size / config.batch_size)
             step = (epoch - 1) * n_batches
             batches = features.iter_batches(train_rows, config.batch_size, shuffle_seed=config.seed * 7919 + epoch)
+            pick = np.random.default_rng([config.seed, epoch, 31])
             for x, y in tqdm(batches, total=n_batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False):
+                if pool is not None:
+                    extra = pick.integers(0, len(pool), max(1, round(config.outlier_fraction * y.shape[0])))
+                    x = np.concatenate([x, pool[extra]])
+                    y = np.concatenate([y, np.full(extra.size, -1, dtype=y.dtype)])
                 xb, yb = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
                 loss, parts = posterior.training_loss(xb, yb, generator)
                 optimiser.zero_grad(set_to_none=True)

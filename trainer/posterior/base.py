@@ -13,7 +13,9 @@ The data term is either the negative log-likelihood (``"nll"``, cross-entropy)
 or the mean-squared probability error (``"mspe"``): the squared distance between
 the predicted probability vector and the one-hot label, summed over classes and
 averaged over the batch (the seed paper's loss, with the sign that makes it a
-quantity to minimise; it equals the multi-class Brier score).
+quantity to minimise; it equals the multi-class Brier score). Rows labelled -1
+are outliers with a uniform target (outlier exposure, off unless ``fit`` is
+given an outlier fraction).
 """
 
 from __future__ import annotations
@@ -30,20 +32,33 @@ from ..network import NetworkConfig, pack_members
 LOSSES: tuple[str, ...] = ("nll", "mspe")
 
 
-def data_loss(logits: Tensor, labels: Tensor, loss: str) -> Tensor:
+def data_loss(logits: Tensor, labels: Tensor, loss: str, outlier_weight: float = 1.0) -> Tensor:
     """Data term per member, shape (members,), averaged over the batch.
 
-    ``logits`` (batch, members, n_classes); ``labels`` (batch,) int64.
+    ``logits`` (batch, members, n_classes); ``labels`` (batch,) int64. A label
+    of -1 marks an outlier (a curve of no class, see
+    :mod:`sasview_bnn_trainer.simulation.outliers`): its target is the uniform
+    distribution over the classes (outlier exposure), and its term is
+    multiplied by ``outlier_weight``.
     """
+    n_classes = logits.shape[-1]
+    outlier = labels < 0
+    safe = torch.where(outlier, torch.zeros_like(labels), labels)
     if loss == "nll":
         log_p = F.log_softmax(logits, dim=-1)
-        picked = log_p.gather(2, labels[:, None, None].expand(-1, logits.shape[1], 1))[..., 0]
-        return -picked.mean(dim=0)
-    if loss == "mspe":
+        picked = -log_p.gather(2, safe[:, None, None].expand(-1, logits.shape[1], 1))[..., 0]
+        uniform = -log_p.mean(dim=-1)
+    elif loss == "mspe":
         p = F.softmax(logits, dim=-1)
-        onehot = F.one_hot(labels, logits.shape[-1]).to(p.dtype)[:, None, :]
-        return ((p - onehot) ** 2).sum(dim=-1).mean(dim=0)
-    raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        onehot = F.one_hot(safe, n_classes).to(p.dtype)[:, None, :]
+        picked = ((p - onehot) ** 2).sum(dim=-1)
+        uniform = ((p - 1.0 / n_classes) ** 2).sum(dim=-1)
+    else:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if not bool(outlier.any()):
+        return picked.mean(dim=0)
+    per_row = torch.where(outlier[:, None], outlier_weight * uniform, picked)
+    return per_row.mean(dim=0)
 
 
 class Posterior(nn.Module, ABC):
@@ -67,6 +82,8 @@ class Posterior(nn.Module, ABC):
         self.prior_sigma = float(prior_sigma)
         self.n_train = int(n_train)
         self.loss_name = loss
+        #: Factor on the uniform-target term of outlier rows (label -1); set by ``fit``.
+        self.outlier_weight = 1.0
 
     @abstractmethod
     def training_loss(self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:

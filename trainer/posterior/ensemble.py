@@ -40,7 +40,7 @@ class DeepEnsemble(Posterior):
         return sq / (2.0 * self.prior_sigma**2 * self.n_train)
 
     def training_loss(self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        per_member = data_loss(self.net(x), labels, self.loss_name)
+        per_member = data_loss(self.net(x), labels, self.loss_name, self.outlier_weight)
         penalty = self.prior_penalty()
         loss = per_member.sum() + penalty
         k = self.n_members

@@ -104,7 +104,7 @@ class MeanFieldVI(Posterior):
         params = packed_parameters(self._draw(self.mc_samples, generator))
         self._template.to(x.device)
         logits = functional_call(self._template, params, (x,))
-        data = data_loss(logits, labels, self.loss_name).mean()
+        data = data_loss(logits, labels, self.loss_name, self.outlier_weight).mean()
         kl_per_curve = self.kl() / self.n_train
         loss = data + self.kl_weight * kl_per_curve
         return loss, {"loss": loss.item(), "data": data.item(), "kl_per_curve": kl_per_curve.item()}
