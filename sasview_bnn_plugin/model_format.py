@@ -28,6 +28,9 @@ FORMAT_VERSION = "1"
 INPUT_NAME = "features"
 PROBABILITIES_OUTPUT = "probabilities"
 NOVELTY_OUTPUT = "novelty_score"
+#: A curve whose highest posterior-mean class probability is below this is reported
+#: as low confidence: the label is a guess, whatever the novelty score says.
+LOW_CONFIDENCE_THRESHOLD = 0.5
 
 #: key -> what it holds. Every key must be present in a shipped model.
 REQUIRED_METADATA: dict[str, str] = {

@@ -5,7 +5,9 @@ models are tiny and trained for two epochs, so the assertions check the
 plumbing, the ONNX contract and torch/onnxruntime parity, not final accuracy.
 """
 
+import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("sasmodels")
 
+from sasview_bnn_plugin.model_card import verify_model_file
 from sasview_bnn_plugin.model_format import REQUIRED_METADATA, check_metadata
 from sasview_bnn_plugin.taxonomy import CLASS_NAMES, class_index
 from sasview_bnn_trainer.cli import main
@@ -169,6 +172,17 @@ def test_evaluate_writes_metrics_and_report(which, request, data, capsys):
         assert 0.0 <= unseen["feature_score"]["auroc"] <= 1.0
         assert "mean_unseen_class_auroc" in m["novelty"]
     assert "accuracy" in capsys.readouterr().out
+    # The model card gathers the report and records the file's sha256, which the runtime checks.
+    model = folder / f"carded_{which}.onnx"
+    shutil.copyfile(exported.path, model)
+    assert main(["card", str(model), "--report", str(report), "--command", "sasview-bnn-train fit ..."]) == 0
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert card["test_metrics"]["accuracy"] == m["accuracy"] and card["n_samples"] == int(exported.metadata["n_samples"])
+    assert card["training_command"] == "sasview-bnn-train fit ..."
+    md = model.with_suffix(".md").read_text()
+    assert card["sha256"] in md and "Confusion matrix" in md
+    assert verify_model_file(model) == card
 
 
 def test_same_seed_same_weights_and_resume_continues_exactly(data):

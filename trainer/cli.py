@@ -18,7 +18,7 @@ from sasview_bnn_plugin.command_line import OneLineArgumentParser, UsageError, b
 __all__ = ["COMMANDS", "OneLineArgumentParser", "UsageError", "build_parser", "main"]
 
 #: Sub-commands in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("simulate", "fit", "export", "evaluate")
+COMMANDS: tuple[str, ...] = ("simulate", "fit", "export", "evaluate", "card")
 
 
 def build_parser() -> argparse.ArgumentParser:

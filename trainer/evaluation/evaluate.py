@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sasview_bnn_plugin.model_format import check_metadata
+from sasview_bnn_plugin.model_format import LOW_CONFIDENCE_THRESHOLD, check_metadata
 from sasview_bnn_plugin.preprocessing import prepare_batch
 from sasview_bnn_plugin.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
 
@@ -54,11 +54,16 @@ class Evaluation:
     novelty_threshold: float = float("nan")
 
 
+#: A curve whose top posterior-mean probability is below this is "low confidence" (the runtime says so too).
+LOW_CONFIDENCE = LOW_CONFIDENCE_THRESHOLD
+
+
 def _uncertainty_scores(sample_probs: np.ndarray, feature_score: np.ndarray) -> dict[str, np.ndarray]:
     return {
         "mutual_information": M.mutual_information(sample_probs),
         "predictive_entropy": M.predictive_entropy(sample_probs),
         "feature_score": feature_score,
+        "confidence": sample_probs.mean(axis=1).max(axis=1),
     }
 
 
@@ -68,7 +73,14 @@ def _novelty_block(in_dist: dict[str, np.ndarray], novel: dict[str, np.ndarray],
         y = np.r_[np.zeros(in_dist[name].size, bool), np.ones(novel[name].size, bool)]
         s = np.r_[in_dist[name], novel[name]]
         out[name] = {"auroc": M.roc_auc(y, s), "fpr_at_95_recall": M.fpr_at_recall(y, s, 0.95)}
-    out["flagged_by_threshold"] = float(np.mean(novel["feature_score"] > threshold)) if novel["feature_score"].size else float("nan")
+    if novel["feature_score"].size:
+        flagged = novel["feature_score"] > threshold
+        low = novel["confidence"] < LOW_CONFIDENCE
+        out["flagged_by_threshold"] = float(np.mean(flagged))
+        out["low_confidence"] = float(np.mean(low))
+        out["flagged_or_low_confidence"] = float(np.mean(flagged | low))
+    else:
+        out["flagged_by_threshold"] = out["low_confidence"] = out["flagged_or_low_confidence"] = float("nan")
     return out
 
 

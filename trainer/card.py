@@ -1,0 +1,221 @@
+"""Writing a model card: ``NAME.json`` (for programs) and ``NAME.md`` (for people) beside ``NAME.onnx``.
+
+The card gathers what a user needs to judge a model, from files the other
+commands wrote: the ONNX metadata (data, method, S, novelty threshold), the
+``evaluate`` report of an unseen-seed test set (``metrics.json``), optional
+leave-one-class-out reports, an optional fit-and-select baseline summary, the
+recorded training command and stage timings, and hand-written known weaknesses.
+It records the sha256 and size of the ONNX file, which the runtime checks
+(:func:`sasview_bnn_plugin.model_card.verify_model_file`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from sasview_bnn_plugin.model_card import card_path, file_sha256, markdown_card_path
+from sasview_bnn_plugin.model_format import LOW_CONFIDENCE_THRESHOLD
+from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+
+from .export import read_metadata
+
+#: Novelty scores the evaluation reports, in display order.
+NOVELTY_SCORES: tuple[str, ...] = ("mutual_information", "predictive_entropy", "feature_score")
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, json.JSONDecodeError):
+        return text
+
+
+def _loco_entry(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The unseen-class novelty block of one leave-one-class-out evaluation."""
+    unseen = metrics.get("test_data", {}).get("unseen_classes", [])
+    if len(unseen) != 1:
+        raise ValueError(f"a leave-one-class-out report must have exactly one unseen class, this one has {unseen}")
+    name = unseen[0]
+    block = metrics["novelty"][f"class:{name}"]
+    return {
+        "left_out_class": name,
+        "n_curves": block.get("n"),
+        "flagged_by_threshold": block.get("flagged_by_threshold"),
+        **{score: block[score] for score in NOVELTY_SCORES if score in block},
+        "in_distribution_accuracy": metrics.get("accuracy"),
+    }
+
+
+def build_card(
+    model_path: str | Path,
+    test_metrics: dict[str, Any],
+    *,
+    loco_metrics: Sequence[dict[str, Any]] = (),
+    baseline: dict[str, Any] | None = None,
+    training_command: str = "",
+    stage_seconds: dict[str, float] | None = None,
+    weaknesses: Sequence[str] = (),
+    description: str = "",
+) -> dict[str, Any]:
+    """The JSON card of ``model_path`` (a dict; see the module docstring for the sources)."""
+    model_path = Path(model_path)
+    meta = read_metadata(model_path)
+    training_data = _json(meta.get("training_data", "{}"))
+    loco = [_loco_entry(m) for m in loco_metrics]
+    loco_mean = {
+        score: sum(e[score]["auroc"] for e in loco) / len(loco) for score in NOVELTY_SCORES if loco and all(score in e for e in loco)
+    }
+    headline = {
+        "accuracy": test_metrics.get("accuracy"),
+        "macro_f1": test_metrics.get("macro_f1"),
+        "ece_15": test_metrics.get("ece_15"),
+        "anomaly_auroc": test_metrics.get("anomaly_auroc"),
+        "nll": test_metrics.get("nll"),
+        "brier": test_metrics.get("brier"),
+    }
+    summary = {
+        "description": description or f"{meta.get('inference_method', '?')} Bayesian CNN, {meta.get('n_samples', '?')} posterior samples",
+        "test_accuracy": f"{headline['accuracy']:.4f}" if headline["accuracy"] is not None else "n/a",
+        "test_macro_f1": f"{headline['macro_f1']:.4f}" if headline["macro_f1"] is not None else "n/a",
+        "test_ece": f"{headline['ece_15']:.4f}" if headline["ece_15"] is not None else "n/a",
+        "test_anomaly_auroc": f"{headline['anomaly_auroc']:.4f}" if headline["anomaly_auroc"] is not None else "n/a",
+        "training_curves": str(training_data.get("n_curves", "?")) if isinstance(training_data, dict) else "?",
+    }
+    return {
+        "name": model_path.stem,
+        "file": model_path.name,
+        "sha256": file_sha256(model_path),
+        "size_bytes": model_path.stat().st_size,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "summary": summary,
+        "classes": list(CLASS_NAMES),
+        "package_version": meta.get("package_version"),
+        "training_data": training_data,
+        "inference_method": meta.get("inference_method"),
+        "n_samples": int(meta.get("n_samples", 0)),
+        "prior_sigma": _json(meta.get("prior_sigma", "null")),
+        "network": _json(meta.get("network", "{}")),
+        "training": _json(meta.get("training", "{}")),
+        "training_command": training_command,
+        "stage_seconds": dict(stage_seconds or {}),
+        "weights_sha256": meta.get("weights_sha256"),
+        "preprocessing": _json(meta.get("preprocessing", "{}")),
+        "novelty": {
+            "score": meta.get("novelty_score"),
+            "threshold": float(meta["novelty_threshold"]),
+            "false_alarm_rate_on_validation": float(meta["novelty_false_alarm_rate"]),
+            "false_alarm_rate_on_test": test_metrics.get("novelty", {}).get("in_distribution_false_alarm_rate"),
+        },
+        "validation_metrics": _json(meta.get("metrics", "{}")),
+        "test_set": test_metrics.get("test_data", {}),
+        "test_metrics": headline,
+        "test_evaluation": test_metrics,
+        "leave_one_class_out": {"per_class": loco, "mean_auroc": loco_mean},
+        "baseline_comparison": baseline or {},
+        "known_weaknesses": list(weaknesses),
+    }
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return "n/a" if value is None else str(value)
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    """The Markdown model card for people, from the JSON card."""
+    m = card["test_evaluation"]
+    td = card["training_data"] if isinstance(card["training_data"], dict) else {}
+    lines = [
+        f"# Model card: {card['name']}",
+        "",
+        card["summary"]["description"],
+        "",
+        f"- File: `{card['file']}`, {card['size_bytes'] / 1e6:.1f} MB, sha256 `{card['sha256']}` "
+        "(the runtime refuses the file if this does not match)",
+        f"- Method: {card['inference_method']}, {card['n_samples']} posterior samples in one ONNX graph; "
+        f"Gaussian prior sigma {card['prior_sigma']}; network {json.dumps(card['network'])}",
+        f"- Training data: {td.get('n_curves', '?')} simulated curves (seed {td.get('seed', '?')}, "
+        f"{td.get('n_train', '?')} training / {td.get('n_validation', '?')} validation), simulator "
+        f"`{td.get('simulator_code_version', '?')}`",
+        f"- Training settings: `{json.dumps(card['training'])}`",
+        f"- Package version: {card['package_version']}; card written {card['created']}",
+    ]
+    if card["training_command"]:
+        lines += ["", "Recorded training command:", "", "```", card["training_command"], "```"]
+    if card["stage_seconds"]:
+        lines += ["", "Stage wall times on the 2-core development machine: "
+                  + ", ".join(f"{k} {v / 60:.1f} min" for k, v in card["stage_seconds"].items())]
+    test = card["test_set"]
+    lines += [
+        "",
+        f"## Test set ({test.get('n_curves', '?')} curves, unseen seed {test.get('seed', '?')})",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("ece_15", "ECE (15 bins)"), ("nll", "NLL"),
+                       ("brier", "Brier"), ("anomaly_auroc", "anomaly-vs-clean AUROC")):
+        lines.append(f"| {label} | {_fmt(m.get(key), 4)} |")
+    lines += ["", "| class | precision | recall | F1 | one-vs-rest AUROC |", "|---|---|---|---|---|"]
+    for name in CLASS_NAMES:
+        pc = m.get("per_class", {}).get(name, {})
+        lines.append(f"| {name} | {_fmt(pc.get('precision'))} | {_fmt(pc.get('recall'))} | {_fmt(pc.get('f1'))} | "
+                     f"{_fmt(m.get('one_vs_rest_auroc', {}).get(name))} |")
+    cm = m.get("confusion_matrix")
+    if cm:
+        lines += ["", "Confusion matrix (rows true, columns predicted):", "",
+                  "| true \\ predicted | " + " | ".join(CLASS_NAMES) + " |", "|---" * (len(CLASS_NAMES) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(str(v) for v in row) + " |" for name, row in zip(CLASS_NAMES, cm)]
+    nov = card["novelty"]
+    lines += [
+        "",
+        "## Novelty",
+        "",
+        f"Score `{nov['score']}`, threshold {nov['threshold']:.4g}: false-alarm rate {nov['false_alarm_rate_on_validation']:.3f} "
+        f"on validation curves, {_fmt(nov['false_alarm_rate_on_test'])} on the test set.",
+        "",
+        f"| novel input | n | flagged by threshold | flagged or low confidence (top p < {LOW_CONFIDENCE_THRESHOLD}) | "
+        "AUROC MI | AUROC entropy | AUROC feature score | FPR@95 feature score |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, block in m.get("novelty", {}).items():
+        if isinstance(block, dict) and "feature_score" in block:
+            lines.append(f"| {key} | {block.get('n')} | {_fmt(block.get('flagged_by_threshold'))} | {_fmt(block.get('flagged_or_low_confidence'))} | "
+                         f"{_fmt(block['mutual_information']['auroc'])} | {_fmt(block['predictive_entropy']['auroc'])} | "
+                         f"{_fmt(block['feature_score']['auroc'])} | {_fmt(block['feature_score']['fpr_at_95_recall'])} |")
+    loco = card["leave_one_class_out"]
+    if loco["per_class"]:
+        lines += ["", "## Leave-one-class-out novelty", "",
+                  "One model per anomaly class, trained without it, scores that class against in-distribution test curves.", "",
+                  "| left-out class | n | AUROC MI | AUROC entropy | AUROC feature score | FPR@95 (best score) | ID accuracy |",
+                  "|---|---|---|---|---|---|---|"]
+        for e in loco["per_class"]:
+            best = min((e[s]["fpr_at_95_recall"] for s in NOVELTY_SCORES if s in e), default=None)
+            lines.append(f"| {e['left_out_class']} | {e['n_curves']} | {_fmt(e['mutual_information']['auroc'])} | "
+                         f"{_fmt(e['predictive_entropy']['auroc'])} | {_fmt(e['feature_score']['auroc'])} | {_fmt(best)} | "
+                         f"{_fmt(e['in_distribution_accuracy'])} |")
+        lines.append("| **mean** | | " + " | ".join(_fmt(loco["mean_auroc"].get(s)) for s in NOVELTY_SCORES) + " | | |")
+    rob = m.get("robustness", {})
+    for key, title in (("noise_level", "noise level (relative error at the strongest point)"), ("q_window_decades", "q-window width (decades)")):
+        rows = rob.get(key)
+        if isinstance(rows, list) and rows:
+            lines += ["", f"## Robustness: {title}", "", "| from | to | n | accuracy | macro-F1 |", "|---|---|---|---|---|"]
+            lines += [f"| {_fmt(r['low'], 4)} | {_fmt(r['high'], 4)} | {r['n']} | {_fmt(r['accuracy'])} | {_fmt(r.get('macro_f1'))} |" for r in rows]
+    base = card["baseline_comparison"]
+    if base:
+        lines += ["", "## Against fit-and-select (traditional analysis)", "", base.get("table_markdown", "```\n" + json.dumps(base, indent=1) + "\n```")]
+    if card["known_weaknesses"]:
+        lines += ["", "## Known weaknesses", ""] + [f"- {w}" for w in card["known_weaknesses"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(model_path: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``NAME.json`` and ``NAME.md`` beside the model; return their paths."""
+    js, md = card_path(model_path), markdown_card_path(model_path)
+    js.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+    md.write_text(render_markdown(card), encoding="utf-8")
+    return js, md
