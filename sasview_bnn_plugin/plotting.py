@@ -90,3 +90,58 @@ def plot_result(curve: Curve, result: ClassificationResult, config: Preprocessin
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return path
+
+
+def plot_contact_sheet(
+    items: list[tuple[Curve, ClassificationResult]], path: str | Path, *, columns: int = 6, title: str = ""
+) -> Path:
+    """Many curves on one page: one small log-log panel per curve (q in 1/Å), titled with its verdict.
+
+    Panels are coloured by outcome: blue for a confident label, orange for low
+    confidence, red for novel, grey for a refused curve.
+    """
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
+    from .model_format import LOW_CONFIDENCE_THRESHOLD
+
+    n = max(len(items), 1)
+    rows = (n + columns - 1) // columns
+    fig = Figure(figsize=(2.6 * columns, 2.1 * rows + (0.4 if title else 0.0)))
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes[len(items):]:
+        ax.set_axis_off()
+    for ax, (curve, result) in zip(axes, items):
+        try:
+            factor = q_unit_factor(curve.q_unit)[0]
+        except CurveError:
+            factor = 1.0
+        q = np.asarray(curve.q, dtype=float) * factor
+        i = np.asarray(curve.intensity, dtype=float)
+        keep = np.isfinite(q) & np.isfinite(i) & (q > 0) & (i > 0)
+        if not result.ok:
+            colour, verdict = "tab:gray", "refused"
+        elif result.is_novel:
+            colour, verdict = "tab:red", f"NOVEL ({result.label} {result.confidence:.2f})"
+        elif result.confidence < LOW_CONFIDENCE_THRESHOLD:
+            colour, verdict = "tab:orange", f"unsure: {result.label} {result.confidence:.2f}"
+        else:
+            colour, verdict = "tab:blue", f"{result.label} {result.confidence:.2f}"
+        if keep.any():
+            ax.loglog(q[keep], i[keep], ".", ms=1.5, color=colour)
+        name = f"{Path(result.file).name} {result.dataset}".strip()
+        ax.set_title(f"{name[:34]}\n{verdict}", fontsize=7, color=colour)
+        ax.tick_params(labelsize=5)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    return path

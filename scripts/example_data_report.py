@@ -1,0 +1,84 @@
+"""Run a model on every 1D dataset in SasView's example data; write a table and a contact sheet.
+
+The example data ship inside the sasdata wheel (``sasdata/example_data/1d_data``:
+apoferritin, P123, hSDS, AOT, Ludox, latex, alumina USAXS, ...); nothing is
+copied into this repository. Files holding many datasets (VTMA.h5 has 240)
+keep every row in the table but show only their first ``--per-file`` curves
+on the sheet.
+
+Usage::
+
+    python scripts/example_data_report.py --out docs/example_data [--model NAME|FILE] [--per-file 4]
+
+Writes ``OUT/results.csv`` (file, dataset, label, confidence, anomaly
+probability, novelty score, novel, status, message) and ``OUT/contact_sheet.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from sasview_bnn_plugin.classifier import BNNClassifier
+from sasview_bnn_plugin.loading import CurveLoader, find_data_files
+from sasview_bnn_plugin.model_catalog import resolve_model
+from sasview_bnn_plugin.plotting import plot_contact_sheet
+from sasview_bnn_plugin.plugin_host import build_plugin_host
+
+COLUMNS = ("file", "dataset", "label", "confidence", "anomaly_probability", "novelty_score", "is_novel", "status", "message")
+
+
+def example_data_folder() -> Path:
+    """sasdata's ``example_data/1d_data`` folder."""
+    import sasdata
+
+    return Path(sasdata.__file__).parent / "example_data" / "1d_data"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--model", default=None, help="model name or ONNX file (default: the shipped model)")
+    parser.add_argument("--per-file", type=int, default=4, help="curves per file shown on the contact sheet (default 4)")
+    args = parser.parse_args(argv)
+
+    folder = example_data_folder()
+    files, _ = find_data_files([str(folder)], recursive=True)
+    source = resolve_model(args.model, build_plugin_host().models())
+    classifier = BNNClassifier(source.path, name=source.name)
+    loader = CurveLoader()
+    args.out.mkdir(parents=True, exist_ok=True)
+    shown: list = []
+    per_file: dict[str, int] = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
+    with open(args.out / "results.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for path in files:
+            curves = loader.load(path)
+            for curve, result in zip(curves, classifier.classify(curves)):
+                name = path.relative_to(folder).as_posix()
+                ok = result.ok
+                writer.writerow([
+                    name, result.dataset, result.label or "", f"{result.confidence:.3f}" if ok else "",
+                    f"{result.anomaly_probability:.3f}" if ok else "", f"{result.novelty_score:.4g}" if ok else "",
+                    result.is_novel if ok else "", result.status, result.message,
+                ])
+                counts["novel" if ok and result.is_novel else (result.label if ok else "refused")] += 1
+                if per_file[name] < args.per_file:
+                    per_file[name] += 1
+                    result.file = name
+                    shown.append((curve, result))
+    plot_contact_sheet(shown, args.out / "contact_sheet.png", columns=8,
+                       title=f"SasView example data classified by {source.name} (blue: label, orange: low confidence, red: novel, grey: refused)")
+    total = sum(counts.values())
+    print(f"{total} curves from {len(files)} files: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(f"wrote {args.out / 'results.csv'} and {args.out / 'contact_sheet.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
