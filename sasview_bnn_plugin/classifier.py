@@ -18,6 +18,7 @@ import numpy as np
 
 from .curve import Curve
 from .model_catalog import ModelNotFoundError
+from .model_card import verify_model_file
 from .model_format import INPUT_NAME, NOVELTY_OUTPUT, PROBABILITIES_OUTPUT, ModelFormatError, check_metadata
 from .preprocessing import CurveError, ModelInput, prepare_curve
 from .providers import PROVIDER_CHOICES, ProviderDecision, open_session
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Largest q (1/Å) of a plausible SAS curve; beyond it a curve without a unit is suspected to be in 1/nm.
+
 class BNNClassifier:
     """Classifies curves with an ONNX model of S posterior samples.
 
@@ -56,8 +57,10 @@ class BNNClassifier:
     ModelNotFoundError
         The file does not exist.
     ModelFormatError
-        The file is damaged, not ONNX, or its metadata or inputs/outputs do
-        not match this runtime. Raised before any curve is classified.
+        The file is damaged, not ONNX, its sha256 differs from its model card
+        (``NAME.json`` beside it, see :mod:`sasview_bnn_plugin.model_card`), or
+        its metadata or inputs/outputs do not match this runtime. Raised before
+        any curve is classified.
     """
 
     def __init__(
@@ -80,6 +83,8 @@ class BNNClassifier:
         self.name = name or self.model_path.stem
         if not self.model_path.is_file():
             raise ModelNotFoundError(f"the model file {self.model_path} does not exist")
+        #: The model's card (None for a user's model without one); a file changed after its card was written is refused.
+        self.card = verify_model_file(self.model_path)
         try:
             # The one and only session of this classifier; the metadata are read from it.
             self._session, self.provider_decision = open_session(self.model_path, provider, intra_op_threads)
@@ -128,30 +133,68 @@ class BNNClassifier:
 
         ``features`` has shape (batch, 4, 256) (see ``config.input_shape``).
         Returns probabilities of shape (batch, S, 7) and novelty scores of
-        shape (batch,).
+        shape (batch,). onnxruntime errors propagate; :meth:`classify` is the
+        fault-tolerant path.
         """
+        batch = self._check_features(features)
+        probs_out, novelty_out = [], []
+        for start in range(0, batch.shape[0], self.batch_size):
+            probs, novelty = self._run_chunk(batch[start : start + self.batch_size])
+            probs_out.append(probs)
+            novelty_out.append(novelty)
+        if not probs_out:
+            return np.zeros((0, self.n_samples, N_CLASSES), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(probs_out), np.concatenate(novelty_out)
+
+    def predict_each(self, features: np.ndarray) -> list[tuple[np.ndarray, float] | str]:
+        """Run the model on preprocessed inputs, one outcome per input; never raises for a curve.
+
+        ``features`` has shape (batch, 4, 256). Each outcome is (probabilities
+        of shape (S, 7), novelty score) or a message saying why the model gave
+        no usable answer. A batch on which onnxruntime fails is retried curve
+        by curve, so one bad curve costs no other curve its result; outputs
+        that are not finite probabilities are refused, never turned into a label.
+        """
+        batch = self._check_features(features)
+        outcomes: list[tuple[np.ndarray, float] | str] = []
+        for start in range(0, batch.shape[0], self.batch_size):
+            chunk = batch[start : start + self.batch_size]
+            try:
+                probs, novelty = self._run_chunk(chunk)
+            except Exception as err:  # onnxruntime fails on this batch: find the curve(s) it fails on
+                log.warning("the model failed on a batch of %d curve(s) (%s); retrying them one by one", len(chunk), _first_line(err))
+                if len(chunk) == 1:
+                    outcomes.append(_MODEL_FAILED)
+                    continue
+                outcomes.extend(self.predict_each(chunk[k : k + 1])[0] for k in range(len(chunk)))
+                continue
+            outcomes.extend(_checked_outcome(probs[k], novelty[k]) for k in range(len(chunk)))
+        return outcomes
+
+    def _check_features(self, features: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(features, dtype=np.float32)
         if batch.ndim != 3 or batch.shape[1:] != self.config.input_shape:
             raise ValueError(f"features must have shape (batch, {self.config.input_shape[0]}, {self.config.input_shape[1]}), got {batch.shape}")
-        probs_out, novelty_out = [], []
-        for start in range(0, batch.shape[0], self.batch_size):
-            chunk = batch[start : start + self.batch_size]
-            probs, novelty = self._session.run([PROBABILITIES_OUTPUT, NOVELTY_OUTPUT], {INPUT_NAME: chunk})
-            probs_out.append(np.asarray(probs))
-            novelty_out.append(np.asarray(novelty).reshape(-1))
-        if not probs_out:
-            return np.zeros((0, self.n_samples, N_CLASSES), np.float32), np.zeros(0, np.float32)
-        probs = np.concatenate(probs_out)
-        if probs.ndim != 3 or probs.shape[2] != N_CLASSES:
-            raise ModelFormatError(f"the model returned probabilities of shape {probs.shape}, expected (batch, S, {N_CLASSES})")
-        return probs, np.concatenate(novelty_out)
+        return batch
+
+    def _run_chunk(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One onnxruntime call: probabilities (n, S, 7) and novelty (n,) for a chunk of n inputs."""
+        probs, novelty = self._session.run([PROBABILITIES_OUTPUT, NOVELTY_OUTPUT], {INPUT_NAME: chunk})
+        probs = np.asarray(probs)
+        novelty = np.asarray(novelty).reshape(-1)
+        if probs.ndim != 3 or probs.shape[0] != len(chunk) or probs.shape[2] != N_CLASSES:
+            raise ModelFormatError(f"the model returned probabilities of shape {probs.shape}, expected ({len(chunk)}, S, {N_CLASSES})")
+        if novelty.shape != (len(chunk),):
+            raise ModelFormatError(f"the model returned {novelty.size} novelty score(s) for {len(chunk)} curve(s)")
+        return probs, novelty
 
     def classify(self, curves: Iterable[Any]) -> list[ClassificationResult]:
         """Classify many curves; one result per curve, in order.
 
         Each item is a :class:`~sasview_bnn_plugin.curve.Curve`, a sasdata
         ``Data1D``, or a tuple (q, I[, dI[, dq[, q_unit]]]) with q in q_unit
-        (1/Å if None). A refused curve gets an error result; the others are
+        (1/Å if None). A refused curve, or one on which the model fails or
+        returns no finite probabilities, gets an error result; the others are
         unaffected.
         """
         prepared: list[tuple[Curve, ModelInput | str]] = []
@@ -161,15 +204,20 @@ class BNNClassifier:
                 curve = self.plugin_host.prepare_raw_curve(curve)
             prepared.append((curve, self._prepare(curve)))
         accepted = [mi.features for _, mi in prepared if isinstance(mi, ModelInput)]
-        if accepted:
-            probs, novelty = self.predict_features(np.stack(accepted))
+        model_outcomes = self.predict_each(np.stack(accepted)) if accepted else []
         results: list[ClassificationResult] = []
         k = 0
         for curve, outcome in prepared:
             if isinstance(outcome, ModelInput):
+                model_outcome = model_outcomes[k]
+                k += 1
+                if isinstance(model_outcome, str):
+                    outcome = model_outcome
+            if isinstance(outcome, ModelInput):
+                samples, novelty = model_outcome
                 result = ClassificationResult.from_samples(
-                    probs[k],
-                    float(novelty[k]),
+                    samples,
+                    novelty,
                     self.novelty_threshold,
                     file=curve.source,
                     dataset=curve.dataset,
@@ -179,7 +227,6 @@ class BNNClassifier:
                     model=self.name,
                     notes=curve.notes + outcome.notes,
                 )
-                k += 1
             else:
                 result = ClassificationResult.error(curve.source, curve.dataset, outcome, curve.notes, model=self.name)
             if self.plugin_host is not None:
@@ -198,16 +245,7 @@ class BNNClassifier:
         dataset: str = "",
     ) -> ClassificationResult:
         """Classify one curve given as arrays of shape (points,), q in ``q_unit`` (1/Å if None)."""
-        curve = Curve(
-            q=np.asarray(q, dtype=np.float64),
-            intensity=np.asarray(intensity, dtype=np.float64),
-            d_intensity=None if d_intensity is None else np.asarray(d_intensity, dtype=np.float64),
-            dq=None if dq is None else np.asarray(dq, dtype=np.float64),
-            q_unit=q_unit,
-            source=source,
-            dataset=dataset,
-        )
-        return self.classify([curve])[0]
+        return self.classify([_curve_from_arrays(q, intensity, d_intensity, dq, q_unit, source, dataset)])[0]
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -219,17 +257,7 @@ class BNNClassifier:
             return Curve.from_data1d(item)
         if isinstance(item, (tuple, list)) and 2 <= len(item) <= 5:
             q, i, di, dq, unit = (list(item) + [None, None, None])[:5]
-            try:
-                return Curve(
-                    q=np.asarray(q, dtype=np.float64),
-                    intensity=np.asarray(i, dtype=np.float64),
-                    d_intensity=None if di is None else np.asarray(di, dtype=np.float64),
-                    dq=None if dq is None else np.asarray(dq, dtype=np.float64),
-                    q_unit=unit,
-                    dataset=f"curve {index}",
-                )
-            except (TypeError, ValueError):
-                return Curve.failed("", f"curve {index}", "q, I and dI must be numbers")
+            return _curve_from_arrays(q, i, di, dq, unit, "", f"curve {index}")
         return Curve.failed("", f"curve {index}", f"cannot classify a {type(item).__name__}: pass a Curve, a Data1D or (q, I, dI, dq, q_unit)")
 
     def _prepare(self, curve: Curve) -> ModelInput | str:
@@ -240,4 +268,51 @@ class BNNClassifier:
             model_input = prepare_curve(curve.q, curve.intensity, curve.d_intensity, curve.q_unit, self.config)
         except CurveError as err:
             return str(err)
+        except Exception:  # a bug, not the curve's fault: keep the other curves, say so plainly
+            log.exception("preprocessing failed on %s %s", curve.source, curve.dataset)
+            return _INTERNAL_ERROR
         return model_input
+
+
+#: Messages of curves the model gave no usable answer for (they never get a label).
+_MODEL_FAILED = "the model could not be run on this curve (onnxruntime reported an error, see the log); no label is given"
+_NON_FINITE = "the model returned probabilities that are not finite numbers for this curve; no label is given"
+_NOT_PROBABILITIES = "the model returned values that are not probabilities (outside 0 to 1 or not summing to 1) for this curve; no label is given"
+_BAD_NOVELTY = "the model returned a novelty score that is not a finite number for this curve; no label is given"
+_INTERNAL_ERROR = "sasview-bnn failed while preparing this curve (an internal error, see the log; please report it with the file)"
+
+
+def _curve_from_arrays(q: Any, intensity: Any, d_intensity: Any, dq: Any, q_unit: Any, source: str, dataset: str) -> Curve:
+    """A Curve of float arrays, or an error Curve saying why the values are not numbers."""
+    arrays = []
+    for values in (q, intensity, d_intensity, dq):
+        if values is None:
+            arrays.append(None)
+            continue
+        if np.iscomplexobj(values):
+            return Curve.failed(source, dataset, "q, I and dI must be real numbers, not complex numbers")
+        try:
+            arrays.append(np.asarray(values, dtype=np.float64))
+        except (TypeError, ValueError, OverflowError):
+            return Curve.failed(source, dataset, "q, I and dI must be numbers")
+    q_arr, i_arr, di_arr, dq_arr = arrays
+    unit = q_unit if q_unit is None or isinstance(q_unit, str) else str(q_unit)
+    return Curve(q=q_arr, intensity=i_arr, d_intensity=di_arr, dq=dq_arr, q_unit=unit, source=source, dataset=dataset)
+
+
+def _checked_outcome(samples: np.ndarray, novelty: Any) -> tuple[np.ndarray, float] | str:
+    """(samples (S, 7), novelty) if they are finite probabilities, else the message refusing them."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if not np.isfinite(samples).all():
+        return _NON_FINITE
+    if samples.min() < -1e-4 or samples.max() > 1 + 1e-4 or not np.allclose(samples.sum(axis=1), 1.0, atol=1e-3):
+        return _NOT_PROBABILITIES
+    score = float(novelty)
+    if not np.isfinite(score):
+        return _BAD_NOVELTY
+    return samples, score
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

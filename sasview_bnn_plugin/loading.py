@@ -4,8 +4,13 @@ ASCII (2-4 columns), CanSAS XML, NXcanSAS HDF5, IGOR ABS, Anton Paar PDH, CSV
 … are read with ``sasdata.dataloader.loader.Loader``. A file may hold several
 1D entries (each becomes a curve, named by the entry's title or its position);
 2D entries and SESANS data become error curves with a message. An unreadable
-or empty file becomes one error curve: no exception escapes :func:`load_curves`.
-sasdata's own logging and warnings are silenced while reading.
+or empty file becomes one error curve whose message says why in plain words
+(never the reader's exception text): no exception escapes
+:meth:`CurveLoader.iter_curves`, :meth:`CurveLoader.load` or :func:`load_curves`.
+Plain NXcanSAS HDF5 files are read one entry at a time with h5py
+(:mod:`sasview_bnn_plugin.nxcansas_entries`), so a file of thousands of entries
+never sits in memory at once. sasdata's own logging and warnings are silenced
+while reading.
 """
 
 from __future__ import annotations
@@ -13,18 +18,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import h5py
 import numpy as np
 
 from .curve import Curve
+from .nxcansas_entries import EntryPlan, plan_entries, read_entry
+
+log = logging.getLogger(__name__)
 
 #: File name endings sasdata has readers for (lower case).
 DATA_SUFFIXES: frozenset[str] = frozenset(
     {".txt", ".dat", ".csv", ".xml", ".h5", ".hdf", ".hdf5", ".nxs", ".abs", ".cor", ".pdh", ".sans", ".ses", ".sesans", ".asc"}
 )
+
+#: Suffixes for which sasdata tries its NXcanSAS reader first.
+NXCANSAS_SUFFIXES: frozenset[str] = frozenset({".h5", ".hdf", ".hdf5", ".nxs"})
 
 _NOT_1D = (
     "this entry is 2D data (a detector image); sasview-bnn classifies 1D curves I(q) only "
@@ -61,32 +75,152 @@ class CurveLoader:
         return self._loader
 
     def load(self, path: str | os.PathLike[str]) -> list[Curve]:
-        """All curves of one file; an unreadable file gives one error curve."""
+        """All curves of one file; an unreadable file gives one error curve (see :meth:`iter_curves`)."""
+        return list(self.iter_curves(path))
+
+    def iter_curves(self, path: str | os.PathLike[str]) -> Iterator[Curve]:
+        """The curves of one file, one at a time; an unreadable file gives one error curve.
+
+        A plain NXcanSAS HDF5 file (see :mod:`sasview_bnn_plugin.nxcansas_entries`)
+        is read one entry at a time, so memory is bounded by its largest entry
+        however many entries it holds; an entry whose data cannot be read
+        becomes an error curve and the following entries are still read. Every
+        other file is read by sasdata as a whole. Both give the same curves as
+        sasdata's own reader on SasView's example data.
+        """
+        path = Path(path)
+        plans = _plain_nxcansas_plans(path)
+        if plans is None:
+            yield from self.read_with_sasdata(path)
+            return
+        source = str(path)
+        names = _dataset_names([plan.title for plan in plans])
+        with h5py.File(path, "r") as h5:
+            for plan, name in zip(plans, names):
+                # sasdata is quiet while it reads, not while the caller handles the curve
+                with quiet_sasdata():
+                    curve = _read_planned_entry(h5, plan, source, name, path)
+                yield curve
+
+    def read_with_sasdata(self, path: str | os.PathLike[str]) -> list[Curve]:
+        """All curves of one file as read by sasdata's ``Loader`` in one go (every entry in memory)."""
         path = Path(path)
         source = str(path)
         if not path.is_file():
             return [Curve.failed(source, "", f"{path} does not exist or is not a file")]
         if path.stat().st_size == 0:
             return [Curve.failed(source, "", "the file is empty")]
+        if path.suffix.lower() == ".sans" and not _has_danse_data_section(path):
+            # sasdata's DANSE reader loops forever on a .sans file without a "DATA:" line
+            return [Curve.failed(source, "", "this .sans file has no DATA: section; sasdata cannot read it (is it a DANSE 2D file?)")]
         try:
             with quiet_sasdata():
                 entries = self._sasdata_loader().load(source)
         except Exception as err:  # sasdata raises many types for unreadable files
-            return [Curve.failed(source, "", f"sasdata cannot read this file: {_first_line(err)}")]
+            return [Curve.failed(source, "", unreadable_file_message(path, err))]
         if not entries:
             return [Curve.failed(source, "", "sasdata found no data in this file")]
         curves = []
-        multiple = len(entries) > 1
-        titles = [str(getattr(e, "title", "") or "").strip() for e in entries]
-        for index, entry in enumerate(entries):
-            name = titles[index]
-            if multiple and (not name or titles.count(name) > 1):
-                name = f"{name} #{index + 1}".strip() if name else f"entry {index + 1}"
+        names = _dataset_names([getattr(e, "title", "") for e in entries])
+        for entry, name in zip(entries, names):
             try:
                 curves.append(_entry_to_curve(entry, source, name, path))
-            except Exception as err:  # an entry sasdata half-read; keep the other entries
-                curves.append(Curve.failed(source, name, f"sasdata returned an unreadable entry: {_first_line(err)}"))
+            except Exception:  # an entry sasdata half-read; keep the other entries
+                log.debug("unreadable entry %r of %s", name, path, exc_info=True)
+                curves.append(Curve.failed(source, name, _HALF_READ))
         return curves
+
+
+def _has_danse_data_section(path: Path) -> bool:
+    """Whether a DANSE .sans file holds the "DATA:" line its reader searches for (read in 1 MB blocks)."""
+    marker, tail = b"DATA:", b""
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            if marker in tail + block:
+                return True
+            tail = block[-(len(marker) - 1) :]
+    return False
+
+
+_HALF_READ = "sasdata returned this entry without usable q and I columns (the file may be damaged)"
+
+#: Format names by file suffix, to tell a scientist what a file was expected to hold.
+_FORMAT_NAMES = {
+    ".xml": "CanSAS XML",
+    ".h5": "NXcanSAS HDF5",
+    ".hdf": "NXcanSAS HDF5",
+    ".hdf5": "NXcanSAS HDF5",
+    ".nxs": "NXcanSAS HDF5",
+    ".txt": "ASCII columns (q, I[, dI[, dq]])",
+    ".dat": "ASCII columns (q, I[, dI[, dq]])",
+    ".csv": "ASCII columns (q, I[, dI[, dq]])",
+    ".asc": "ASCII columns (q, I[, dI[, dq]])",
+    ".abs": "IGOR ABS or ASCII columns",
+    ".cor": "IGOR COR or ASCII columns",
+    ".pdh": "Anton Paar PDH",
+    ".ses": "SESANS",
+    ".sesans": "SESANS",
+}
+
+#: Reader messages that are programming-language text, not an explanation.
+_TECHNICAL = re.compile(
+    r"Traceback|\b[A-Z]\w*(Error|Exception)\b|NoneType|has no attribute|object at 0x|not subscriptable|"
+    r"unsupported operand|could not convert|invalid literal|index out of range|out of bounds|codec can't|"
+    r"could not load|synchronously|superblock|symbol table|\bnan\b|errno|\[|\]|\{|\}",
+    re.IGNORECASE,
+)
+
+
+def unreadable_file_message(path: Path, err: BaseException | str) -> str:
+    """Why sasdata could not read ``path``, in words for a scientist (the reader's own text if it is plain)."""
+    detail = _first_line(err) if isinstance(err, BaseException) else str(err).strip()
+    log.debug("sasdata cannot read %s: %s", path, detail)
+    if "truncated file" in detail:
+        return "this HDF5 file is truncated (an incomplete download or copy?)"
+    if "file signature not found" in detail:
+        return f"this is not an HDF5 file although its name ends in {path.suffix}"
+    if detail and len(detail) < 160 and not _TECHNICAL.search(detail):
+        return f"sasdata cannot read this file: {detail.replace(str(path), path.name)}"
+    expected = _FORMAT_NAMES.get(path.suffix.lower(), "a format sasdata knows")
+    return f"sasdata cannot read this file: it is damaged, truncated or not in the expected format ({expected})"
+
+
+def _read_planned_entry(h5: h5py.File, plan: EntryPlan, source: str, name: str, path: Path) -> Curve:
+    try:
+        entry = read_entry(h5, plan, path.name)
+    except Exception:  # a damaged dataset inside an otherwise readable file
+        log.debug("cannot read entry %r of %s", plan.entry, path, exc_info=True)
+        return Curve.failed(source, name, "this entry of the HDF5 file cannot be read: its data are damaged")
+    try:
+        return _entry_to_curve(entry, source, name, path)
+    except Exception:
+        log.debug("unreadable entry %r of %s", name, path, exc_info=True)
+        return Curve.failed(source, name, _HALF_READ)
+
+
+def _plain_nxcansas_plans(path: Path) -> list[EntryPlan] | None:
+    """Entry plans if ``path`` is a plain NXcanSAS file sasdata would read as such, else None."""
+    if path.suffix.lower() not in NXCANSAS_SUFFIXES or not path.is_file():
+        return None
+    try:
+        if not h5py.is_hdf5(path):
+            return None
+        with quiet_sasdata(), h5py.File(path, "r") as h5:
+            return plan_entries(h5)
+    except Exception:  # not openable by h5py: sasdata gives the error message
+        return None
+
+
+def _dataset_names(titles: list[Any]) -> list[str]:
+    """Names of a file's entries: the title, made unique by the position when needed."""
+    texts = [str(t or "").strip() for t in titles]
+    if len(texts) < 2:
+        return texts
+    counts = Counter(texts)
+    return [
+        (f"{name} #{index + 1}" if name else f"entry {index + 1}") if not name or counts[name] > 1 else name
+        for index, name in enumerate(texts)
+    ]
 
 
 def _first_line(err: BaseException) -> str:
@@ -103,8 +237,9 @@ def _entry_to_curve(entry: Any, source: str, dataset: str, path: Path) -> Curve:
     x = getattr(entry, "x", None)
     if x is None or np.ndim(x) != 1 or np.size(x) == 0:
         errors = [e for e in getattr(entry, "errors", []) or []]
-        detail = _first_line(errors[0]) if errors else "no q and I columns found"
-        return Curve.failed(source, dataset, f"sasdata cannot read this file: {detail}")
+        if not errors:
+            return Curve.failed(source, dataset, "sasdata cannot read this file: no q and I columns found")
+        return Curve.failed(source, dataset, unreadable_file_message(path, errors[0]))
     curve = Curve.from_data1d(entry, source, dataset)
     _fix_reader_quirks(curve, entry, path)
     return curve

@@ -146,9 +146,15 @@ def q_unit_factor(unit: str | None) -> tuple[float, str | None]:
 
 def _as_1d(name: str, values: Any, length: int | None = None) -> np.ndarray:
     try:
+        if np.iscomplexobj(values):
+            raise CurveError(f"{name} holds complex numbers; it must be real numbers")
         arr = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError) as err:
+        if isinstance(err, CurveError):
+            raise
         raise CurveError(f"{name} must be numbers") from None
+    if arr.ndim == 0:
+        raise CurveError(f"{name} is a single number; a curve needs one value per point")
     if arr.ndim == 2 and 1 in arr.shape:
         arr = arr.ravel()
     if arr.ndim != 1:
@@ -293,6 +299,40 @@ def prepare_curve(
             f"only {q_arr.size} valid point(s) lie in the model's q-domain; at least {cfg.min_points} are needed"
         )
 
+    i_arr, di_arr = _rescale_extreme(i_arr, di_arr)
+    with np.errstate(all="ignore"):  # non-finite results are refused below, not warned about
+        model_input = _map_onto_grid(q_arr, i_arr, di_arr, cfg, notes)
+    if not np.isfinite(model_input.features).all():
+        raise CurveError(
+            "the intensities cannot be represented on the model grid: they span too many orders of magnitude "
+            "(check the data for corrupt values)"
+        )
+    return model_input
+
+
+#: Beyond these magnitudes intermediate sums and products of intensities over- or underflow.
+_HUGE, _TINY = 1e200, 1e-200
+
+
+def _rescale_extreme(i_arr: np.ndarray, di_arr: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scale I and dI by a power of two when their magnitude is extreme (the features are scale-free).
+
+    A power of two scales floating-point numbers exactly, and curves with
+    1e-200 < max|I| < 1e200 are returned untouched, so the features of every
+    ordinary curve are unchanged bit for bit.
+    """
+    peak = float(np.max(np.abs(i_arr)))
+    if _TINY < peak < _HUGE or peak == 0.0:
+        return i_arr, di_arr
+    shift = -math.frexp(peak)[1]
+    with np.errstate(all="ignore"):  # a dI that over- or underflows becomes unusable and is replaced
+        return np.ldexp(i_arr, shift), None if di_arr is None else np.ldexp(di_arr, shift)
+
+
+def _map_onto_grid(
+    q_arr: np.ndarray, i_arr: np.ndarray, di_arr: np.ndarray | None, cfg: PreprocessingConfig, notes: list[str]
+) -> ModelInput:
+    """The model input of a cleaned curve: q in 1/Å, sorted, unique, inside the domain, shape (points,)."""
     smooth = _running_median(i_arr, cfg.median_window)
     i_ref = float(np.max(smooth))
     if not i_ref > 0:
@@ -313,6 +353,11 @@ def prepare_curve(
     sigma = np.maximum(sigma, floor)
 
     x = i_arr / i_ref
+    if not np.isfinite(x).all():
+        raise CurveError(
+            "the intensities span more than 300 orders of magnitude (a spike far above the rest of the curve): "
+            "check the data for corrupt values"
+        )
     edges = cfg.bin_edges
     bins = np.clip(np.searchsorted(edges, q_arr, side="right") - 1, 0, cfg.n_bins - 1)
 

@@ -249,3 +249,46 @@ def test_bad_settings_are_refused_as_such(model_path, tmp_path):
 
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         BNNClassifier(tmp_path / "absent.onnx")
+
+
+def test_extreme_magnitudes_give_the_features_of_the_same_curve_at_ordinary_scale(classifier):
+    """Intensities near the float limits are scaled by a power of two (exact), not overflowed into NaN."""
+    q, i, di = sphere_curve()
+    reference = prepare_curve(q, i, di, "1/A").features
+    for shift in (990, -1000, 700):
+        scaled = prepare_curve(q, np.ldexp(i, shift), np.ldexp(di, shift), "1/A").features
+        np.testing.assert_array_equal(scaled, reference)
+    huge = classifier.classify_curve(q, np.ldexp(i, 1000), None, q_unit="1/A")
+    assert huge.ok and np.isfinite(huge.probabilities).all() and "nan" not in huge.message
+
+
+def test_values_no_curve_can_hold_are_refused_in_words(classifier):
+    q, i, di = sphere_curve()
+    spike = i * 1e-10
+    spike[40] = 1e300  # more than 308 decades above the rest: I / I_ref overflows
+    cases = {
+        "spike": ((q, spike, None, None, "1/A"), "orders of magnitude"),
+        "complex": ((q + 0j, i, None, None, "1/A"), "complex numbers"),
+        "complex in a Curve": (Curve(q=q + 0j, intensity=i, q_unit="1/A"), "complex numbers"),
+        "scalar": ((0.1, 1.0, None, None, "1/A"), "single number"),
+        "huge int": (([10**400] * 40, i[:40], None, None, "1/A"), "must be numbers"),
+    }
+    results = classifier.classify([item for item, _ in cases.values()])
+    for (name, (_, fragment)), result in zip(cases.items(), results):
+        assert result.status == "error" and fragment in result.message, (name, result.message)
+
+
+def test_a_preprocessing_bug_costs_one_curve_an_error_row_not_the_batch(classifier, caplog):
+    """Arrays that raise an unexpected exception inside the preprocessing stand in for a bug in it."""
+
+    class Exploding:
+        def __array__(self, dtype=None, copy=None):
+            raise RuntimeError("boom")
+
+    q, i, di = sphere_curve()
+    with caplog.at_level("ERROR", logger="sasview_bnn_plugin.classifier"):
+        results = classifier.classify([Curve(q=Exploding(), intensity=i, q_unit="1/A", source="odd.txt"), (q, i, di, None, "1/A")])
+    assert results[1].ok
+    assert results[0].status == "error" and results[0].label is None
+    assert "internal error" in results[0].message and "boom" not in results[0].message
+    assert "boom" in caplog.text  # the detail is logged for the bug report

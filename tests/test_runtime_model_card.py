@@ -80,3 +80,14 @@ def test_the_catalog_lists_a_tampered_shipped_model_with_an_error_card(tmp_path,
     assert "error" not in cards["good"] and cards["good"]["description"] == "a test model"
     assert "does not match its card" in cards["bad"]["error"]
     assert "has no card" in cards["cardless"]["error"]
+
+
+def test_the_classifier_refuses_a_model_changed_after_its_card(tmp_path):
+    from sasview_bnn_plugin.classifier import BNNClassifier
+
+    model = write_model(tmp_path / "m.onnx", seed=1)
+    card = _write_card(model)
+    assert BNNClassifier(model).card == card
+    write_model(tmp_path / "m.onnx", seed=2)
+    with pytest.raises(ModelFormatError, match="does not match its card"):
+        BNNClassifier(model)
