@@ -1,8 +1,14 @@
 """``sasview-bnn classify``: classify data files and write one row per curve.
 
+Rows are streamed: each batch is appended to the output as soon as it is
+classified (see :mod:`sasview_bnn_plugin.result_stream` for the guarantees:
+whole rows only, ``FILE.partial`` until the run completes, ``--resume``, one
+writer per file). Memory does not grow with the number of curves.
+
 Exit codes: 0 every curve classified, 1 some curves refused (their rows say
-why), 2 usage error (bad option, missing path, unusable model) before any
-curve is classified.
+why) or the output could not be completed (disk full: the rows written stay
+intact, rerun with ``--resume``), 2 usage error (bad option, missing path,
+unusable model, output locked or not writable) before any curve is classified.
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ from .classifier import BNNClassifier
 from .command_line import UsageError
 from .curve import Curve
 from .loading import CurveLoader, find_data_files
-from .model_catalog import ModelNotFoundError, resolve_model
+from .model_catalog import ModelNotFoundError, ModelSource, resolve_model
 from .model_format import ModelFormatError
-from .output import output_format, write_results
-from .plugin_host import build_plugin_host
+from .plugin_host import PluginHost, build_plugin_host
 from .providers import PROVIDER_CHOICES
 from .result import ClassificationResult
+from .result_stream import ResultsFileError, ResultStream, stream_format
 
 log = logging.getLogger(__name__)
 
@@ -50,72 +56,17 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register the ``classify`` sub-command."""
-    parser = subparsers.add_parser(
-        "classify",
-        help="classify the 1D curves in data files",
-        description="Classify every 1D curve in the given files and folders (any format sasdata reads). "
-        "One output row per curve; refused curves get status 'error' and the reason.",
-        epilog="exit status: 0 every curve classified, 1 some curves refused (their rows say why), "
-        "2 usage error or unusable model (nothing classified)",
-    )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="data files or folders")
-    parser.add_argument("-r", "--recursive", action="store_true", help="also read sub-folders of folders")
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options choosing and running the model (shared by ``classify`` and ``watch``)."""
     parser.add_argument("--model", metavar="NAME|FILE", help="model name (see 'sasview-bnn models') or ONNX file; default: the first model shipped with sasview-bnn")
     parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="onnxruntime execution provider (default auto: CUDA if available)")
-    parser.add_argument("--output", "-o", default="-", metavar="FILE.csv|FILE.json|-", help="where to write the results (default -: CSV on standard output)")
-    parser.add_argument("--plot", metavar="DIR", type=Path, help="write one PNG per curve into DIR (needs matplotlib)")
-    parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="N", help="curves per model call (default 256)")
+    parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="N", help="curves per model call and per write (default 256)")
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="onnxruntime intra-op threads (default: onnxruntime's choice)")
     parser.add_argument("--novelty-threshold", type=_finite_float, default=None, metavar="X", help="override the model's novelty threshold")
-    parser.set_defaults(run=run)
 
 
-def _batches(loader: CurveLoader, files: list[Path], batch_size: int, progress: bool) -> Iterator[list[Curve]]:
-    """Curves of all files, grouped into batches of about ``batch_size``."""
-    from contextlib import nullcontext
-
-    bar = nullcontext()
-    if progress:
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(files), unit="file", file=sys.stderr, desc="classifying")
-        except ImportError:
-            pass
-    pending: list[Curve] = []
-    with bar as pbar:
-        for path in files:
-            pending.extend(loader.load(path))
-            if pbar is not None:
-                pbar.update(1)
-            while len(pending) >= batch_size:
-                yield pending[:batch_size]
-                pending = pending[batch_size:]
-        if pending:
-            yield pending
-
-
-def run(args: argparse.Namespace) -> int:
-    """Classify; return 0 when every curve was classified, 1 when some were refused."""
-    try:
-        output_format(args.output)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    if args.plot is not None:
-        from .plotting import PlottingUnavailable, require_matplotlib
-
-        try:
-            require_matplotlib()
-        except PlottingUnavailable as err:
-            raise UsageError(str(err)) from None
-    files, missing = find_data_files(args.paths, args.recursive)
-    if missing:
-        raise UsageError(f"no such file or folder: {', '.join(missing)}")
-    if not files:
-        raise UsageError("no data files found in " + ", ".join(args.paths) + (" (use --recursive for sub-folders)" if not args.recursive else ""))
-
+def open_classifier(args: argparse.Namespace) -> tuple[ModelSource, BNNClassifier, PluginHost]:
+    """The model chosen by :func:`add_model_options`, loaded; :class:`UsageError` if unusable."""
     host = build_plugin_host()
     try:
         source = resolve_model(args.model, host.models())
@@ -131,28 +82,133 @@ def run(args: argparse.Namespace) -> int:
     except (ModelNotFoundError, ModelFormatError) as err:
         raise UsageError(str(err)) from None
     log.info("model %s on %s (%s)", source.name, classifier.providers.device, classifier.providers.reason)
+    return source, classifier, host
 
-    results: list[ClassificationResult] = []
-    for batch in _batches(CurveLoader(), files, args.batch_size, progress=len(files) > PROGRESS_MIN_FILES):
-        batch_results = classifier.classify(batch)
-        if args.plot is not None:
-            from .plotting import plot_file_name, plot_result
 
-            for offset, (curve, result) in enumerate(zip(batch, batch_results)):
-                if curve.error is None:  # a curve that was read (classified or refused) gets a plot
-                    target = args.plot / plot_file_name(result, len(results) + offset)
-                    try:
-                        plot_result(curve, result, classifier.config, target)
-                    except OSError as err:
-                        host.problems.append(f"could not write the plot {target}: {err}")
-        results.extend(batch_results)
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``classify`` sub-command."""
+    parser = subparsers.add_parser(
+        "classify",
+        help="classify the 1D curves in data files",
+        description="Classify every 1D curve in the given files and folders (any format sasdata reads). "
+        "One output row per curve; refused curves get status 'error' and the reason.",
+        epilog="Rows are appended batch by batch; a file output is written as FILE.partial and renamed "
+        "to FILE when every curve is done. --resume continues an interrupted run. "
+        "exit status: 0 every curve classified, 1 some curves refused (their rows say why) or the output "
+        "could not be completed (e.g. disk full; rows written stay whole), 2 usage error, unusable model "
+        "or output in use by another sasview-bnn process (nothing classified)",
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="data files or folders")
+    parser.add_argument("-r", "--recursive", action="store_true", help="also read sub-folders of folders")
+    add_model_options(parser)
+    parser.add_argument("--output", "-o", default="-", metavar="FILE.csv|FILE.jsonl|FILE.json|-", help="where to write the results: CSV, JSON Lines (one result per line) or one JSON document (default -: CSV on standard output)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run: keep the complete rows of FILE.partial (or FILE) and classify only the curves without a row (.csv or .jsonl)")
+    parser.add_argument("--plot", metavar="DIR", type=Path, help="write one PNG per curve into DIR (needs matplotlib)")
+    parser.set_defaults(run=run)
 
+
+def _batches(loader: CurveLoader, files: list[Path], batch_size: int, progress: bool, skip: set[tuple[str, str]]) -> Iterator[list[Curve]]:
+    """Curves of all files, grouped into batches of at most ``batch_size``.
+
+    Curves whose (file, dataset) is in ``skip`` (already written) are left out.
+    Only one batch and the file being read are held in memory.
+    """
+    from contextlib import nullcontext
+
+    bar = nullcontext()
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(files), unit="file", file=sys.stderr, desc="classifying")
+        except ImportError:
+            pass
+    pending: list[Curve] = []
+    with bar as pbar:
+        for path in files:
+            for curve in loader.iter_curves(path):
+                if skip and (curve.source, curve.dataset) in skip:
+                    continue
+                pending.append(curve)
+                if len(pending) >= batch_size:
+                    yield pending
+                    pending = []
+            if pbar is not None:
+                pbar.update(1)
+        if pending:
+            yield pending
+
+
+def run(args: argparse.Namespace) -> int:
+    """Classify; return 0 when every curve was classified, 1 when some were refused."""
+    try:
+        stream_format(args.output)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if args.resume and args.output == "-":
+        raise UsageError("--resume needs --output FILE.csv or FILE.jsonl (standard output cannot be resumed)")
+    if args.resume and stream_format(args.output) == "json":
+        raise UsageError("--resume needs a .csv or .jsonl output: a .json file is one document that cannot be continued")
+    if args.plot is not None:
+        from .plotting import PlottingUnavailable, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlottingUnavailable as err:
+            raise UsageError(str(err)) from None
+    files, missing = find_data_files(args.paths, args.recursive)
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    if not files:
+        raise UsageError("no data files found in " + ", ".join(args.paths) + (" (use --recursive for sub-folders)" if not args.recursive else ""))
+
+    source, classifier, host = open_classifier(args)
     extra = {"model": source.name, "model_path": str(source.path), "provider": classifier.providers.device}
-    write_results(results, args.output, extra)
+    stream = ResultStream(args.output, mode="resume" if args.resume else "new", extra=extra)
+    try:
+        stream.open()
+    except ResultsFileError as err:
+        raise UsageError(str(err)) from None
+    with stream:
+        if stream.torn_note:
+            print(f"sasview-bnn: {stream.torn_note}", file=sys.stderr)
+        if args.resume and stream.written.n_rows:
+            log.info("resuming: %d row(s) already in %s", stream.written.n_rows, stream.path)
+        skip = stream.written.keys
+        try:
+            for batch in _batches(CurveLoader(), files, args.batch_size, len(files) > PROGRESS_MIN_FILES, skip):
+                batch_results = classifier.classify(batch)
+                if args.plot is not None:
+                    _plot_batch(args.plot, batch, batch_results, stream.written.n_rows, classifier, host)
+                stream.write(batch_results)
+            stream.finish()
+        except ResultsFileError as err:
+            print(f"sasview-bnn: error: {err}; the {stream.written.n_rows} row(s) written before stay intact"
+                  + (f" in {stream.path} (free space, then rerun with --resume)" if stream.path else ""), file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            if stream.path is not None:
+                print(f"sasview-bnn: interrupted: {stream.written.n_rows} row(s) kept in {stream.path}; "
+                      "rerun the same command with --resume to finish", file=sys.stderr)
+                return 130
+            raise
     for problem in host.problems:
         print(f"sasview-bnn: warning: {problem}", file=sys.stderr)
-    failed = sum(not r.ok for r in results)
+    failed, total = stream.written.n_failed, stream.written.n_rows
     if failed:
-        print(f"sasview-bnn: {failed} of {len(results)} curve(s) could not be classified (see the status and message columns)", file=sys.stderr)
+        print(f"sasview-bnn: {failed} of {total} curve(s) could not be classified (see the status and message columns)", file=sys.stderr)
         return 1
     return 0
+
+
+def _plot_batch(folder: Path, batch: list[Curve], results: list[ClassificationResult], first_index: int, classifier: BNNClassifier, host: PluginHost) -> None:
+    """One PNG per curve that was read (classified or refused), numbered from ``first_index``."""
+    from .plotting import plot_file_name, plot_result
+
+    for offset, (curve, result) in enumerate(zip(batch, results)):
+        if curve.error is None:
+            target = folder / plot_file_name(result, first_index + offset)
+            try:
+                plot_result(curve, result, classifier.config, target)
+            except OSError as err:
+                host.problems.append(f"could not write the plot {target}: {err}")

@@ -1,4 +1,8 @@
-"""Writing results as CSV or JSON, atomically (temporary file + rename)."""
+"""Rendering results as CSV or JSON text, and writing a whole results file atomically.
+
+Streaming a results file batch by batch (classify, watch) is in
+:mod:`sasview_bnn_plugin.result_stream`, which renders with these functions.
+"""
 
 from __future__ import annotations
 
@@ -33,14 +37,28 @@ def _csv_cell(value: object) -> object:
     return value
 
 
-def render_csv(results: Sequence[ClassificationResult]) -> str:
-    """CSV text: header :data:`CSV_COLUMNS`, one row per result; NaN is an empty cell."""
+def csv_header() -> str:
+    """The CSV header line (:data:`CSV_COLUMNS`)."""
+    return ",".join(CSV_COLUMNS) + "\n"
+
+
+def render_csv_rows(results: Sequence[ClassificationResult]) -> str:
+    """CSV rows without the header, one per result; NaN is an empty cell."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
-    writer.writeheader()
     for result in results:
         writer.writerow({k: _csv_cell(v) for k, v in result.to_row().items()})
     return buffer.getvalue()
+
+
+def render_csv(results: Sequence[ClassificationResult]) -> str:
+    """CSV text: header :data:`CSV_COLUMNS`, one row per result; NaN is an empty cell."""
+    return csv_header() + render_csv_rows(results)
+
+
+def render_json_record(result: ClassificationResult) -> str:
+    """One result as one line of JSON (no newline): the JSON Lines record; NaN becomes null."""
+    return json.dumps(result.to_dict(), ensure_ascii=False, allow_nan=False)
 
 
 def render_json(results: Sequence[ClassificationResult], extra: dict | None = None) -> str:

@@ -91,7 +91,7 @@ def test_refused_curves_keep_their_rows_and_exit_1(model, tmp_path, capsys):
         (["classify", "/no/such/file.txt"], "no such file or folder"),
         (["classify", str(GOOD_FILES[0]), "--provider", "gpu"], "invalid choice"),
         (["classify", str(GOOD_FILES[0]), "--batch-size", "0"], "must be at least 1"),
-        (["classify", str(GOOD_FILES[0]), "-o", "results.xlsx"], "must end in .csv or .json"),
+        (["classify", str(GOOD_FILES[0]), "-o", "results.xlsx"], "must end in .csv, .jsonl or .json"),
         (["classify", str(GOOD_FILES[0]), "--model", "no-such-model"], "no model is named 'no-such-model'"),
         (["classify", str(GOOD_FILES[0]), "--model", "/tmp/missing-model.onnx"], "does not exist"),
         (["frobnicate"], "invalid choice"),
