@@ -43,7 +43,7 @@ find_python() {  # find_python 3.12 -> path of a working interpreter of that ver
     done
 }
 
-GUI_TESTS="tests/test_gui_perspective.py tests/test_gui_hooks.py tests/test_gui_sasview_e2e.py"
+GUI_TESTS="tests/test_gui_perspective.py tests/test_gui_hooks.py tests/test_gui_sasview_e2e.py tests/test_gui_robustness.py"
 for version in 3.11 3.12; do
     interpreter="$(find_python "$version")"
     if [ -z "$interpreter" ]; then

@@ -8,12 +8,24 @@ classifies its curves in chunks, emitting ``progress(done, total)`` and
 hundreds of curves fills the table while the GUI stays responsive; any
 failure (missing or damaged model, unexpected error) arrives as
 ``failed(message)`` in words for a scientist, never as a traceback.
+
+Stopping is bounded and safe at any moment: :meth:`ClassificationService.shutdown`
+cancels every job (checked between chunks), detaches its callbacks so that no
+result reaches a widget that is closing or already deleted, and waits at most
+``timeout_ms`` for the worker thread. It runs when the perspective closes, when
+SasView quits (its ``closeSignal``), when the Qt application quits
+(``aboutToQuit``) and, for a script that simply ends, at interpreter exit
+(:mod:`atexit`), so that no worker thread is still running Python code while
+Qt and Python tear down.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
+import time
+import weakref
 from typing import Callable, Sequence
 
 from PySide6 import QtCore
@@ -30,6 +42,9 @@ log = logging.getLogger(__name__)
 
 #: Curves per chunk: small enough for smooth progress, large enough for efficient ONNX batches.
 CHUNK_SIZE = 32
+
+#: How long closing waits for the chunk being classified, in milliseconds (a chunk takes well under a second).
+SHUTDOWN_TIMEOUT_MS = 5000
 
 NO_MODEL_HINT = (
     "No classification model is available yet. Choose an ONNX model file in "
@@ -62,6 +77,10 @@ class _CallbackRelay(QtCore.QObject):
         self._on_chunk, self._on_progress, self._on_failed, self._on_finished, self._on_done = (
             on_chunk, on_progress, on_failed, on_finished, on_done
         )
+
+    def detach(self) -> None:
+        """Drop the caller's callbacks: signals still queued (or emitted later) reach nobody."""
+        self._on_chunk = self._on_progress = self._on_failed = self._on_finished = None
 
     @QtCore.Slot(int, object)
     def chunk_done(self, start: int, results: object) -> None:
@@ -99,42 +118,72 @@ class ClassificationJob(QtCore.QRunnable):
         self.signals = JobSignals()
         self._cancelled = threading.Event()
         self._done = threading.Event()
-        self.relay: QtCore.QObject | None = None
+        self.relay: _CallbackRelay | None = None
+        #: Curves classified so far (read from any thread; for progress and tests).
+        self.curves_done = 0
 
     def cancel(self) -> None:
         """Stop after the chunk being classified; results already delivered stay."""
         self._cancelled.set()
 
+    def detach(self) -> None:
+        """Cancel and drop the callbacks (nothing more is delivered); for closing windows and quitting."""
+        self._cancelled.set()
+        if self.relay is not None:
+            self.relay.detach()
+
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
+    @property
+    def done(self) -> bool:
+        """True once :meth:`run` has returned (or the job was taken off the queue before it started)."""
+        return self._done.is_set()
+
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job has finished (for shutdown and tests); True if it did."""
+        """Block until the job has finished, at most ``timeout`` seconds (releases the GIL); True if it did."""
         return self._done.wait(timeout)
+
+    def mark_done(self) -> None:
+        """Record that the job will never run (it was taken off the pool's queue)."""
+        self._done.set()
+
+    def _emit(self, signal: QtCore.SignalInstance, *args: object) -> bool:
+        """Emit ``signal``; if its object is gone (the application is tearing down) cancel instead and return False."""
+        try:
+            signal.emit(*args)
+            return True
+        except RuntimeError:  # "Signal source has been deleted": nobody is left to receive
+            self._cancelled.set()
+            return False
 
     def run(self) -> None:  # runs in a pool thread
         try:
             total = len(self.curves)
+            if self.cancelled:  # cancelled while queued: do not even open the model
+                return
             try:
                 classifier = self.service.classifier()
             except ModelUnavailableError as err:
-                self.signals.failed.emit(str(err))
+                self._emit(self.signals.failed, str(err))
                 return
-            self.signals.progress.emit(0, total)
+            self._emit(self.signals.progress, 0, total)
             for start in range(0, total, self.chunk_size):
-                if self.cancelled:
+                if self.cancelled:  # the cancellation point: between chunks
                     break
                 chunk = self.curves[start : start + self.chunk_size]
                 results = classifier.classify(chunk)
-                self.signals.chunk_done.emit(start, results)
-                self.signals.progress.emit(min(start + len(chunk), total), total)
+                self.curves_done = start + len(chunk)
+                if not (self._emit(self.signals.chunk_done, start, results) and self._emit(self.signals.progress, self.curves_done, total)):
+                    break
         except Exception as err:  # never let a worker thread die silently or show a traceback
             log.debug("classification job failed", exc_info=True)
-            self.signals.failed.emit(f"classification failed: {type(err).__name__}: {err}")
+            self._emit(self.signals.failed, f"classification failed: {type(err).__name__}: {err}")
         finally:
+            self._emit(self.signals.finished)
+            # Last: whoever waits for the job may tear the signals down as soon as this is set.
             self._done.set()
-            self.signals.finished.emit()
 
 
 class ClassificationService(QtCore.QObject):
@@ -147,13 +196,25 @@ class ClassificationService(QtCore.QObject):
     plugin_host:
         Supplies plugin models, raw-curve steps and result sinks; built
         (with installed entry-point plugins) when None.
+    chunk_size:
+        Curves classified between two deliveries of results (and two checks
+        for cancellation); :data:`CHUNK_SIZE` by default.
     """
 
     #: Emitted after the settings changed (the model is re-opened lazily).
     settings_changed = QtCore.Signal()
 
-    def __init__(self, settings: GuiSettings | None = None, plugin_host: PluginHost | None = None, parent: QtCore.QObject | None = None) -> None:
+    def __init__(
+        self,
+        settings: GuiSettings | None = None,
+        plugin_host: PluginHost | None = None,
+        parent: QtCore.QObject | None = None,
+        chunk_size: int = CHUNK_SIZE,
+    ) -> None:
         super().__init__(parent)
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1 curve")
+        self.chunk_size = int(chunk_size)
         self.settings = settings if settings is not None else GuiSettings.load()
         self.plugin_host = plugin_host if plugin_host is not None else build_plugin_host()
         self._lock = threading.Lock()
@@ -163,6 +224,10 @@ class ClassificationService(QtCore.QObject):
         # One classification at a time: onnxruntime already uses every core for one batch.
         self.pool.setMaxThreadCount(1)
         self._jobs: list[ClassificationJob] = []
+        app = QtCore.QCoreApplication.instance()
+        if app is not None:  # quitting Qt's event loop (SasView's own quit path is the perspective's business)
+            app.aboutToQuit.connect(self.shutdown)
+        _LIVE_SERVICES.add(self)
 
     # -- models ----------------------------------------------------------------------------
 
@@ -232,16 +297,18 @@ class ClassificationService(QtCore.QObject):
         on_progress: Callable[[int, int], None] | None = None,
         on_failed: Callable[[str], None] | None = None,
         on_finished: Callable[[], None] | None = None,
-        chunk_size: int = CHUNK_SIZE,
+        chunk_size: int | None = None,
     ) -> ClassificationJob:
         """Start classifying ``curves``; the callbacks run in the GUI thread.
 
         ``on_chunk(first_index, results)`` receives each chunk's results (indices
         into ``curves``), ``on_progress(done, total)`` follows every chunk,
         ``on_failed(message)`` reports a model that cannot be used or an
-        unexpected error, ``on_finished()`` comes last, always.
+        unexpected error, ``on_finished()`` comes last, always -- unless
+        :meth:`shutdown` detached the job first: then nothing more is called.
+        ``chunk_size`` defaults to the service's :attr:`chunk_size`.
         """
-        job = ClassificationJob(self, curves, chunk_size)
+        job = ClassificationJob(self, curves, self.chunk_size if chunk_size is None else chunk_size)
         # The relay lives in this (GUI) thread, so the pool thread's signals are queued to it.
         job.relay = _CallbackRelay(on_chunk, on_progress, on_failed, on_finished, lambda: self._forget(job))
         job.signals.chunk_done.connect(job.relay.chunk_done)
@@ -266,8 +333,57 @@ class ClassificationService(QtCore.QObject):
         for job in list(self._jobs):
             job.cancel()
 
-    def shutdown(self, timeout_ms: int = 5000) -> None:
-        """Cancel everything and wait for the pool (called when SasView closes the perspective)."""
-        self.cancel_all()
-        self.pool.waitForDone(timeout_ms)
+    @property
+    def jobs(self) -> list[ClassificationJob]:
+        """The jobs queued or running (a copy)."""
+        return list(self._jobs)
+
+    def shutdown(self, timeout_ms: int = SHUTDOWN_TIMEOUT_MS) -> bool:
+        """Stop every job for good and wait, at most ``timeout_ms``, for the worker thread; True if it stopped.
+
+        Queued jobs are taken off the queue, the running one stops after its
+        current chunk; all are detached first, so no callback runs any more
+        (their windows may be closing). The wait releases the GIL, so the
+        worker can finish its chunk. The service stays usable: a later
+        :meth:`submit` starts a new job.
+        """
+        jobs = list(self._jobs)
+        if not jobs:
+            return True
+        deadline = time.monotonic() + max(0, timeout_ms) / 1000.0
+        for job in jobs:
+            job.detach()
+            if self._pool_call(lambda j=job: self.pool.tryTake(j)):
+                job.mark_done()
+        stopped = all(job.wait(max(0.0, deadline - time.monotonic())) for job in jobs)
+        # The pool thread returns from run() just after the job's done flag: wait for that too.
+        remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+        stopped = bool(self._pool_call(lambda: self.pool.waitForDone(remaining_ms), default=True)) and stopped
+        for job in jobs:
+            if job.done:
+                self._forget(job)
+        if not stopped:
+            log.warning("sasview-bnn: classification did not stop within %d ms; it ends after its current chunk", timeout_ms)
+        return stopped
+
+    def _pool_call(self, call: Callable[[], object], default: object = False) -> object:
+        """``call()`` on the thread pool, or ``default`` when Qt already deleted it (the application is tearing down)."""
+        try:
+            return call()
+        except RuntimeError:
+            return default
+
+
+#: Services that may have running jobs, stopped at interpreter exit (a script may end while a job runs).
+_LIVE_SERVICES: "weakref.WeakSet[ClassificationService]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shut_down_live_services() -> None:
+    """Stop every service's jobs before Python and Qt tear down (a worker must not run Python code then)."""
+    for service in list(_LIVE_SERVICES):
+        try:
+            service.shutdown()
+        except RuntimeError:  # the service's Qt object is already gone, and with it its pool
+            pass
 

@@ -15,10 +15,17 @@ progress bar. Results export to CSV with the command line's columns
 Bad input never raises into SasView: 2D data, too few points, a q-range
 outside the model's domain or a missing/damaged model become messages in
 the table and in the perspective's message line.
+
+Closing never waits for a whole batch: closing the perspective, SasView's
+quit (its ``closeSignal``), the Qt application quitting or the widget being
+deleted stop the classification after the chunk in progress (bounded wait,
+see :meth:`ClassificationService.shutdown`) and no result is delivered
+afterwards.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Iterable
@@ -38,7 +45,7 @@ from ..curve import Curve
 from ..output import render_csv, write_atomically
 from ..preprocessing import PreprocessingConfig
 from ..result import ClassificationResult
-from .classification_service import ClassificationService
+from .classification_service import SHUTDOWN_TIMEOUT_MS, ClassificationService
 from .figures import draw_curve, draw_probabilities, result_figure
 from .preferences import BNNPreferencesWidget
 from .results_table import COLUMNS, DatasetEntry, ResultsTableModel
@@ -72,6 +79,14 @@ def curve_from_sasview_data(data: Any, name: str) -> Curve:
         return Curve.failed(name, "", TWO_D_MESSAGE)
     curve = Curve.from_data1d(data, source=name, dataset=str(getattr(data, "title", "") or ""))
     return curve
+
+
+def _stop_service(service: ClassificationService, _destroyed: object = None) -> None:
+    """Stop ``service``'s jobs when their perspective is destroyed (connected to its ``destroyed`` signal)."""
+    try:
+        service.shutdown()
+    except RuntimeError:  # the service's Qt object went first
+        pass
 
 
 class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
@@ -110,6 +125,15 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
         self.setWindowTitle(self.title)
         self.communicate = communicator(parent)
         self.communicate.dataDeletedSignal.connect(self.removeData)
+        # SasView quits without closing its perspectives (GuiManager.quitApplication emits closeSignal
+        # and stops its event loop); a plain Qt application emits aboutToQuit.
+        self.communicate.closeSignal.connect(self.stop_classification)
+        app = QtCore.QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.stop_classification)
+        # Deleted without being closed (its parent went away): stop the jobs, whose callbacks refer to
+        # this widget. The slot must not be a method of the object being destroyed.
+        self.destroyed.connect(functools.partial(_stop_service, self.service))
         self.service.settings_changed.connect(self._on_settings_changed)
         self._show_model_line()
 
@@ -250,10 +274,10 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
         return self._allow_close
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802
-        """Closing is refused (the window is minimised) unless SasView allowed it first."""
+        """Closing is refused (the window is minimised) unless SasView allowed it first; then classification stops."""
         if self._allow_close:
             self.setClosable(False)
-            self.service.shutdown()
+            self.stop_classification()
             if self.parentWidget():
                 self.parentWidget().close()
             event.accept()
@@ -353,6 +377,29 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
         """Stop running classifications after their current chunk."""
         for job in list(self._active_jobs):
             job.cancel()
+
+    def stop_classification(self, timeout_ms: int = SHUTDOWN_TIMEOUT_MS) -> bool:
+        """Stop every classification for good (closing, quitting); returns within about ``timeout_ms``.
+
+        Unlike :meth:`cancel`, no further result is delivered: the worker
+        stops after its current chunk, rows still waiting say they were
+        cancelled, and True is returned if the worker stopped in time.
+        """
+        had_jobs = bool(self._active_jobs) or self.service.busy
+        stopped = self.service.shutdown(timeout_ms)
+        if not had_jobs:
+            return stopped
+        self._active_jobs.clear()
+        self._progress.clear()
+        pending = [e for e in self.table_model.entries if e.result is None]
+        for entry in pending:
+            entry.result = ClassificationResult.error(entry.curve.source, entry.curve.dataset, CANCELLED_MESSAGE)
+        if pending:
+            self.table_model.refresh_rows()
+        self._update_progress()
+        self._update_buttons()
+        self.idle.emit()
+        return stopped
 
     @property
     def busy(self) -> bool:

@@ -146,6 +146,11 @@ class ResultsTableModel(QtCore.QAbstractTableModel):
                 self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
                 return
 
+    def refresh_rows(self) -> None:
+        """Redraw every row (after results were stored in the entries directly)."""
+        if self.entries:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self.entries) - 1, len(COLUMNS) - 1))
+
     def classified(self) -> list[ClassificationResult]:
         """Results of every row that has one, in table order."""
         return [e.result for e in self.entries if e.result is not None]

@@ -49,6 +49,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+import shiboken6
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from ..plugin_host import PluginHost
@@ -294,6 +295,8 @@ class BatchGridColumns(QtCore.QObject):
             return service
         if self._own_service is None:
             self._own_service = ClassificationService(plugin_host=self.integration.host)
+            # SasView's quit does not end Qt's event loop (no aboutToQuit): stop the jobs on its closeSignal.
+            communicator(self.gui_manager).closeSignal.connect(self._own_service.shutdown)
         return self._own_service
 
     # -- columns -----------------------------------------------------------------------------------
@@ -326,11 +329,16 @@ class BatchGridColumns(QtCore.QObject):
                 table.setItem(row, first + offset, QtWidgets.QTableWidgetItem(PENDING_TEXT))
         curves = [curve_from_sasview_data(d, getattr(d, "name", "") or f"row {i + 1}") for i, d in enumerate(data)]
 
+        # The grid page may be closed while its rows are classified: then the results have nowhere to go.
         def on_chunk(start: int, results: list[ClassificationResult]) -> None:
+            if not shiboken6.isValid(table):
+                return
             for i, result in enumerate(results):
                 self._fill_row(table, first, start + i, result)
 
         def on_failed(message: str) -> None:
+            if not shiboken6.isValid(table):
+                return
             failed = ClassificationResult.error("", "", message)
             for row in range(table.rowCount()):
                 item = table.item(row, first)
@@ -338,6 +346,9 @@ class BatchGridColumns(QtCore.QObject):
                     self._fill_row(table, first, row, failed)
 
         def on_finished() -> None:
+            if not shiboken6.isValid(table):
+                self.row_data.pop(table, None)
+                return
             table.resizeColumnsToContents()
             self.columns_filled.emit(table)
 
