@@ -116,6 +116,14 @@ def test_exported_graph_follows_the_contract_and_matches_torch(which, request, d
     assert np.max(np.abs(probs - t_probs.numpy())) <= 1e-5
     np.testing.assert_allclose(scores, t_scores.numpy(), rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(probs.sum(axis=2), 1.0, atol=1e-5)
+    # The novelty score is max(Mahalanobis / q_M, entropy of the mean probabilities / q_H).
+    scales = json.loads(meta["novelty_scales"])
+    with torch.no_grad():
+        _, mahalanobis, _ = exported.model.components(torch.from_numpy(x))
+    mean = probs.mean(axis=1)
+    entropy = -(mean * np.log(np.clip(mean, 1e-12, None))).sum(axis=1)
+    expected = np.maximum(mahalanobis.numpy() / scales["mahalanobis"], entropy / scales["entropy"])
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
     one, _ = run_onnx(session, x[:1])
     np.testing.assert_allclose(one[0], probs[0], atol=1e-6)
 

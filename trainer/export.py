@@ -5,14 +5,23 @@ members) packed as grouped convolutions (:class:`~sasview_bnn_trainer.network.Pa
 and computes, with no random operator:
 
 - ``probabilities`` (batch, S, 7): the softmax of every sample;
-- ``novelty_score`` (batch,): the squared Mahalanobis distance of each sample's
-  penultimate activations h (hidden,) to the nearest training-class mean, with a
-  covariance shared by the classes (fitted on training curves, a small ridge
-  of 1e-3 of the mean variance added), averaged over the S samples:
-  mean_s min_c (h_s - mu_sc)^T Sigma_s^-1 (h_s - mu_sc).
+- ``novelty_score`` (batch,): max(M / q_M, H / q_H), two views of "unlike the
+  training data" on a common scale:
 
-The novelty threshold is the (1 - false-alarm rate) quantile of the score on
-the run's validation curves (in-distribution by construction).
+  * M, the squared Mahalanobis distance of each sample's penultimate
+    activations h (hidden,) to the nearest training-class mean, with a
+    covariance shared by the classes (fitted on training curves, a small ridge
+    of 1e-3 of the mean variance added), averaged over the S samples:
+    mean_s min_c (h_s - mu_sc)^T Sigma_s^-1 (h_s - mu_sc);
+  * H, the predictive entropy (nats) of the posterior-mean probabilities.
+    With outlier exposure in training (``fit --outlier-fraction``) the network
+    answers inputs unlike any scattering curve with a flat distribution, which
+    H sees and M (trained only on class structure) does not;
+
+  q_M and q_H are their (1 - false-alarm rate) quantiles on validation curves.
+
+The novelty threshold is the (1 - false-alarm rate) quantile of the combined
+score on the run's validation curves (in-distribution by construction).
 
 ``weights_sha256`` is the sha256 of the packed classifier parameters as
 little-endian float32, concatenated in the order of
@@ -57,7 +66,7 @@ RANDOM_OPERATORS = frozenset(
     {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"}
 )
 OPSET = 17
-NOVELTY_SCORE_NAME = "mahalanobis"
+NOVELTY_SCORE_NAME = "max(mahalanobis/q_mahalanobis, entropy/q_entropy)"
 
 
 class MahalanobisNovelty(nn.Module):
@@ -91,17 +100,34 @@ class MahalanobisNovelty(nn.Module):
 
 
 class ExportedModel(nn.Module):
-    """features (batch, 4, bins) -> (probabilities (batch, S, 7), novelty_score (batch,))."""
+    """features (batch, 4, bins) -> (probabilities (batch, S, 7), novelty_score (batch,)).
+
+    The novelty score is max(M / q_M, H / q_H) (see the module docstring);
+    the scales start at 1 and are set by :meth:`set_novelty_scales`.
+    """
 
     def __init__(self, network: PackedCNN, novelty: MahalanobisNovelty) -> None:
         super().__init__()
         self.network = network
         self.novelty = novelty
+        self.register_buffer("scales", torch.ones(2))
 
-    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+    def set_novelty_scales(self, mahalanobis: float, entropy: float) -> None:
+        """Divide M by ``mahalanobis`` and H by ``entropy`` (both > 0) in the combined score."""
+        self.scales.copy_(torch.tensor([mahalanobis, entropy], dtype=torch.float32))
+
+    def components(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(probabilities (batch, S, 7), M (batch,), H (batch,)) before scaling."""
         hidden = self.network._hidden(features)
         logits = self.network.out(hidden).reshape(-1, self.network.members, self.network.config.n_classes)
-        return F.softmax(logits, dim=-1), self.novelty(hidden)
+        probs = F.softmax(logits, dim=-1)
+        mean = probs.mean(dim=1)
+        entropy = -(mean * torch.log(torch.clamp(mean, min=1e-12))).sum(dim=-1)
+        return probs, self.novelty(hidden), entropy
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        probs, mahalanobis, entropy = self.components(features)
+        return probs, torch.maximum(mahalanobis / self.scales[0], entropy / self.scales[1])
 
 
 def fit_mahalanobis(
@@ -235,13 +261,13 @@ def export_run(
         val_y = features.labels[val_rows]
 
     with torch.no_grad():
-        torch_probs, torch_scores = [], []
-        for s in range(0, val_x.shape[0], 1024):
-            p, nov = model(torch.from_numpy(val_x[s : s + 1024]))
-            torch_probs.append(p.numpy())
-            torch_scores.append(nov.numpy())
-    torch_probs_all = np.concatenate(torch_probs)
-    scores = np.concatenate(torch_scores)
+        parts = [model.components(torch.from_numpy(val_x[s : s + 1024])) for s in range(0, val_x.shape[0], 1024)]
+        torch_probs_all = np.concatenate([p.numpy() for p, _, _ in parts])
+        mahalanobis = np.concatenate([m.numpy() for _, m, _ in parts])
+        entropy = np.concatenate([h.numpy() for _, _, h in parts])
+        scales = [max(float(np.quantile(v, 1.0 - false_alarm_rate)), 1e-12) for v in (mahalanobis, entropy)]
+        model.set_novelty_scales(*scales)
+        scores = np.concatenate([model(torch.from_numpy(val_x[s : s + 1024]))[1].numpy() for s in range(0, val_x.shape[0], 1024)])
     threshold = float(np.quantile(scores, 1.0 - false_alarm_rate))
     achieved_far = float(np.mean(scores > threshold))
     mean_probs = torch_probs_all.mean(axis=1)
@@ -298,6 +324,7 @@ def export_run(
                                | {"kl_weight": fit_config.get("kl_weight", 1.0), "lr_schedule": fit_config.get("lr_schedule", "constant"),
                                   "epochs_done": record["epoch"]}),
         "novelty_target_false_alarm_rate": repr(false_alarm_rate),
+        "novelty_scales": json.dumps({"mahalanobis": scales[0], "entropy": scales[1]}),
         "posterior_sample_seed": str(seed),
     }
     missing = set(REQUIRED_METADATA) - set(metadata)
