@@ -10,7 +10,7 @@ Garbage kinds (q log-spaced in 1/Å over typical SAXS/SANS windows, 60 to 400 po
 Criterion (stated here, checked below): a result is NOT a confident answer when
 it is refused (status "error"), flagged novel (``is_novel``), or its
 confidence (largest posterior-mean class probability) is below
-:data:`LOW_CONFIDENCE` = 0.6. At least :data:`REQUIRED_RATE` = 95 % of all
+:data:`LOW_CONFIDENCE` (the runtime's ``LOW_CONFIDENCE_THRESHOLD``, 0.5). At least :data:`REQUIRED_RATE` = 95 % of all
 garbage curves must get no confident answer. The per-kind rates are printed
 (run with -s).
 
@@ -30,8 +30,9 @@ import pytest
 
 from sasview_bnn_plugin.classifier import BNNClassifier
 from sasview_bnn_plugin.model_catalog import shipped_model_files
+from sasview_bnn_plugin.model_format import LOW_CONFIDENCE_THRESHOLD
 
-LOW_CONFIDENCE = 0.6
+LOW_CONFIDENCE = LOW_CONFIDENCE_THRESHOLD
 REQUIRED_RATE = 0.95
 PER_KIND = 20
 
