@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -80,7 +82,8 @@ def test_raw_curve_steps_run_before_preprocessing_and_sinks_get_every_result(mod
 def test_a_raising_plugin_never_stops_classification(model_path):
     sink = Sink()
     host = build_plugin_host(load_entry_points=False, extra_plugins=[Broken(), sink])
-    assert host.models() == []  # built-in (no shipped model yet) and the broken one
+    # The built-in plugin contributes the shipped model; the broken one contributes nothing.
+    assert [s.provider for s in host.models()] == ["shipped"]
     classifier = BNNClassifier(model_path, provider="cpu", plugin_host=host)
     results = classifier.classify([curve_in_nm("a.txt"), curve_in_nm("b.txt")])
     assert [r.status for r in results] == ["ok", "ok"]
@@ -159,14 +162,19 @@ def test_the_example_plugin_ships_the_model_its_readme_says_how_to_rebuild():
 
 
 def test_shipped_models_are_found_as_package_resources_with_their_cards(tmp_path, monkeypatch):
+    from sasview_bnn_plugin.model_card import card_path, file_sha256
     from sasview_bnn_plugin.model_catalog import resolve_model, shipped_models
 
     package = tmp_path / "fake_shipped_models"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    write_model(package / "bnn-v1.onnx", n_samples=2)
+    good_file = write_model(package / "bnn-v1.onnx", n_samples=2)
     (package / "bnn-v1.md").write_text("# Test model card\n\nmore text\n")
-    (package / "zz-broken.onnx").write_bytes(b"\x08\x07broken")
+    broken_file = package / "zz-broken.onnx"
+    broken_file.write_bytes(b"\x08\x07broken")
+    for path in (good_file, broken_file):  # shipped models need a JSON card with their sha256
+        card = {"name": path.stem, "file": path.name, "sha256": file_sha256(path), "size_bytes": path.stat().st_size}
+        card_path(path).write_text(json.dumps(card))
     monkeypatch.syspath_prepend(str(tmp_path))
     good, broken = shipped_models("fake_shipped_models")
     assert good.name == "bnn-v1" and good.card["description"] == "Test model card" and good.card["n_samples"] == "2"

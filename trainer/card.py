@@ -183,7 +183,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for key, block in m.get("novelty", {}).items():
-        if isinstance(block, dict) and "feature_score" in block:
+        if isinstance(block, dict) and "n" in block and isinstance(block.get("feature_score"), dict):
             lines.append(f"| {key} | {block.get('n')} | {_fmt(block.get('flagged_by_threshold'))} | {_fmt(block.get('flagged_or_low_confidence'))} | "
                          f"{_fmt(block['mutual_information']['auroc'])} | {_fmt(block['predictive_entropy']['auroc'])} | "
                          f"{_fmt(block['feature_score']['auroc'])} | {_fmt(block['feature_score']['fpr_at_95_recall'])} |")
