@@ -104,6 +104,7 @@ from sasmodels import direct_model as sas_direct
 from sasmodels import resolution as sas_resolution
 
 from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_trainer.simulation.classes import LATTICES  # Bragg peak position ratios q_hkl/q_1, as simulated
 from sasview_bnn_trainer.simulation.instrument import BandedPinhole
 
 #: Points per decade of the log grid on which smooth model components are evaluated.
@@ -130,16 +131,6 @@ BAD_POINTS_MAX_FRACTION = 0.15
 MIN_PEAK_SIGMA, MAX_PEAK_SIGMA = 0.002, 0.025
 #: An ordered fit needs at least two peaks at least this many sigma high.
 MIN_PEAK_SIGNIFICANCE = 3.0
-#: Bragg peak position ratios q_hkl/q_1 (same lattices as the simulator's mesophases).
-LATTICES: dict[str, tuple[float, ...]] = {
-    "lamellar": (1.0, 2.0, 3.0, 4.0, 5.0),
-    "hexagonal": tuple(math.sqrt(x) for x in (1, 3, 4, 7, 9, 12)),
-    "simple_cubic": tuple(math.sqrt(x) for x in (1, 2, 3, 4, 5, 6)),
-    "bcc": tuple(math.sqrt(x / 2) for x in (2, 4, 6, 8, 10, 12)),
-    "fcc": tuple(math.sqrt(x / 3) for x in (3, 4, 8, 11, 12, 16)),
-    "Pn3m": tuple(math.sqrt(x / 2) for x in (2, 3, 4, 6, 8, 9)),
-    "Ia3d": tuple(math.sqrt(x / 6) for x in (6, 8, 14, 16, 20, 22)),
-}
 CRITERIA = ("bic", "aic", "chi2")
 #: Residual assigned to a non-finite model value, in sigma.
 _BAD_RESIDUAL = 1e6

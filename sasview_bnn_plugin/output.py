@@ -21,13 +21,14 @@ from .result import CSV_COLUMNS, ClassificationResult
 OUTPUT_FORMATS = ("csv", "json")
 
 
-def output_format(destination: str) -> str:
-    """"csv" or "json" from a file name; "-" (standard output) is CSV."""
+def output_format(destination: str, formats: Sequence[str] = OUTPUT_FORMATS) -> str:
+    """The format (one of ``formats``, by default "csv" or "json") from a file name; "-" (standard output) is CSV."""
     if destination == "-":
         return "csv"
     suffix = Path(destination).suffix.lower().lstrip(".")
-    if suffix not in OUTPUT_FORMATS:
-        raise ValueError(f"the output file must end in .csv or .json (or be - for standard output), not {destination!r}")
+    if suffix not in formats:
+        endings = ", ".join(f".{f}" for f in formats[:-1]) + f" or .{formats[-1]}"
+        raise ValueError(f"the output file must end in {endings} (or be - for standard output), not {destination!r}")
     return suffix
 
 

@@ -29,6 +29,15 @@ def require_matplotlib() -> None:
         raise PlottingUnavailable("install matplotlib for --plot (pip install matplotlib)") from None
 
 
+def _q_and_intensity(curve: Curve) -> tuple[np.ndarray, np.ndarray]:
+    """q in 1/Å (as given when the unit is unknown) and I, shape (points,), for drawing."""
+    try:
+        factor = q_unit_factor(curve.q_unit)[0]
+    except CurveError:
+        factor = 1.0
+    return np.asarray(curve.q, dtype=float) * factor, np.asarray(curve.intensity, dtype=float)
+
+
 def plot_file_name(result: ClassificationResult, index: int) -> str:
     """A safe, unique PNG name built from the file and dataset names."""
     stem = Path(result.file).name or "curve"
@@ -50,12 +59,7 @@ def plot_result(curve: Curve, result: ClassificationResult, config: Preprocessin
     # Fixed margins: a layout engine would triple the drawing time of every PNG.
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.24, top=0.9, wspace=0.28)
     ax_data, ax_prob = fig.subplots(1, 2, width_ratios=[1.3, 1])
-    try:
-        factor = q_unit_factor(curve.q_unit)[0]
-    except CurveError:
-        factor = 1.0
-    q = np.asarray(curve.q, dtype=float) * factor
-    i = np.asarray(curve.intensity, dtype=float)
+    q, i = _q_and_intensity(curve)
     shown = np.isfinite(q) & np.isfinite(i) & (q > 0)
     positive = shown & (i > 0)
     ax_data.axvspan(config.q_min, config.q_max, color="tab:green", alpha=0.08, label="model q-domain")
@@ -116,12 +120,7 @@ def plot_contact_sheet(
     for ax in axes[len(items):]:
         ax.set_axis_off()
     for ax, (curve, result) in zip(axes, items):
-        try:
-            factor = q_unit_factor(curve.q_unit)[0]
-        except CurveError:
-            factor = 1.0
-        q = np.asarray(curve.q, dtype=float) * factor
-        i = np.asarray(curve.intensity, dtype=float)
+        q, i = _q_and_intensity(curve)
         keep = np.isfinite(q) & np.isfinite(i) & (q > 0) & (i > 0)
         if not result.ok:
             colour, verdict = "tab:gray", "refused"

@@ -43,7 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Iterator, Sequence
 
-from .output import csv_header, render_csv_rows, render_json_record
+from .output import csv_header, output_format, render_csv_rows, render_json_record
 from .result import CSV_COLUMNS, ClassificationResult
 
 try:  # POSIX
@@ -70,12 +70,7 @@ class ResultsFileBusy(ResultsFileError):
 
 def stream_format(destination: str) -> str:
     """"csv", "jsonl" or "json" from a file name; "-" (standard output) is CSV."""
-    if destination == "-":
-        return "csv"
-    suffix = Path(destination).suffix.lower().lstrip(".")
-    if suffix not in STREAM_FORMATS:
-        raise ValueError(f"the output file must end in .csv, .jsonl or .json (or be - for standard output), not {destination!r}")
-    return suffix
+    return output_format(destination, STREAM_FORMATS)
 
 
 def partial_path(path: str | os.PathLike[str]) -> Path:
