@@ -34,14 +34,13 @@ from sas.qtgui.MainWindow.DataManager import DataManager  # noqa: E402
 from sas.qtgui.Plotting.PlotterData import Data1D, Data2D  # noqa: E402
 from sasview_bnn_plugin.classifier import BNNClassifier  # noqa: E402
 from sasview_bnn_plugin.cli import main as cli_main  # noqa: E402
-from sasview_bnn_plugin.gui.classification_service import NO_MODEL_HINT, ClassificationService  # noqa: E402
+from sasview_bnn_plugin.gui.classification_service import ClassificationService  # noqa: E402
 from sasview_bnn_plugin.gui.perspective import CANCELLED_MESSAGE, TWO_D_MESSAGE, BNNAnomalyPerspective  # noqa: E402
 from sasview_bnn_plugin.gui.preferences import BNNPreferencesWidget  # noqa: E402
 from sasview_bnn_plugin.gui.results_table import COLOUR_NOVEL, COLUMNS  # noqa: E402
 from sasview_bnn_plugin.gui.settings import GuiSettings  # noqa: E402
 from sasview_bnn_plugin.gui.summary import NOVEL_SENTENCE, percent  # noqa: E402
 from sasview_bnn_plugin.hookspecs import hookimpl  # noqa: E402
-from sasview_bnn_plugin.model_catalog import shipped_models  # noqa: E402
 from sasview_bnn_plugin.plugin_host import build_plugin_host  # noqa: E402
 from sasview_bnn_plugin.result import CSV_COLUMNS  # noqa: E402
 from sasview_bnn_plugin.taxonomy import CLASS_NAMES  # noqa: E402
@@ -187,19 +186,20 @@ def test_bad_input_becomes_messages_not_tracebacks(qtbot, perspective, caplog):
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
 
 
-@pytest.mark.parametrize("problem", ["missing", "corrupt", "none"])
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "changed after its card"])
 def test_unusable_model_is_explained_in_the_perspective(qtbot, tmp_path, problem):
     if problem == "missing":
         model, expected = str(tmp_path / "absent.onnx"), "does not exist"
     elif problem == "corrupt":
         model, expected = str(write_truncated_model(tmp_path / "broken.onnx")), "damaged"
     else:
-        if shipped_models():
-            pytest.skip("a model is shipped, so an empty choice is not an error")
-        model, expected = "", NO_MODEL_HINT
+        changed = write_model(tmp_path / "changed.onnx", seed=1)
+        card = {"name": "changed", "file": changed.name, "sha256": "0" * 64, "size_bytes": changed.stat().st_size}
+        changed.with_suffix(".json").write_text(json.dumps(card))
+        model, expected = str(changed), "does not match its card"
     widget = BNNAnomalyPerspective(None, make_service(tmp_path, model))
     qtbot.addWidget(widget)
-    if problem != "corrupt":  # a damaged file is found out when it is opened
+    if problem == "missing":  # a damaged or changed file is found out when it is opened
         assert expected in widget.lblModel.text()
     classify(qtbot, widget, explorer_items(("apoferritin.txt",)))
     result = widget.table_model.entries[0].result
