@@ -31,7 +31,6 @@ import re
 import resource
 import signal
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +55,13 @@ def examples(n: int) -> int:
     return max(1, int(n * SCALE))
 
 
+#: CI runs a fixed (derandomised) set of cases, so a red run is never luck; set
+#: SASVIEW_BNN_FUZZ_RANDOM=1 to explore new cases (a failure prints a reproduce blob).
+#: Hangs are caught by the per-case alarm (CASE_LIMIT), not by hypothesis' deadline,
+#: which would turn a busy CI machine into flaky failures.
 FUZZ = dict(
-    deadline=timedelta(seconds=20),
+    deadline=None,
+    derandomize=os.environ.get("SASVIEW_BNN_FUZZ_RANDOM") != "1",
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
     print_blob=True,
 )
@@ -324,6 +328,8 @@ def test_random_curves_as_nxcansas_files_give_clean_rows(loader, classifier, wor
     path = workdir / f"curves_{CASES['nxcansas files']}.h5"
     arrays, units = [(q, i, di) for q, i, di, _ in curves], [u for *_, u in curves]
     if writer == "h5py":
+        # HDF5 variable-length strings cannot hold NUL, so no NXcanSAS file can carry such a unit.
+        assume(not any(isinstance(u, str) and "\x00" in u for u in units))
         write_nxcansas(path, arrays, units)
     else:
         try:
