@@ -54,10 +54,6 @@ class Evaluation:
     novelty_threshold: float = float("nan")
 
 
-#: A curve whose top posterior-mean probability is below this is "low confidence" (the runtime says so too).
-LOW_CONFIDENCE = LOW_CONFIDENCE_THRESHOLD
-
-
 def _uncertainty_scores(sample_probs: np.ndarray, feature_score: np.ndarray) -> dict[str, np.ndarray]:
     return {
         "mutual_information": M.mutual_information(sample_probs),
@@ -75,7 +71,7 @@ def _novelty_block(in_dist: dict[str, np.ndarray], novel: dict[str, np.ndarray],
         out[name] = {"auroc": M.roc_auc(y, s), "fpr_at_95_recall": M.fpr_at_recall(y, s, 0.95)}
     if novel["feature_score"].size:
         flagged = novel["feature_score"] > threshold
-        low = novel["confidence"] < LOW_CONFIDENCE
+        low = novel["confidence"] < LOW_CONFIDENCE_THRESHOLD
         out["flagged_by_threshold"] = float(np.mean(flagged))
         out["low_confidence"] = float(np.mean(low))
         out["flagged_or_low_confidence"] = float(np.mean(flagged | low))
