@@ -30,6 +30,9 @@ CLASSES: tuple[AnomalyClass, ...] = (
 CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)
 N_CLASSES: int = len(CLASSES)
 CLEAN_INDEX: int = 0
+#: Classes 1-6: the anomalies that may be present in a curve, alone or several at once
+#: (taxonomy version 2), in taxonomy order.
+ANOMALY_NAMES: tuple[str, ...] = CLASS_NAMES[CLEAN_INDEX + 1 :]
 
 
 def class_index(name: str) -> int:
