@@ -8,42 +8,58 @@ counting noise, and keeps the draw only if the class's visibility criterion
 q-window; otherwise the whole draw is repeated. ``clean`` curves must keep
 the Guinier knee inside the window and fail every anomaly criterion.
 
-How each class is built
------------------------
-* clean: one population, sasmodels form factor with size polydispersity.
+How each class is built (simulator 2.0)
+--------------------------------------
+* clean: one population, one of 24 sasmodels form factors (spheres, shells,
+  ellipsoids, cylinders, boxes, chains, pearls, worms, Guinier-Porod; see
+  :mod:`.shapes`), size polydispersity 0 (deep minima) to 30 %, five
+  sasmodels distributions.
 * aggregation: clean + sasmodels ``power_law``, ``mass_fractal`` or
   ``surface_fractal`` scaled to 2-200x the clean intensity at q_min; the
   particle must still hold >= 75 % of I at its knee (otherwise the curve is
   a bare power law, which the taxonomy calls ambiguous).
-* interparticle: a compact shape times sasmodels ``hardsphere`` or
-  ``hayter_msa`` S(q) (decoupling approximation, evaluated separately so that
-  S(q) is available to the criterion), volume fraction 0.1-0.5.
+* interparticle: a compact shape times a sasmodels structure factor
+  (``hardsphere``, ``hayter_msa``, ``stickyhardsphere``, ``squarewell``;
+  decoupling approximation, evaluated separately so that S(q) is available
+  to the criterion), volume fraction 0.1-0.5.
 * ordered: either sasmodels ``lamellar_stack_paracrystal`` (lamellar phase,
   15 %; underlying curve: the same bilayers without interference, i.e.
   sasmodels ``lamellar`` divided by the thickness, which equals the stack
   model with one layer), or a clean curve plus Bragg peaks from sasmodels
   ``gaussian_peak``/``peak_lorentz`` placed at the ratios of a lamellar,
-  hexagonal, simple-cubic, bcc, fcc, Pn3m or Ia3d lattice. All peaks of a
-  curve share one relative width, so one sasmodels peak evaluated at q/q_hkl
-  gives all of them. The 3D paracrystal models (``bcc_paracrystal``,
-  ``fcc_paracrystal``, ``sc_paracrystal``) are not used: measured here they
-  take 0.9-1.1 s per 300-point call (orientation averaging), about 300x the
-  whole per-curve budget; peak models also give direct control of width,
-  position ratios and height.
+  hexagonal, simple-cubic, bcc, fcc, Pn3m, Ia3d or Im3m lattice, half of
+  them with paracrystalline broadening of the higher orders. The 3D
+  paracrystal models (``bcc_paracrystal`` ...) are not used: measured here
+  they take 0.4-1.1 s per call (orientation averaging), about 300x the whole
+  per-curve budget; peak models also give direct control of width, position
+  ratios and height.
 * bimodal: two shapes with Rg ratio 3-20, relative amplitude drawn inside
   the interval where each population holds >= 60 % of I at its own knee,
   and a visible shoulder: between the knees the smoothed log-log slope
   flattens again (rises by >= 0.6 to >= -0.9) on the small population's
   plateau. Without it a clean long rod, disc or coil (length knee, then
-  cross-section knee) looks the same; simulator 1.0.0 lacked this check and
-  its models confused clean and bimodal in about half their errors.
+  cross-section knee) looks the same.
 * oversubtracted: clean with a flat background over-subtracted by δ, chosen
   so the noise-free curve crosses zero in the last 12-60 % of the window.
-* artefact (hand-synthesised, no sasmodels model exists for reduction faults):
-  isolated >= 5σ spikes on >= 1 % of points, a multiplicative step >= 30 %
-  between two detector segments, a beamstop shadow (transmission rising over
-  the first 2-8 % of points) or parasitic scattering (a steep additive term
-  confined to the first 2-8 % of points).
+* artefact (:func:`_apply_artefact`; no sasmodels model exists for reduction
+  faults): isolated spikes, a multiplicative step between merged detector
+  segments, a beamstop shadow, parasitic scattering, one to four bad points
+  at the beamstop edge, an empty-cell/capillary subtraction residue.
+
+Visibility and mixtures (taxonomy version 2)
+--------------------------------------------
+Every anomaly present must move at least 5 points (3 for spikes, 1 for
+beamstop-edge points, which the taxonomy names as "a single point or a few
+points") by more than 4σ and by more than 20 % of its clean counterpart
+(:func:`.criteria.visibility_score`); for ``bimodal`` no single population,
+best scaled, may explain the curve by that test. A draw that fails is
+redrawn. With probability :data:`MIXTURE_PROBABILITY` an anomalous curve
+gets one or two secondary anomalies (:data:`SECONDARY_ANOMALIES`:
+aggregation, over-subtraction, artefacts laid on the finished curve, the
+counting noise following the added intensity); each must be visible on its
+own, and the label is the most visible anomaly. The primary anomaly's score
+is re-measured after additive secondaries; a mixture that hides it is
+dropped for the single-anomaly curve.
 
 All internal q are in 1/Å; the stored curve is converted to its random unit.
 """
@@ -56,7 +72,7 @@ from typing import Callable
 
 import numpy as np
 
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin.taxonomy import CLASS_NAMES, class_index
 
 from . import criteria as crit
 from .instrument import Instrument, counting_noise, draw_instrument, interpolate_loglog
@@ -64,7 +80,7 @@ from .record import SimulatedCurve
 from .shapes import COMPACT_SHAPES, SHAPES, ShapeDraw, ShapeSpec, call_model, draw_shape, evaluate_shape, load_model
 
 #: Bump whenever the physics of the simulation changes.
-SIMULATOR_VERSION = "1.1.0"
+SIMULATOR_VERSION = "2.0.0"
 #: Draws tried per curve before giving up (a bug, not bad luck, if reached).
 MAX_ATTEMPTS = 500
 
@@ -164,6 +180,7 @@ def _finish(draft: Draft, signal: np.ndarray, rng: np.random.Generator, *, offse
     d_i = counting_noise(inst, gross, reference)
     expected = signal + (background if mode == "flat" else 0.0) - offset
     noisy = expected + rng.normal(0.0, 1.0, size=expected.shape) * d_i
+    draft.components["gross"] = gross
     draft.params["intensity_scale"] = scale
     draft.params["background"] = background if mode == "flat" else 0.0
     draft.params["true_background"] = background
@@ -253,8 +270,37 @@ def _aggregation(rng: np.random.Generator) -> Outcome:
     expected, noisy, d_i, scale = _finish(draft, clean_s + agg_s, rng)
     _clean_checks(draft, expected, noisy, d_i)
     draft.components.update(clean=clean_s * scale, aggregate=agg_s * scale,
-                            particle=interpolate_loglog(grid, values, inst.q) * scale)
+                            particle=interpolate_loglog(grid, values, inst.q) * scale,
+                            counterpart=expected - agg_s * scale)
     return draft, expected, noisy, d_i
+
+
+#: Structure factors of concentrated particles and how often each is drawn.
+STRUCTURE_FACTORS: dict[str, float] = {"hardsphere": 0.35, "hayter_msa": 0.3, "stickyhardsphere": 0.2, "squarewell": 0.15}
+
+
+def _draw_structure_factor(radius: float, rng: np.random.Generator) -> tuple[str, dict[str, float]]:
+    """A sasmodels structure factor and its parameters for particles of hard-sphere radius ``radius`` (Å).
+
+    Repulsive: hard spheres and screened Coulomb (Hayter-MSA; low salt gives the
+    low-q turnover of a salt-free protein solution). Attractive: sticky hard
+    spheres (Baxter) and a square well, whose low-q rise is the taxonomy's
+    S(q_min) >= 1.4.
+    """
+    names = list(STRUCTURE_FACTORS)
+    weights = np.array(list(STRUCTURE_FACTORS.values()))
+    model = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    if model == "hardsphere":
+        return model, {"radius_effective": radius * float(rng.uniform(1.0, 1.15)), "volfraction": float(rng.uniform(0.1, 0.5))}
+    if model == "hayter_msa":
+        return model, {"radius_effective": radius * float(rng.uniform(1.0, 1.1)), "volfraction": float(rng.uniform(0.1, 0.4)),
+                       "charge": float(rng.uniform(5.0, 80.0)), "temperature": 298.15,
+                       "concentration_salt": _log_uniform(rng, 1e-4, 5e-2), "dielectconst": 78.4}
+    if model == "stickyhardsphere":
+        return model, {"radius_effective": radius * float(rng.uniform(1.0, 1.1)), "volfraction": float(rng.uniform(0.1, 0.35)),
+                       "perturb": float(rng.uniform(0.02, 0.1)), "stickiness": _log_uniform(rng, 0.08, 1.0)}
+    return model, {"radius_effective": radius * float(rng.uniform(1.0, 1.1)), "volfraction": float(rng.uniform(0.1, 0.35)),
+                   "welldepth": float(rng.uniform(0.3, 1.5)), "wellwidth": float(rng.uniform(1.05, 1.5))}
 
 
 def _interparticle(rng: np.random.Generator) -> Outcome:
@@ -264,14 +310,7 @@ def _interparticle(rng: np.random.Generator) -> Outcome:
     draft.params.update(shape.record())
     draft.criteria.update(knee)
     radius = shape.spec.outer_radius(shape.params)
-    if rng.random() < 0.6:
-        model = "hardsphere"
-        pars = {"radius_effective": radius * float(rng.uniform(1.0, 1.15)), "volfraction": float(rng.uniform(0.1, 0.5))}
-    else:
-        model = "hayter_msa"
-        pars = {"radius_effective": radius * float(rng.uniform(1.0, 1.1)), "volfraction": float(rng.uniform(0.1, 0.4)),
-                "charge": float(rng.uniform(5.0, 80.0)), "temperature": 298.15,
-                "concentration_salt": _log_uniform(rng, 1e-4, 5e-2), "dielectconst": 78.4}
+    model, pars = _draw_structure_factor(radius, rng)
     s_grid = call_model(model, grid, pars)
     if not np.all(np.isfinite(s_grid)) or np.any(s_grid <= 0):
         raise Rejected("structure factor failed")
@@ -290,7 +329,8 @@ def _interparticle(rng: np.random.Generator) -> Outcome:
         raise Rejected("S(q) not visible")
     expected, noisy, d_i, scale = _finish(draft, _smear(inst, grid, values * s_grid), rng)
     _clean_checks(draft, expected, noisy, d_i)
-    draft.components.update(structure_factor=s_q, particle=interpolate_loglog(grid, values, inst.q) * scale)
+    draft.components.update(structure_factor=s_q, particle=interpolate_loglog(grid, values, inst.q) * scale,
+                            counterpart=_smear(inst, grid, values) * scale + draft.params["background"])
     return draft, expected, noisy, d_i
 
 
@@ -303,6 +343,7 @@ LATTICES: dict[str, tuple[float, ...]] = {
     "fcc": tuple(math.sqrt(x / 3) for x in (3, 4, 8, 11, 12, 16)),
     "Pn3m": tuple(math.sqrt(x / 2) for x in (2, 3, 4, 6, 8, 9)),
     "Ia3d": tuple(math.sqrt(x / 6) for x in (6, 8, 14, 16, 20, 22)),
+    "Im3m": tuple(math.sqrt(x / 2) for x in (2, 4, 6, 8, 10, 12, 14, 16)),
 }
 
 
@@ -367,11 +408,16 @@ def _ordered(rng: np.random.Generator) -> Outcome:
         observed = _log_uniform(rng, 2.5, 50.0)
         height = observed / reduction
         decay = float(rng.uniform(0.2, 0.9))
+        # Paracrystalline disorder broadens higher orders: width_n = width_1 (1 + g (h_n^2 - 1)),
+        # h_n = q_n / q_1 (g = 0: a perfect lattice, width set by the grain size only).
+        growth = float(rng.uniform(0.0, 0.3)) if rng.random() < 0.5 else 0.0
+        draft.params["peak_broadening"] = growth
         profile_x, profile = _unit_peak(lorentz, relative_sigma)
         peaks = np.zeros_like(qc)
         for n, (p, b) in enumerate(zip(positions, base_q)):
-            amp = b * height * decay**n * float(rng.uniform(0.5, 1.5))
-            peaks += amp * np.interp(qc / p, profile_x, profile, left=0.0, right=0.0)
+            widen = 1.0 + growth * ((p / q1) ** 2 - 1.0)
+            amp = b * height * decay**n * float(rng.uniform(0.5, 1.5)) / math.sqrt(widen)
+            peaks += amp * np.interp((qc / p - 1.0) / widen + 1.0, profile_x, profile, left=0.0, right=0.0)
         base = _smear(inst, grid, values)
         with_peaks = _smear(inst, grid, values, peaks)
         relative_width = 2.355 * relative_sigma
@@ -394,7 +440,8 @@ def _ordered(rng: np.random.Generator) -> Outcome:
                            "n_visible_peaks": float(visible.sum())})
     if not crit.ordered_visible(contrasts, relative_width):
         raise Rejected("Bragg peaks buried in noise")
-    draft.components.update(without_peaks=base * scale, peak_positions=positions)
+    draft.components.update(without_peaks=base * scale, peak_positions=positions,
+                            counterpart=base * scale + draft.params["background"])
     return draft, expected, noisy, d_i
 
 
@@ -456,7 +503,8 @@ def _bimodal(rng: np.random.Generator) -> Outcome:
     if signal_at_knee < crit.BIMODAL_MIN_KNEE_SNR * d_i[at_knee] or signal_at_knee < draft.params["true_background"]:
         raise Rejected("small population's knee buried in noise or background")
     draft.components.update(large=interpolate_loglog(grid, v_large, q) * scale,
-                            small=interpolate_loglog(grid, v_small, q) * scale)
+                            small=interpolate_loglog(grid, v_small, q) * scale,
+                            populations=np.stack([_smear(inst, grid, v_large), _smear(inst, grid, v_small)]) * scale)
     return draft, expected, noisy, d_i
 
 
@@ -484,85 +532,176 @@ def _oversubtracted(rng: np.random.Generator) -> Outcome:
     draft.criteria["spike_count"] = float(spikes)
     if spikes:
         raise Rejected("a >= 5 sigma outlier by chance")
-    draft.components.update(particle=interpolate_loglog(grid, values, q) * scale, clean=smeared * scale)
+    draft.components.update(particle=interpolate_loglog(grid, values, q) * scale, clean=smeared * scale,
+                            counterpart=smeared * scale)
     return draft, expected, noisy, d_i
 
 
-def _artefact(rng: np.random.Generator) -> Outcome:
-    inst = draw_instrument(rng)
-    draft = Draft(inst)
-    q = inst.q
+#: Instrument and reduction faults, and how often each is drawn.
+ARTEFACT_KINDS: dict[str, float] = {"spikes": 0.2, "step": 0.2, "beamstop": 0.15, "parasitic": 0.15,
+                                    "edge_points": 0.2, "cell_residue": 0.1}
+
+
+@dataclass
+class Measured:
+    """A measured curve in the making: noise-free ``expected``, its standard-normal noise draw ``z``,
+    the gross intensity (signal + true background) behind the counting noise, and dI; shape (points,).
+
+    ``noisy`` is expected + z dI plus ``extra`` (isolated spikes, which are not noise).
+    """
+
+    instrument: Instrument
+    expected: np.ndarray
+    z: np.ndarray
+    gross: np.ndarray
+    d_i: np.ndarray
+    extra: np.ndarray
+
+    @property
+    def noisy(self) -> np.ndarray:
+        return self.expected + self.z * self.d_i + self.extra
+
+    def add(self, term: np.ndarray) -> None:
+        """Add a noise-free intensity ``term`` (shape (points,)); the counting noise follows it."""
+        self.expected = self.expected + term
+        self.gross = np.maximum(self.gross + term, 0.0)
+        self.d_i = counting_noise(self.instrument, self.gross, float(np.max(self.gross)))
+
+    def multiply(self, factor: np.ndarray | float, start: int = 0) -> None:
+        """Multiply points ``start:`` by ``factor`` (a miscalibrated segment or a transmission)."""
+        for name in ("expected", "gross", "d_i", "extra"):
+            values = getattr(self, name).copy()
+            values[start:] = values[start:] * factor
+            setattr(self, name, values)
+
+
+def _apply_artefact(m: Measured, kind: str, rng: np.random.Generator, params: dict, criteria: dict,
+                    components: dict) -> None:
+    """Put an instrument or reduction fault of ``kind`` on a measured curve (in place); raise Rejected if it cannot show.
+
+    * spikes: >= 1 % of points (at least 3), isolated, 8-50 sigma and at least 25 % of I off;
+    * step: a multiplicative step of 1.4-3x between merged detector segments or configurations;
+    * beamstop: the transmission rising over the first 2-8 % of points (shadow of the beamstop);
+    * parasitic: a steep additive term confined to the first 2-8 % of points (slit or window scattering);
+    * edge_points: one to four points at the beamstop edge far off the curve (mostly low: partly shadowed pixels);
+    * cell_residue: an empty-cell or capillary subtraction residue, the broad scattering peak of the window
+      material (Kapton, mica, quartz, at 0.05-1.3 1/Å) added or removed by 5-60 % of the curve.
+    """
+    q = m.instrument.q
     n = q.size
-    shape, grid, values, knee = _particle(inst, rng)
-    draft.params.update(shape.record())
-    draft.criteria.update(knee)
-    smeared = _smear(inst, grid, values)
-    kind = ("spikes", "step", "beamstop", "parasitic")[int(rng.integers(4))]
-    draft.params["artefact"] = kind
-    signal = smeared.copy()
-    affected = max(2, int(round(n * rng.uniform(0.02, 0.08))))
-    if kind == "beamstop":
-        t0 = float(rng.uniform(0.02, 0.4))
-        ramp = (np.arange(affected) / affected) ** float(rng.uniform(1.0, 3.0))
-        signal[:affected] *= t0 + (1 - t0) * ramp
-        draft.params["beamstop_transmission"] = t0
-    elif kind == "parasitic":
-        a = _log_uniform(rng, 1.5, 30.0)
-        ratio_edge = smeared[0] * a / (0.02 * smeared[affected])
-        power = math.log(ratio_edge) / math.log(q[affected] / q[0])
-        signal += a * smeared[0] * (q / q[0]) ** (-power)
-        draft.params["parasitic_amplitude"] = a
-        draft.params["parasitic_power"] = power
+    params["artefact"] = kind
+    before = m.expected.copy()
     if kind in ("beamstop", "parasitic"):
-        draft.params["affected_points"] = float(affected)
-        factor, frac = crit.low_q_distortion(signal, smeared)
-        draft.criteria.update({"low_q_distortion": factor, "affected_fraction": frac})
+        affected = max(2, int(round(n * rng.uniform(0.02, 0.08))))
+        params["affected_points"] = float(affected)
+        signal = m.expected - params.get("background", 0.0)
+        if kind == "beamstop":
+            t0 = float(rng.uniform(0.02, 0.4))
+            ramp = (np.arange(affected) / affected) ** float(rng.uniform(1.0, 3.0))
+            transmission = np.ones(n)
+            transmission[:affected] = t0 + (1 - t0) * ramp
+            m.multiply(transmission)
+            params["beamstop_transmission"] = t0
+        else:
+            a = _log_uniform(rng, 1.5, 30.0)
+            ratio_edge = a / 0.02 * abs(signal[0]) / max(abs(signal[affected]), 1e-300)
+            power = math.log(max(ratio_edge, 1.0001)) / math.log(q[affected] / q[0])
+            m.add(a * abs(signal[0]) * (q / q[0]) ** (-power))
+            params["parasitic_amplitude"] = a
+            params["parasitic_power"] = power
+        factor, frac = crit.low_q_distortion(m.expected, before)
+        criteria.update({"low_q_distortion": factor, "affected_fraction": frac})
         if not crit.low_q_artefact_visible(factor, frac):
             raise Rejected("low-q distortion not visible")
-    expected, noisy, d_i, scale = _finish(draft, signal, rng)
-    clean_expected = expected - (signal - smeared) * scale
-    if kind in ("beamstop", "parasitic"):
-        _clean_checks(draft, expected, noisy, d_i)
     elif kind == "spikes":
-        _clean_checks(draft, expected, noisy, d_i)
-        count = max(1, math.ceil(n * rng.uniform(0.01, 0.03)))
-        candidates = np.arange(2, n - 2)
+        count = max(3, math.ceil(n * rng.uniform(0.01, 0.03)))
         chosen: list[int] = []
-        for idx in rng.permutation(candidates):
+        for idx in rng.permutation(np.arange(2, n - 2)):
             if all(abs(int(idx) - c) >= 3 for c in chosen):
                 chosen.append(int(idx))
             if len(chosen) == count:
                 break
         idx = np.asarray(sorted(chosen))
         signs = np.where(rng.random(idx.size) < 0.8, 1.0, -1.0)
-        noisy[idx] += signs * rng.uniform(8.0, 50.0, idx.size) * d_i[idx]
-        spikes = crit.spike_count(noisy, expected, d_i)
-        draft.criteria["spike_count"] = float(spikes)
-        draft.criteria["spike_fraction"] = spikes / n
+        size = np.maximum(rng.uniform(8.0, 50.0, idx.size) * m.d_i[idx], rng.uniform(0.25, 2.0, idx.size) * np.abs(m.expected[idx]))
+        extra = m.extra.copy()
+        extra[idx] += signs * size
+        m.extra = extra
+        spikes = crit.spike_count(m.noisy, m.expected, m.d_i)
+        criteria["spike_count"] = float(spikes)
+        criteria["spike_fraction"] = spikes / n
         if not crit.spikes_visible(spikes, n):
             raise Rejected("spikes not visible")
-    else:  # step
-        _clean_checks(draft, expected, noisy, d_i)
-        rel = d_i / np.abs(expected)
-        options = np.nonzero(rel[: n] < 0.05)[0]
+    elif kind == "step":
+        rel = m.d_i / np.maximum(np.abs(m.expected), 1e-300)
+        options = np.nonzero(rel < 0.05)[0]
         options = options[(options >= max(int(0.2 * n), 8)) & (options <= min(int(0.8 * n), n - 8))]
         if options.size == 0:
             raise Rejected("no quiet place for a step")
         boundary = int(options[int(rng.integers(options.size))])
         f = _log_uniform(rng, 1.4, 3.0) ** (1 if rng.random() < 0.5 else -1)
-        noisy[boundary:] *= f
-        d_i[boundary:] *= f
-        expected = expected.copy()
-        expected[boundary:] *= f
-        measured = crit.step_factor(noisy, clean_expected, d_i, boundary)
-        draft.params["step_factor"] = f
-        draft.params["step_q"] = float(q[boundary] * (10.0 if inst.unit == "1/nm" else 1.0))
-        draft.criteria["step_factor"] = measured
-        draft.components["step_boundary"] = np.asarray([boundary])
+        m.multiply(f, boundary)
+        measured = crit.step_factor(m.noisy, before, m.d_i, boundary)
+        params["step_factor"] = f
+        params["step_q"] = float(q[boundary] * (10.0 if m.instrument.unit == "1/nm" else 1.0))
+        criteria["step_factor"] = measured
+        components["step_boundary"] = np.asarray([boundary])
         if not measured >= crit.STEP_MIN_FACTOR:
             raise Rejected("step not visible")
-    draft.components.update(clean=clean_expected, particle=interpolate_loglog(grid, values, q) * scale)
-    return draft, expected, noisy, d_i
+    elif kind == "edge_points":
+        k = int(rng.choice([1, 2, 3, 4], p=[0.4, 0.3, 0.2, 0.1]))
+        low = rng.random() < 0.75
+        factor = rng.uniform(0.05, 0.6, k) if low else rng.uniform(1.6, 6.0, k)
+        values = m.expected.copy()
+        values[:k] = values[:k] * factor
+        m.expected = values
+        params["edge_points"] = float(k)
+        params["edge_factor"] = float(np.median(factor))
+    elif kind == "cell_residue":
+        peak_q = _log_uniform(rng, 0.05, 1.3)
+        if not q[0] * 1.2 < peak_q < q[-1] * 1.1:
+            raise Rejected("window material peak outside the window")
+        width = float(rng.uniform(0.1, 0.35))
+        at = int(np.clip(np.searchsorted(q, peak_q), 0, n - 1))
+        height = float(rng.uniform(0.05, 0.6)) * max(abs(m.expected[at]), 1e-300) * (1 if rng.random() < 0.6 else -1)
+        hump = height * np.exp(-0.5 * ((q / peak_q - 1.0) / width) ** 2)
+        m.add(hump)
+        params["residue_q"] = float(peak_q * (10.0 if m.instrument.unit == "1/nm" else 1.0))
+        params["residue_height"] = height
+    else:
+        raise ValueError(f"unknown artefact kind {kind!r}")
+    with_fault = m.noisy - m.z * m.d_i if kind == "spikes" else m.expected
+    score = crit.visibility_score(with_fault, before, m.d_i)
+    criteria["visibility_artefact"] = float(score)
+    if score < crit.minimum_points(kind):
+        raise Rejected("artefact not visible")
+
+
+def _draw_artefact_kind(rng: np.random.Generator) -> str:
+    names = list(ARTEFACT_KINDS)
+    weights = np.array(list(ARTEFACT_KINDS.values()))
+    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
+
+
+def _measured(draft: Draft, expected: np.ndarray, noisy: np.ndarray, d_i: np.ndarray) -> Measured:
+    return Measured(draft.instrument, expected.copy(), (noisy - expected) / d_i, draft.components["gross"].copy(),
+                    d_i.copy(), np.zeros_like(expected))
+
+
+def _artefact(rng: np.random.Generator) -> Outcome:
+    inst = draw_instrument(rng)
+    draft = Draft(inst)
+    q = inst.q
+    shape, grid, values, knee = _particle(inst, rng)
+    draft.params.update(shape.record())
+    draft.criteria.update(knee)
+    smeared = _smear(inst, grid, values)
+    expected, noisy, d_i, scale = _finish(draft, smeared, rng)
+    _clean_checks(draft, expected, noisy, d_i)
+    m = _measured(draft, expected, noisy, d_i)
+    _apply_artefact(m, _draw_artefact_kind(rng), rng, draft.params, draft.criteria, draft.components)
+    draft.components.update(clean=expected, particle=interpolate_loglog(grid, values, q) * scale, counterpart=expected)
+    return draft, m.expected, m.noisy, m.d_i
 
 
 ClassGenerator = Callable[[np.random.Generator], Outcome]
@@ -582,7 +721,7 @@ assert tuple(CLASS_GENERATORS) == CLASS_NAMES, "generators must follow the taxon
 
 #: Every sasmodels model the simulator may call (compiled on first use, about 1 s each).
 MODELS_USED: tuple[str, ...] = tuple(sorted({s.model for s in SHAPES} | {
-    "power_law", "mass_fractal", "surface_fractal", "hardsphere", "hayter_msa",
+    "power_law", "mass_fractal", "surface_fractal", *STRUCTURE_FACTORS,
     "gaussian_peak", "peak_lorentz", "lamellar_stack_paracrystal", "lamellar"}))
 
 
@@ -592,14 +731,144 @@ def preload_models() -> None:
         load_model(name)
 
 
-def simulate(label: int, rng: np.random.Generator) -> Simulation:
-    """Simulate one curve of class ``label`` and keep its noise-free components (for audits and tests)."""
+#: Probability that an anomalous curve gets secondary anomalies on top of its primary one (taxonomy version 2).
+MIXTURE_PROBABILITY = 0.35
+#: Secondary anomalies that can be laid on a finished curve of each primary class, in the order they are applied.
+#: (Structure factors, Bragg peaks and second populations change the particle itself and can only be primary;
+#: an interacting sample with aggregates is an ``interparticle`` curve with ``aggregation`` laid on it, and
+#: whichever moves more points is primary.)
+SECONDARY_ANOMALIES: dict[str, tuple[str, ...]] = {
+    "clean": (),
+    "aggregation": ("oversubtracted", "artefact"),
+    "interparticle": ("aggregation", "oversubtracted", "artefact"),
+    "ordered": ("aggregation", "artefact"),
+    "bimodal": ("oversubtracted", "artefact"),
+    "oversubtracted": ("aggregation", "artefact"),
+    "artefact": (),
+}
+#: Tries per secondary anomaly before the curve goes without it.
+SECONDARY_ATTEMPTS = 4
+
+
+def _primary_score(name: str, draft: Draft, expected: np.ndarray, d_i: np.ndarray, shift: np.ndarray | float = 0.0) -> int:
+    """Visibility score (docs/taxonomy.md) of a curve's primary anomaly; ``shift`` is what secondaries added since."""
+    comp = draft.components
+    if name == "oversubtracted":
+        return crit.oversubtraction_score(expected, d_i)
+    if name == "artefact":
+        return int(draft.criteria["visibility_artefact"])
+    if name == "bimodal":
+        background = draft.params["background"]
+        own = expected - shift - background
+        return min(crit.visibility_score(own, crit.best_scaled(own, pop, d_i), d_i) for pop in comp["populations"])
+    return crit.visibility_score(expected, comp["counterpart"] + shift, d_i)
+
+
+def _copy(m: Measured) -> Measured:
+    return Measured(m.instrument, m.expected.copy(), m.z.copy(), m.gross.copy(), m.d_i.copy(), m.extra.copy())
+
+
+def _secondary_aggregation(m: Measured, draft: Draft, rng: np.random.Generator) -> int:
+    inst, q = m.instrument, m.instrument.q
+    grid = inst.model_grid()
+    rg = float(draft.params.get("rg_target", draft.params.get("large_rg_target", 1.0 / q[0])))
+    values, record = _aggregate_component(rng, grid, float(q[0]), rg)
+    agg = _smear(inst, grid, values)
+    signal = m.expected - draft.params["background"]
+    if not (signal[0] > 0 and agg[0] > 1e-250):
+        raise Rejected("no upturn possible")
+    agg = agg * _log_uniform(rng, 1.0, 30.0) * signal[0] / agg[0]
+    ratio, slope = crit.upturn(q, signal, agg)
+    if not crit.aggregation_visible(ratio, slope):
+        raise Rejected("upturn not visible")
+    before = m.expected.copy()
+    m.add(agg)
+    draft.params.update(record)
+    draft.criteria.update({"upturn_ratio": ratio, "upturn_slope": slope})
+    return crit.visibility_score(m.expected, before, m.d_i)
+
+
+def _secondary_oversubtraction(m: Measured, draft: Draft, rng: np.random.Generator) -> int:
+    inst, q = m.instrument, m.instrument.q
+    if inst.background_mode != "subtracted":
+        raise Rejected("a flat background left in place is not over-subtracted")
+    n = q.size
+    crossing = int(round(n * (1 - rng.uniform(0.12, 0.6))))
+    delta = float(np.max(m.expected[crossing:])) * float(rng.uniform(1.05, 1.6))
+    m.expected = m.expected - delta
+    model_run, slope = crit.model_negative_run(q, m.expected)
+    noisy_run = crit.trailing_negative_run_fraction(m.noisy, m.d_i)
+    if not crit.oversubtracted_visible(noisy_run, model_run, slope) or model_run > 0.7:
+        raise Rejected("over-subtraction not visible")
+    draft.params["oversubtraction"] = delta
+    draft.criteria.update({"negative_run_fraction": noisy_run, "model_negative_fraction": model_run, "high_q_slope": slope})
+    return crit.oversubtraction_score(m.expected, m.d_i)
+
+
+def _secondary_artefact(m: Measured, draft: Draft, rng: np.random.Generator) -> int:
+    _apply_artefact(m, _draw_artefact_kind(rng), rng, draft.params, draft.criteria, draft.components)
+    return int(draft.criteria["visibility_artefact"])
+
+
+SECONDARY_BUILDERS: dict[str, Callable[[Measured, Draft, np.random.Generator], int]] = {
+    "aggregation": _secondary_aggregation,
+    "oversubtracted": _secondary_oversubtraction,
+    "artefact": _secondary_artefact,
+}
+
+
+def _lay_secondaries(name: str, draft: Draft, m: Measured, rng: np.random.Generator) -> dict[str, int]:
+    """Lay one or two secondary anomalies on a finished curve of primary class ``name`` (in place).
+
+    Returns the visibility score of every secondary that showed; one that does
+    not show in :data:`SECONDARY_ATTEMPTS` draws is left out (with its parameters).
+    """
+    options = SECONDARY_ANOMALIES[name]
+    k = min(len(options), 1 if rng.random() < 0.8 else 2)
+    chosen = [options[i] for i in sorted(rng.choice(len(options), size=k, replace=False))]
+    scores: dict[str, int] = {}
+    for anomaly in chosen:
+        for _ in range(SECONDARY_ATTEMPTS):
+            trial = _copy(m)
+            saved = (dict(draft.params), dict(draft.criteria), dict(draft.components))
+            try:
+                score = SECONDARY_BUILDERS[anomaly](trial, draft, rng)
+                kind = str(draft.params.get("artefact", "")) if anomaly == "artefact" else anomaly
+                if score < crit.minimum_points(kind):
+                    raise Rejected("secondary anomaly not visible")
+            except Rejected:
+                draft.params, draft.criteria, draft.components = saved
+                continue
+            m.expected, m.z, m.gross, m.d_i, m.extra = trial.expected, trial.z, trial.gross, trial.d_i, trial.extra
+            scores[anomaly] = score
+            break
+    return scores
+
+
+def simulate(label: int, rng: np.random.Generator, mixture_probability: float = MIXTURE_PROBABILITY) -> Simulation:
+    """Simulate one curve of planned primary class ``label`` and keep its noise-free components (for audits and tests).
+
+    With probability ``mixture_probability`` an anomalous curve also gets one or
+    two secondary anomalies (:data:`SECONDARY_ANOMALIES`). Every anomaly present
+    must pass the visibility test of docs/taxonomy.md; its score (points moved)
+    is stored as ``criteria["visibility_<anomaly>"]``, the anomalies present as
+    ``params["anomalies"]`` ("aggregation;artefact", most visible first), and
+    the curve's label is the most visible anomaly (the planned class unless a
+    secondary anomaly moved more points).
+    """
     if not 0 <= int(label) < len(CLASS_NAMES):
         raise ValueError(f"label {label} is not a class index; the classes are 0..{len(CLASS_NAMES) - 1}: {', '.join(CLASS_NAMES)}")
-    generator = CLASS_GENERATORS[CLASS_NAMES[int(label)]]
+    name = CLASS_NAMES[int(label)]
+    generator = CLASS_GENERATORS[name]
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             draft, expected, noisy, d_i = generator(rng)
+            scores: dict[str, int] = {}
+            if name != "clean":
+                scores[name] = _primary_score(name, draft, expected, d_i)
+                kind = str(draft.params.get("artefact", "")) if name == "artefact" else name
+                if scores[name] < crit.minimum_points(kind):
+                    raise Rejected("anomaly moves too few points to be seen")
         except Rejected:
             continue
         if not (np.all(np.isfinite(noisy)) and np.all(d_i > 0) and np.all(np.isfinite(d_i))):
@@ -607,10 +876,32 @@ def simulate(label: int, rng: np.random.Generator) -> Simulation:
         break
     else:
         raise RuntimeError(f"no visible {CLASS_NAMES[int(label)]} curve in {MAX_ATTEMPTS} draws: the simulator is mis-tuned")
+    if SECONDARY_ANOMALIES[name] and rng.random() < mixture_probability:
+        m = _measured(draft, expected, noisy, d_i)
+        secondary = _lay_secondaries(name, draft, m, rng)
+        if secondary:
+            shift = m.expected - expected if name != "artefact" else 0.0
+            additive = name in ("aggregation", "interparticle", "ordered", "bimodal") and "artefact" not in secondary
+            primary = _primary_score(name, draft, m.expected, m.d_i, shift if additive else 0.0)
+            if additive and primary < crit.VISIBLE_MIN_POINTS:
+                pass  # the secondaries hid the primary anomaly: keep the single-anomaly curve
+            else:
+                if additive:
+                    scores[name] = primary
+                scores.update(secondary)
+                expected, noisy, d_i = m.expected, m.noisy, m.d_i
+    present = sorted(scores, key=lambda a: (-scores[a], a != name))
+    if present:
+        label = class_index(present[0])
     inst = draft.instrument
     factor = 10.0 if inst.unit == "1/nm" else 1.0
     draft.params["attempts"] = float(attempt)
     draft.params["simulator_version"] = SIMULATOR_VERSION
+    draft.params["planned_class"] = name
+    draft.params["anomalies"] = ";".join(present)
+    for anomaly, score in scores.items():
+        draft.criteria[f"visibility_{anomaly}"] = float(score)
+    draft.criteria["n_anomalies"] = float(len(present))
     curve = SimulatedCurve(
         label=int(label),
         q=inst.q * factor,
@@ -623,16 +914,16 @@ def simulate(label: int, rng: np.random.Generator) -> Simulation:
         instrument=inst.record(),
         criteria={k: float(v) for k, v in draft.criteria.items()},
     )
-    components = dict(draft.components)
+    components = {k: v for k, v in draft.components.items() if k not in ("gross", "populations")}
     components["expected"] = expected
     return Simulation(curve, components)
 
 
-def simulate_curve(label: int, rng: np.random.Generator) -> SimulatedCurve:
+def simulate_curve(label: int, rng: np.random.Generator, mixture_probability: float = MIXTURE_PROBABILITY) -> SimulatedCurve:
     """Simulate one labelled curve of class ``label`` (taxonomy index), deterministic given ``rng``.
 
     The curve's anomaly is visible inside its q-window by construction (draws
     failing the class criterion are redrawn); ``criteria`` holds the values
     that justified the label. q is in ``curve.q_unit`` ("1/A" or "1/nm").
     """
-    return simulate(label, rng).curve
+    return simulate(label, rng, mixture_probability).curve

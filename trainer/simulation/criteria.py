@@ -28,6 +28,8 @@ UPTURN_SLOPE_RANGE = (-4.3, -1.3)
 UPTURN_MIN_KNEE_SHARE = 0.75
 
 S_Q_MIN_MAX = 0.7
+#: Attraction (sticky hard spheres, square well) raises S(q_min) instead (taxonomy version 2).
+S_Q_MIN_ATTRACTIVE = 1.4
 S_PEAK_MIN = 1.15
 
 BRAGG_MIN_CONTRAST = 2.0
@@ -117,8 +119,8 @@ def structure_factor_extremes(structure_factor: np.ndarray) -> tuple[float, floa
 
 
 def interparticle_visible(s_q_min: float, s_peak: float) -> bool:
-    """Low-q suppression S(q_min) <= 0.7 and/or a correlation peak S >= 1.15 inside the window."""
-    return s_q_min <= S_Q_MIN_MAX or s_peak >= S_PEAK_MIN
+    """Low-q suppression S(q_min) <= 0.7, a low-q rise S(q_min) >= 1.4 and/or a correlation peak S >= 1.15."""
+    return s_q_min <= S_Q_MIN_MAX or s_q_min >= S_Q_MIN_ATTRACTIVE or s_peak >= S_PEAK_MIN
 
 
 def bragg_contrasts(q: np.ndarray, with_peaks: np.ndarray, without_peaks: np.ndarray,
@@ -328,3 +330,53 @@ def low_q_distortion(distorted: np.ndarray, clean: np.ndarray) -> tuple[float, f
 def low_q_artefact_visible(factor: float, affected_fraction: float) -> bool:
     """The first points are distorted by >= 2x and at most the first 10 % of points are touched."""
     return factor >= LOW_Q_MIN_DISTORTION and 0 < affected_fraction <= LOW_Q_MAX_AFFECTED_FRACTION
+
+
+# ----------------------------------------------------------------------------- visibility (taxonomy version 2)
+
+#: An anomaly must move at least this many points (docs/taxonomy.md, "Visibility") ...
+VISIBLE_MIN_POINTS = 5
+#: ... or this many for isolated spikes ...
+VISIBLE_MIN_SPIKE_POINTS = 3
+#: ... or this many for bad points at the beamstop edge ("a single point or a few points"),
+VISIBLE_MIN_EDGE_POINTS = 1
+#: each by more than this many sigma ...
+VISIBLE_MIN_SIGMA = 4.0
+#: ... and by more than this fraction of the clean intensity.
+VISIBLE_MIN_RELATIVE = 0.2
+#: An over-subtracted curve must fall below this many sigma on VISIBLE_MIN_POINTS points.
+OVERSUBTRACTED_VISIBLE_SIGMA = -3.0
+
+
+def moved_points(with_anomaly: np.ndarray, counterpart: np.ndarray, d_intensity: np.ndarray) -> np.ndarray:
+    """Mask (points,) of points an anomaly moves by > 4 sigma and by > 20 % of the clean intensity.
+
+    ``with_anomaly`` and ``counterpart`` are the noise-free (or, for spikes, the
+    measured) curve with the anomaly and its clean counterpart (same particles,
+    instrument and reduction without that anomaly); ``d_intensity`` the
+    one-sigma uncertainty. All shape (points,).
+    """
+    delta = np.abs(with_anomaly - counterpart)
+    return (delta > VISIBLE_MIN_SIGMA * d_intensity) & (delta > VISIBLE_MIN_RELATIVE * np.abs(counterpart))
+
+
+def visibility_score(with_anomaly: np.ndarray, counterpart: np.ndarray, d_intensity: np.ndarray) -> int:
+    """The visibility score of an anomaly: the number of points it moves visibly (:func:`moved_points`)."""
+    return int(np.sum(moved_points(with_anomaly, counterpart, d_intensity)))
+
+
+def oversubtraction_score(expected: np.ndarray, d_intensity: np.ndarray) -> int:
+    """Points of a noise-free curve below -3 sigma (the over-subtraction's visibility score)."""
+    return int(np.sum(expected < OVERSUBTRACTED_VISIBLE_SIGMA * d_intensity))
+
+
+def best_scaled(target: np.ndarray, component: np.ndarray, d_intensity: np.ndarray) -> np.ndarray:
+    """``component`` times the scale that fits ``target`` best in the least-squares sense (weights 1/sigma^2)."""
+    w = 1.0 / d_intensity**2
+    scale = float(np.sum(w * target * component) / max(np.sum(w * component * component), 1e-300))
+    return component * scale
+
+
+def minimum_points(kind: str) -> int:
+    """Points an anomaly of ``kind`` ("spikes", "edge_points" or anything else) must move to be visible."""
+    return {"spikes": VISIBLE_MIN_SPIKE_POINTS, "edge_points": VISIBLE_MIN_EDGE_POINTS}.get(kind, VISIBLE_MIN_POINTS)

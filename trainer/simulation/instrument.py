@@ -243,7 +243,8 @@ def draw_instrument(rng: np.random.Generator, min_decades: float = 0.7, max_rela
         noise_level=noise_level,
         noise_exponent=float(rng.uniform(0.35, 0.5)),
         background_mode="flat" if rng.random() < 0.5 else "subtracted",
-        background_ratio=math.exp(rng.uniform(math.log(1e-5), math.log(1e-2))),
+        # SANS keeps a flat incoherent background (hydrogen) of up to a few % of the forward intensity.
+        background_ratio=math.exp(rng.uniform(math.log(1e-5), math.log(5e-2 if conf.name == "SANS" else 1e-2))),
         unit="1/nm" if rng.random() < 0.3 else "1/A",
         resolution=resolution,
     )

@@ -9,13 +9,15 @@ need to be good enough to place the knee.
 
 Polydispersity
 --------------
-* Shapes without orientation averaging (sphere, core-shell sphere, fuzzy
-  sphere, vesicle, Gaussian coil, flexible cylinder) use sasmodels' own
-  polydispersity (Gaussian, Schulz or lognormal, 21 points) on one size
-  parameter, 2 to 30 %. The polymer micelle is monodisperse (its size
-  parameters are not polydisperse in sasmodels).
+* Shapes without orientation averaging (spheres and shells, vesicles,
+  Gaussian coil, flexible cylinders) use sasmodels' own polydispersity
+  (Gaussian, Schulz, lognormal, rectangle or Boltzmann, 21 points) on one
+  size parameter: monodisperse (deep minima) for 15 % of the draws, else 2
+  to 30 %. Chains without a size distribution in sasmodels (polymer micelle,
+  excluded-volume chain, star polymer, Guinier-Porod) are monodisperse.
 * Orientation-averaged shapes (ellipsoid, rod and disc cylinders, core-shell
-  cylinder, core-shell bicelle) cost about 1 ms per monodisperse call on 200 q
+  cylinder, core-shell bicelle, hollow cylinder, parallelepiped, pearls; triaxial
+  ellipsoid and parallelepiped cost 6-13 ms and are drawn a third as often) cost about 1 ms per monodisperse call on 200 q
   points and ×n_pd with one polydisperse parameter (10-20 ms, see
   ``shared/measurements.md``), far beyond the simulation budget of about
   3 ms per curve. They are therefore evaluated *once, monodisperse*, and made
@@ -41,7 +43,9 @@ from sasmodels import direct_model as sas_direct
 #: Number of size samples for sasmodels polydispersity (Gaussian, ±3 sigma).
 PD_POINTS = 21
 #: sasmodels size distributions drawn for shapes with sasmodels polydispersity.
-PD_DISTRIBUTIONS = ("gaussian", "schulz", "lognormal")
+PD_DISTRIBUTIONS = ("gaussian", "schulz", "lognormal", "rectangle", "boltzmann")
+#: Probability that a shape with sasmodels polydispersity is drawn monodisperse (deep form-factor minima).
+MONODISPERSE_FRACTION = 0.15
 #: Number of size samples for the self-similar polydispersity of orientation-averaged shapes.
 SELF_SIMILAR_PD_POINTS = 25
 #: Density of the monodisperse log grid of orientation-averaged shapes (points per decade).
@@ -98,6 +102,10 @@ class ShapeSpec:
     orientation_averaged: bool = False
     compact: bool = False
     outer_radius: Callable[[dict[str, float]], float] | None = None
+    #: Relative probability of being drawn (kernels of several ms are drawn less often).
+    weight: float = 1.0
+    #: Shape family, for leave-family-out tests: "sphere", "ellipsoid", "cylinder", "chain", "generic".
+    family: str = "sphere"
 
 
 SPHERE_RG = math.sqrt(3.0 / 5.0)
@@ -233,29 +241,167 @@ def _bicelle(rg: float, rng: np.random.Generator) -> dict[str, float]:
     }
 
 
+def _hollow_shell(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    """A protein or silica shell around a solvent-like core (apoferritin, hollow nanoparticles)."""
+    ratio = float(rng.uniform(0.45, 0.85))  # inner / outer radius
+    factor = math.sqrt(0.6 * (1 - ratio**5) / (1 - ratio**3))
+    outer = rg / factor
+    solvent = float(rng.uniform(-0.5, 6.4))
+    shell = solvent + float(rng.uniform(0.5, 6.0)) * (1 if rng.random() < 0.5 else -1)
+    return {"radius": outer * ratio, "thickness": outer * (1 - ratio), "sld_core": solvent + float(rng.uniform(-0.1, 0.25)) * (shell - solvent),
+            "sld_shell": shell, "sld_solvent": solvent}
+
+
+def _multilayer_vesicle(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    """An onion-like multilamellar vesicle of 2-6 shells."""
+    n_shells = int(rng.integers(2, 7))
+    outer = rg / 0.85
+    core = outer * float(rng.uniform(0.2, 0.6))
+    period = (outer - core) / n_shells
+    shell = period * float(rng.uniform(0.3, 0.7))
+    sld, solvent = _contrast(rng)
+    return {"radius": core, "thick_shell": shell, "thick_solvent": period - shell, "n_shells": float(n_shells),
+            "sld": sld, "sld_solvent": solvent, "volfraction": 1.0}
+
+
+def _core_shell_ellipsoid(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    x_core = _log_uniform(rng, 0.25, 4.0)
+    shell_fraction = float(rng.uniform(0.05, 0.4))
+    x_shell = float(rng.uniform(0.5, 2.0))
+    # Outer semi-axes a = Re (1 + f), c = Re (x_core + f x_shell); Rg^2 = (2 a^2 + c^2) / 5.
+    a, c = 1 + shell_fraction, x_core + shell_fraction * x_shell
+    equat = rg / math.sqrt((2 * a * a + c * c) / 5.0)
+    solvent = float(rng.uniform(-0.5, 6.4))
+    core = solvent + float(rng.uniform(1.0, 6.0)) * (1 if rng.random() < 0.5 else -1)
+    return {"radius_equat_core": equat, "x_core": x_core, "thick_shell": equat * shell_fraction, "x_polar_shell": x_shell,
+            "sld_core": core, "sld_shell": solvent + float(rng.uniform(-0.5, 1.0)) * (core - solvent), "sld_solvent": solvent}
+
+
+def _triaxial_ellipsoid(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    b_over_a = _log_uniform(rng, 1.2, 4.0)
+    c_over_a = b_over_a * _log_uniform(rng, 1.2, 4.0)
+    a = rg / math.sqrt((1 + b_over_a**2 + c_over_a**2) / 5.0)
+    sld, solvent = _contrast(rng)
+    return {"radius_equat_minor": a, "radius_equat_major": a * b_over_a, "radius_polar": a * c_over_a, "sld": sld, "sld_solvent": solvent}
+
+
+def _parallelepiped(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    b_over_a = _log_uniform(rng, 1.0, 5.0)
+    c_over_a = b_over_a * _log_uniform(rng, 1.0, 10.0)
+    a = rg / math.sqrt((1 + b_over_a**2 + c_over_a**2) / 12.0)
+    sld, solvent = _contrast(rng)
+    return {"length_a": a, "length_b": a * b_over_a, "length_c": a * c_over_a, "sld": sld, "sld_solvent": solvent}
+
+
+def _hollow_cylinder(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    """Nanotubes, hollow fibres: sasmodels' ``radius`` is the core (hole) radius."""
+    inner = float(rng.uniform(0.3, 0.9))
+    length_over_radius = _log_uniform(rng, 1.0, 30.0)
+    outer = rg / math.sqrt((1 + inner**2) / 2.0 + length_over_radius**2 / 12.0)
+    sld, solvent = _contrast(rng)
+    return {"radius": outer * inner, "thickness": outer * (1 - inner), "length": outer * length_over_radius,
+            "sld": sld, "sld_solvent": solvent}
+
+
+def _pearls(rg: float, rng: np.random.Generator) -> tuple[float, float, int]:
+    """(pearl radius, edge separation, number of pearls) of a chain of pearls with radius of gyration rg."""
+    n = int(rng.integers(2, 11))
+    sep_over_r = _log_uniform(rng, 0.3, 4.0)
+    rel = math.sqrt(0.6 + (2 + sep_over_r) ** 2 * (n * n - 1) / 12.0)
+    radius = rg / rel
+    return radius, radius * sep_over_r, n
+
+
+def _pearl_necklace(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    radius, sep, n = _pearls(rg, rng)
+    sld, solvent = _contrast(rng)
+    return {"radius": radius, "edge_sep": sep, "num_pearls": float(n), "thick_string": radius * float(rng.uniform(0.05, 0.3)),
+            "sld": sld, "sld_string": solvent + float(rng.uniform(0.2, 1.0)) * (sld - solvent), "sld_solvent": solvent}
+
+
+def _linear_pearls(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    radius, sep, n = _pearls(rg, rng)
+    sld, solvent = _contrast(rng)
+    return {"radius": radius, "edge_sep": sep, "num_pearls": float(n), "sld": sld, "sld_solvent": solvent}
+
+
+def _star_polymer(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    return {"rg_squared": rg * rg, "arms": float(rng.integers(3, 25))}
+
+
+def _excluded_volume_chain(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    """A polymer in good (Porod exponent 5/3) to theta (2) solvent, or a partly collapsed one."""
+    return {"rg": rg, "porod_exp": float(rng.uniform(1.6, 3.0))}
+
+
+def _flexible_elliptical(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    """Worm-like micelles with an elliptical cross-section."""
+    params = _flexible_cylinder(rg, rng)
+    params["axis_ratio"] = float(rng.uniform(1.0, 3.0))
+    return params
+
+
+def _guinier_porod(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    """The generic Guinier-Porod shape (Hammouda): a knee, then a power law, any dimensionality."""
+    s = float(rng.uniform(0.0, 0.45))  # above ~0.5 the low-q slope hides the knee
+    return {"rg": rg, "s": s, "porod_exp": float(rng.uniform(max(3.0, s + 1.0), 4.3))}
+
+
+def _volume_radius(*axes: float) -> float:
+    return float(np.prod(axes)) ** (1.0 / len(axes))
+
+
 SHAPES: tuple[ShapeSpec, ...] = (
+    # spheres and shells
     ShapeSpec("sphere", "sphere", _sphere, "radius", compact=True, outer_radius=lambda p: p["radius"]),
     ShapeSpec("core_shell_sphere", "core_shell_sphere", _core_shell_sphere, "radius", compact=True,
+              outer_radius=lambda p: p["radius"] + p["thickness"]),
+    ShapeSpec("hollow_shell", "core_shell_sphere", _hollow_shell, "radius", compact=True,
               outer_radius=lambda p: p["radius"] + p["thickness"]),
     ShapeSpec("fuzzy_sphere", "fuzzy_sphere", _fuzzy_sphere, "radius", compact=True,
               outer_radius=lambda p: p["radius"] + 2 * p["fuzziness"]),
     ShapeSpec("vesicle", "vesicle", _vesicle, "radius", compact=True,
               outer_radius=lambda p: p["radius"] + p["thickness"]),
-    ShapeSpec("mono_gauss_coil", "mono_gauss_coil", _gauss_coil, "rg"),
+    ShapeSpec("multilayer_vesicle", "multilayer_vesicle", _multilayer_vesicle, "radius", compact=True,
+              outer_radius=lambda p: p["radius"] + p["n_shells"] * (p["thick_shell"] + p["thick_solvent"]) - p["thick_solvent"]),
     ShapeSpec("polymer_micelle", "polymer_micelle", _polymer_micelle, None, compact=True,
               outer_radius=lambda p: p["radius_core"] + 2 * p["rg"]),
-    ShapeSpec("flexible_cylinder", "flexible_cylinder", _flexible_cylinder, "length"),
-    ShapeSpec("ellipsoid", "ellipsoid", _ellipsoid, None, orientation_averaged=True),
-    ShapeSpec("rod", "cylinder", _rod, None, orientation_averaged=True),
-    ShapeSpec("disc", "cylinder", _disc, None, orientation_averaged=True),
-    ShapeSpec("core_shell_cylinder", "core_shell_cylinder", _core_shell_cylinder, None, orientation_averaged=True),
-    ShapeSpec("core_shell_bicelle", "core_shell_bicelle", _bicelle, None, orientation_averaged=True),
+    # ellipsoids
+    ShapeSpec("ellipsoid", "ellipsoid", _ellipsoid, None, orientation_averaged=True, compact=True,
+              outer_radius=lambda p: _volume_radius(p["radius_polar"], p["radius_equatorial"], p["radius_equatorial"]),
+              family="ellipsoid"),
+    ShapeSpec("core_shell_ellipsoid", "core_shell_ellipsoid", _core_shell_ellipsoid, None, orientation_averaged=True,
+              compact=True, family="ellipsoid",
+              outer_radius=lambda p: _volume_radius(p["radius_equat_core"] + p["thick_shell"], p["radius_equat_core"] + p["thick_shell"],
+                                                    p["radius_equat_core"] * p["x_core"] + p["thick_shell"] * p["x_polar_shell"])),
+    ShapeSpec("triaxial_ellipsoid", "triaxial_ellipsoid", _triaxial_ellipsoid, None, orientation_averaged=True,
+              weight=0.35, family="ellipsoid"),
+    # cylinders, discs, boxes
+    ShapeSpec("rod", "cylinder", _rod, None, orientation_averaged=True, family="cylinder"),
+    ShapeSpec("disc", "cylinder", _disc, None, orientation_averaged=True, family="cylinder"),
+    ShapeSpec("core_shell_cylinder", "core_shell_cylinder", _core_shell_cylinder, None, orientation_averaged=True, family="cylinder"),
+    ShapeSpec("hollow_cylinder", "hollow_cylinder", _hollow_cylinder, None, orientation_averaged=True, family="cylinder"),
+    ShapeSpec("core_shell_bicelle", "core_shell_bicelle", _bicelle, None, orientation_averaged=True, family="cylinder"),
+    ShapeSpec("parallelepiped", "parallelepiped", _parallelepiped, None, orientation_averaged=True, weight=0.35, family="cylinder"),
+    # chains, worms, pearls
+    ShapeSpec("mono_gauss_coil", "mono_gauss_coil", _gauss_coil, "rg", family="chain"),
+    ShapeSpec("polymer_excl_volume", "polymer_excl_volume", _excluded_volume_chain, None, family="chain"),
+    ShapeSpec("star_polymer", "star_polymer", _star_polymer, None, family="chain"),
+    ShapeSpec("flexible_cylinder", "flexible_cylinder", _flexible_cylinder, "length", family="chain"),
+    ShapeSpec("flexible_cylinder_elliptical", "flexible_cylinder_elliptical", _flexible_elliptical, "length", weight=0.5,
+              family="chain"),
+    ShapeSpec("pearl_necklace", "pearl_necklace", _pearl_necklace, None, orientation_averaged=True, family="chain"),
+    ShapeSpec("linear_pearls", "linear_pearls", _linear_pearls, None, orientation_averaged=True, family="chain"),
+    # generic
+    ShapeSpec("guinier_porod", "guinier_porod", _guinier_porod, None, family="generic"),
 )
 
 SHAPES_BY_NAME: dict[str, ShapeSpec] = {s.name: s for s in SHAPES}
 
 #: Shapes usable with a hard-sphere or Hayter-MSA structure factor (roughly spherical).
 COMPACT_SHAPES: tuple[ShapeSpec, ...] = tuple(s for s in SHAPES if s.compact)
+#: Shape families (leave-family-out tests train without one and test on it).
+FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(s.family for s in SHAPES))
 
 
 @dataclass
@@ -280,11 +426,23 @@ class ShapeDraw:
 
 def draw_shape(rg: float, rng: np.random.Generator, specs: tuple[ShapeSpec, ...] = SHAPES,
                max_polydispersity: float = 0.3) -> ShapeDraw:
-    """Pick a shape uniformly from ``specs`` and sample its parameters for a target Rg (Å)."""
-    spec = specs[int(rng.integers(len(specs)))]
+    """Pick a shape from ``specs`` (by ``weight``) and sample its parameters for a target Rg (Å).
+
+    Size polydispersity: 0 for shapes without a size (coils, stars, the polymer
+    micelle); otherwise monodisperse with probability :data:`MONODISPERSE_FRACTION`
+    for shapes with sasmodels polydispersity (deep minima), else uniform from 2 %
+    (5 % for self-similar polydispersity) to ``max_polydispersity``.
+    """
+    weights = np.array([s.weight for s in specs])
+    spec = specs[int(rng.choice(len(specs), p=weights / weights.sum()))]
     params = spec.sample(rg, rng)
     low = SELF_SIMILAR_MIN_PD if spec.orientation_averaged else 0.02
-    pd = float(rng.uniform(low, max_polydispersity)) if spec.name != "polymer_micelle" else 0.0
+    if spec.pd_parameter is None and not spec.orientation_averaged:
+        pd = 0.0
+    elif not spec.orientation_averaged and rng.random() < MONODISPERSE_FRACTION:
+        pd = 0.0
+    else:
+        pd = float(rng.uniform(low, max_polydispersity))
     # sasmodels' size distributions; self-similar polydispersity is Gaussian.
     distribution = "gaussian" if spec.orientation_averaged else PD_DISTRIBUTIONS[int(rng.integers(len(PD_DISTRIBUTIONS)))]
     return ShapeDraw(spec, params, pd, rg, distribution)
