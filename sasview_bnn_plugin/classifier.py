@@ -5,6 +5,10 @@ runtime, maps curves through the shared preprocessing
 (:func:`sasview_bnn_plugin.preprocessing.prepare_curve`) and runs them in
 float32 batches of shape (batch, 4, 256). A refused curve becomes an error
 result; the rest of the batch is classified as usual.
+
+A model with the optional parts of :mod:`sasview_bnn_plugin.model_format`
+(anomalies present, conformal prediction sets, novelty p-values) gives them in
+every result; a model without them gives the same results as before.
 """
 
 from __future__ import annotations
@@ -12,18 +16,27 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
 from .curve import Curve
 from .model_catalog import ModelNotFoundError
 from .model_card import verify_model_file
-from .model_format import INPUT_NAME, NOVELTY_OUTPUT, PROBABILITIES_OUTPUT, ModelFormatError, check_metadata
+from .model_format import (
+    ANOMALY_OUTPUT,
+    INPUT_NAME,
+    NOVELTY_OUTPUT,
+    PROBABILITIES_OUTPUT,
+    ModelFormatError,
+    ModelOptionError,
+    check_metadata,
+    read_optional_parts,
+)
 from .preprocessing import CurveError, ModelInput, prepare_curve
 from .providers import PROVIDER_CHOICES, ProviderDecision, open_session
 from .result import ClassificationResult
-from .taxonomy import N_CLASSES
+from .taxonomy import ANOMALY_NAMES, N_CLASSES
 
 if TYPE_CHECKING:
     from .plugin_host import PluginHost
@@ -43,7 +56,15 @@ class BNNClassifier:
     intra_op_threads:
         onnxruntime intra-op threads; None lets onnxruntime choose.
     novelty_threshold:
-        Overrides the model's ``novelty_threshold`` metadata.
+        Overrides the model's ``novelty_threshold`` metadata; ``is_novel`` is
+        then decided by this threshold even for a model with novelty p-values.
+    novelty_level:
+        For a model with ``novelty_calibration``: a curve is novel when its
+        novelty p-value is below this (default: the model's ``default_level``).
+    set_level:
+        For a model with ``conformal`` prediction sets: the coverage level of
+        the sets (e.g. 0.9 or "0.9"; default: the model's ``default_level``);
+        it must be one of the levels the model exports.
     batch_size:
         Curves per onnxruntime call.
     plugin_host:
@@ -61,6 +82,9 @@ class BNNClassifier:
         (``NAME.json`` beside it, see :mod:`sasview_bnn_plugin.model_card`), or
         its metadata or inputs/outputs do not match this runtime. Raised before
         any curve is classified.
+    ModelOptionError
+        ``set_level`` or ``novelty_level`` is one the model cannot honour (the
+        message lists what it offers), or both a novelty threshold and level are given.
     """
 
     def __init__(
@@ -72,6 +96,8 @@ class BNNClassifier:
         batch_size: int = 256,
         plugin_host: "PluginHost | None" = None,
         name: str | None = None,
+        set_level: float | str | None = None,
+        novelty_level: float | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -101,6 +127,36 @@ class BNNClassifier:
         self.batch_size = int(batch_size)
         self.plugin_host = plugin_host
         self._check_signature()
+        #: The optional parts this model has (see :mod:`sasview_bnn_plugin.model_format`).
+        self.optional_parts = read_optional_parts(self.metadata, [o.name for o in self._session.get_outputs()])
+        self._choose_levels(set_level, novelty_threshold, novelty_level)
+
+    def _choose_levels(self, set_level: float | str | None, novelty_threshold: float | None, novelty_level: float | None) -> None:
+        """Set :attr:`set_level`/:attr:`set_threshold` and :attr:`novelty_level` from the options and the model."""
+        parts = self.optional_parts
+        #: Coverage level and APS threshold of the prediction sets (None: the model has no sets).
+        self.set_level: float | None = None
+        self.set_threshold: float | None = None
+        if parts.conformal is not None:
+            self.set_level, self.set_threshold = parts.conformal.resolve(set_level)
+        elif set_level is not None:
+            raise ModelOptionError(f"the model {self.name} has no conformal prediction sets (no 'conformal' metadata), so it takes no set level")
+        #: The novelty p-value level deciding ``is_novel`` (None: the novelty threshold decides).
+        self.novelty_level: float | None = None
+        if novelty_level is not None:
+            level = float(novelty_level)
+            if not 0.0 < level < 1.0:
+                raise ModelOptionError(f"the novelty level is a p-value between 0 and 1, not {novelty_level}")
+            if novelty_threshold is not None:
+                raise ModelOptionError("give either a novelty threshold or a novelty level, not both")
+            if parts.novelty_calibration is None:
+                raise ModelOptionError(
+                    f"the model {self.name} has no novelty calibration (no 'novelty_calibration' metadata), so it gives no "
+                    "novelty p-values; use a novelty threshold instead"
+                )
+            self.novelty_level = level
+        elif parts.novelty_calibration is not None and novelty_threshold is None:
+            self.novelty_level = parts.novelty_calibration.default_level
 
     @property
     def providers(self) -> ProviderDecision:
@@ -139,7 +195,7 @@ class BNNClassifier:
         batch = self._check_features(features)
         probs_out, novelty_out = [], []
         for start in range(0, batch.shape[0], self.batch_size):
-            probs, novelty = self._run_chunk(batch[start : start + self.batch_size])
+            probs, novelty, _ = self._run_chunk(batch[start : start + self.batch_size])
             probs_out.append(probs)
             novelty_out.append(novelty)
         if not probs_out:
@@ -155,20 +211,23 @@ class BNNClassifier:
         by curve, so one bad curve costs no other curve its result; outputs
         that are not finite probabilities are refused, never turned into a label.
         """
-        batch = self._check_features(features)
-        outcomes: list[tuple[np.ndarray, float] | str] = []
+        return [o if isinstance(o, str) else (o.samples, o.novelty) for o in self._predict_each(self._check_features(features))]
+
+    def _predict_each(self, batch: np.ndarray) -> list["_Outcome | str"]:
+        """:meth:`predict_each` with the optional anomaly probabilities (S, 6) of each curve."""
+        outcomes: list[_Outcome | str] = []
         for start in range(0, batch.shape[0], self.batch_size):
             chunk = batch[start : start + self.batch_size]
             try:
-                probs, novelty = self._run_chunk(chunk)
+                probs, novelty, presence = self._run_chunk(chunk)
             except Exception as err:  # onnxruntime fails on this batch: find the curve(s) it fails on
                 log.warning("the model failed on a batch of %d curve(s) (%s); retrying them one by one", len(chunk), _first_line(err))
                 if len(chunk) == 1:
                     outcomes.append(_MODEL_FAILED)
                     continue
-                outcomes.extend(self.predict_each(chunk[k : k + 1])[0] for k in range(len(chunk)))
+                outcomes.extend(self._predict_each(chunk[k : k + 1])[0] for k in range(len(chunk)))
                 continue
-            outcomes.extend(_checked_outcome(probs[k], novelty[k]) for k in range(len(chunk)))
+            outcomes.extend(_checked_outcome(probs[k], novelty[k], None if presence is None else presence[k]) for k in range(len(chunk)))
         return outcomes
 
     def _check_features(self, features: np.ndarray) -> np.ndarray:
@@ -177,16 +236,26 @@ class BNNClassifier:
             raise ValueError(f"features must have shape (batch, {self.config.input_shape[0]}, {self.config.input_shape[1]}), got {batch.shape}")
         return batch
 
-    def _run_chunk(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One onnxruntime call: probabilities (n, S, 7) and novelty (n,) for a chunk of n inputs."""
-        probs, novelty = self._session.run([PROBABILITIES_OUTPUT, NOVELTY_OUTPUT], {INPUT_NAME: chunk})
-        probs = np.asarray(probs)
-        novelty = np.asarray(novelty).reshape(-1)
+    def _run_chunk(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One onnxruntime call: probabilities (n, S, 7), novelty (n,) and, if the model has them,
+        anomaly probabilities (n, S, 6) for a chunk of n inputs (else None)."""
+        names = [PROBABILITIES_OUTPUT, NOVELTY_OUTPUT]
+        if self.optional_parts.anomalies is not None:
+            names.append(ANOMALY_OUTPUT)
+        outputs = self._session.run(names, {INPUT_NAME: chunk})
+        probs = np.asarray(outputs[0])
+        novelty = np.asarray(outputs[1]).reshape(-1)
         if probs.ndim != 3 or probs.shape[0] != len(chunk) or probs.shape[2] != N_CLASSES:
             raise ModelFormatError(f"the model returned probabilities of shape {probs.shape}, expected ({len(chunk)}, S, {N_CLASSES})")
         if novelty.shape != (len(chunk),):
             raise ModelFormatError(f"the model returned {novelty.size} novelty score(s) for {len(chunk)} curve(s)")
-        return probs, novelty
+        presence = None
+        if len(names) > 2:
+            presence = np.asarray(outputs[2])
+            expected = (len(chunk), probs.shape[1], len(ANOMALY_NAMES))
+            if presence.shape != expected:
+                raise ModelFormatError(f"the model returned anomaly probabilities of shape {presence.shape}, expected {expected}")
+        return probs, novelty, presence
 
     def classify(self, curves: Iterable[Any]) -> list[ClassificationResult]:
         """Classify many curves; one result per curve, in order.
@@ -204,7 +273,7 @@ class BNNClassifier:
                 curve = self.plugin_host.prepare_raw_curve(curve)
             prepared.append((curve, self._prepare(curve)))
         accepted = [mi.features for _, mi in prepared if isinstance(mi, ModelInput)]
-        model_outcomes = self.predict_each(np.stack(accepted)) if accepted else []
+        model_outcomes = self._predict_each(self._check_features(np.stack(accepted))) if accepted else []
         results: list[ClassificationResult] = []
         k = 0
         for curve, outcome in prepared:
@@ -214,10 +283,9 @@ class BNNClassifier:
                 if isinstance(model_outcome, str):
                     outcome = model_outcome
             if isinstance(outcome, ModelInput):
-                samples, novelty = model_outcome
                 result = ClassificationResult.from_samples(
-                    samples,
-                    novelty,
+                    model_outcome.samples,
+                    model_outcome.novelty,
                     self.novelty_threshold,
                     file=curve.source,
                     dataset=curve.dataset,
@@ -226,6 +294,7 @@ class BNNClassifier:
                     n_points=outcome.n_points,
                     model=self.name,
                     notes=curve.notes + outcome.notes,
+                    **self._optional_arguments(model_outcome),
                 )
             else:
                 result = ClassificationResult.error(curve.source, curve.dataset, outcome, curve.notes, model=self.name)
@@ -248,6 +317,18 @@ class BNNClassifier:
         return self.classify([_curve_from_arrays(q, intensity, d_intensity, dq, q_unit, source, dataset)])[0]
 
     # -- helpers -----------------------------------------------------------------------------
+
+    def _optional_arguments(self, outcome: "_Outcome") -> dict[str, Any]:
+        """The keyword arguments of ``ClassificationResult.from_samples`` for this model's optional parts."""
+        parts = self.optional_parts
+        arguments: dict[str, Any] = {}
+        if parts.anomalies is not None:
+            arguments.update(anomaly_samples=outcome.presence, anomaly_threshold=parts.anomalies.threshold)
+        if self.set_threshold is not None:
+            arguments.update(set_threshold=self.set_threshold, set_level=self.set_level)
+        if parts.novelty_calibration is not None:
+            arguments.update(novelty_calibration=parts.novelty_calibration.scores, novelty_level=self.novelty_level)
+        return arguments
 
     @staticmethod
     def _as_curve(item: Any, index: int) -> Curve:
@@ -279,6 +360,15 @@ _MODEL_FAILED = "the model could not be run on this curve (onnxruntime reported 
 _NON_FINITE = "the model returned probabilities that are not finite numbers for this curve; no label is given"
 _NOT_PROBABILITIES = "the model returned values that are not probabilities (outside 0 to 1 or not summing to 1) for this curve; no label is given"
 _BAD_NOVELTY = "the model returned a novelty score that is not a finite number for this curve; no label is given"
+_BAD_PRESENCE = "the model returned anomaly probabilities that are not finite numbers between 0 and 1 for this curve; no label is given"
+
+
+class _Outcome(NamedTuple):
+    """The model's answer for one curve: samples (S, 7), novelty score, anomaly probabilities (S, 6) or None."""
+
+    samples: np.ndarray
+    novelty: float
+    presence: np.ndarray | None = None
 _INTERNAL_ERROR = "sasview-bnn failed while preparing this curve (an internal error, see the log; please report it with the file)"
 
 
@@ -300,8 +390,9 @@ def _curve_from_arrays(q: Any, intensity: Any, d_intensity: Any, dq: Any, q_unit
     return Curve(q=q_arr, intensity=i_arr, d_intensity=di_arr, dq=dq_arr, q_unit=unit, source=source, dataset=dataset)
 
 
-def _checked_outcome(samples: np.ndarray, novelty: Any) -> tuple[np.ndarray, float] | str:
-    """(samples (S, 7), novelty) if they are finite probabilities, else the message refusing them."""
+def _checked_outcome(samples: np.ndarray, novelty: Any, presence: np.ndarray | None = None) -> _Outcome | str:
+    """The outcome if samples (S, 7) and presence (S, 6) are finite probabilities and the novelty score finite,
+    else the message refusing them."""
     samples = np.asarray(samples, dtype=np.float64)
     if not np.isfinite(samples).all():
         return _NON_FINITE
@@ -310,7 +401,12 @@ def _checked_outcome(samples: np.ndarray, novelty: Any) -> tuple[np.ndarray, flo
     score = float(novelty)
     if not np.isfinite(score):
         return _BAD_NOVELTY
-    return samples, score
+    if presence is not None:
+        presence = np.asarray(presence, dtype=np.float64)
+        if not np.isfinite(presence).all() or presence.min() < -1e-4 or presence.max() > 1 + 1e-4:
+            return _BAD_PRESENCE
+        presence = np.clip(presence, 0.0, 1.0)
+    return _Outcome(samples, score, presence)
 
 
 def _first_line(err: BaseException) -> str:

@@ -24,7 +24,7 @@ from .command_line import UsageError
 from .curve import Curve
 from .loading import CurveLoader, find_data_files
 from .model_catalog import ModelNotFoundError, ModelSource, resolve_model
-from .model_format import ModelFormatError
+from .model_format import ModelFormatError, ModelOptionError
 from .plugin_host import PluginHost, build_plugin_host
 from .providers import PROVIDER_CHOICES
 from .result import ClassificationResult
@@ -56,13 +56,27 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _probability_level(text: str) -> str:
+    """A level strictly between 0 and 1, kept as typed (a prediction-set level is matched by value)."""
+    value = _finite_float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError("must be between 0 and 1 (e.g. 0.9)")
+    return text
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options choosing and running the model (shared by ``classify`` and ``watch``)."""
     parser.add_argument("--model", metavar="NAME|FILE", help="model name (see 'sasview-bnn models') or ONNX file; default: the first model shipped with sasview-bnn")
     parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="onnxruntime execution provider (default auto: CUDA if available)")
     parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="N", help="curves per model call and per write (default 256)")
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="onnxruntime intra-op threads (default: onnxruntime's choice)")
-    parser.add_argument("--novelty-threshold", type=_finite_float, default=None, metavar="X", help="override the model's novelty threshold")
+    novelty = parser.add_mutually_exclusive_group()
+    novelty.add_argument("--novelty-threshold", type=_finite_float, default=None, metavar="X",
+                         help="novel when the novelty score exceeds X (overrides the model's threshold, and its p-values if it has them)")
+    novelty.add_argument("--novelty-level", type=_probability_level, default=None, metavar="P",
+                         help="novel when the novelty p-value is below P (models with novelty calibration; default: the model's level, e.g. 0.01)")
+    parser.add_argument("--set-level", type=_probability_level, default=None, metavar="LEVEL",
+                        help="coverage level of the conformal prediction sets, one the model exports (models with sets; default: the model's, e.g. 0.9)")
 
 
 def open_classifier(args: argparse.Namespace) -> tuple[ModelSource, BNNClassifier, PluginHost]:
@@ -78,8 +92,10 @@ def open_classifier(args: argparse.Namespace) -> tuple[ModelSource, BNNClassifie
             batch_size=args.batch_size,
             plugin_host=host,
             name=source.name,
+            set_level=args.set_level,
+            novelty_level=None if args.novelty_level is None else float(args.novelty_level),
         )
-    except (ModelNotFoundError, ModelFormatError) as err:
+    except (ModelNotFoundError, ModelFormatError, ModelOptionError) as err:
         raise UsageError(str(err)) from None
     log.info("model %s on %s (%s)", source.name, classifier.providers.device, classifier.providers.reason)
     return source, classifier, host
@@ -170,8 +186,9 @@ def run(args: argparse.Namespace) -> int:
     except ResultsFileError as err:
         raise UsageError(str(err)) from None
     with stream:
-        if stream.torn_note:
-            print(f"sasview-bnn: {stream.torn_note}", file=sys.stderr)
+        for note in (stream.torn_note, stream.columns_note):
+            if note:
+                print(f"sasview-bnn: {note}", file=sys.stderr)
         if args.resume and stream.written.n_rows:
             log.info("resuming: %d row(s) already in %s", stream.written.n_rows, stream.path)
         skip = stream.written.keys

@@ -132,8 +132,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     ignore = [] if args.output == "-" else [args.output, lock_path(args.output), partial_path(args.output)]
     watcher = FolderWatcher(args.folder, args.pattern, args.settle, done=stream.written.files, ignore=ignore)
-    if stream.torn_note:
-        print(f"sasview-bnn: {stream.torn_note}", file=sys.stderr)
+    for note in (stream.torn_note, stream.columns_note):
+        if note:
+            print(f"sasview-bnn: {note}", file=sys.stderr)
     print(f"sasview-bnn: watching {watcher.folder} (Ctrl-C to stop); {len(stream.written.files)} file(s) already in the results",
           file=sys.stderr)
     counts = {"files": 0, "curves": 0, "failed": 0}

@@ -38,15 +38,19 @@ def _csv_cell(value: object) -> object:
     return value
 
 
-def csv_header() -> str:
-    """The CSV header line (:data:`CSV_COLUMNS`)."""
-    return ",".join(CSV_COLUMNS) + "\n"
+def csv_header(columns: Sequence[str] = CSV_COLUMNS) -> str:
+    """The CSV header line (:data:`CSV_COLUMNS` unless other ``columns`` are given)."""
+    return ",".join(columns) + "\n"
 
 
-def render_csv_rows(results: Sequence[ClassificationResult]) -> str:
-    """CSV rows without the header, one per result; NaN is an empty cell."""
+def render_csv_rows(results: Sequence[ClassificationResult], columns: Sequence[str] = CSV_COLUMNS) -> str:
+    """CSV rows without the header, one per result; NaN is an empty cell.
+
+    ``columns`` (a subset of :data:`CSV_COLUMNS` in the same order, e.g. the
+    columns of an older results file being resumed) chooses the cells written.
+    """
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
     for result in results:
         writer.writerow({k: _csv_cell(v) for k, v in result.to_row().items()})
     return buffer.getvalue()

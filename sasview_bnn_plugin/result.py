@@ -9,6 +9,18 @@ information-theoretic split of uncertainty (natural logarithm, in nats):
 - expected entropy mean_s H[p_s] (aleatoric: the data are ambiguous),
 - mutual information = predictive - expected (epistemic: the samples disagree).
 
+Models with the optional outputs of :mod:`sasview_bnn_plugin.model_format`
+add, for the same curve:
+
+- the posterior mean, standard deviation and 90 % interval of the probability
+  that each anomaly (classes 1-6) is *present*, and the anomalies present
+  (mean >= the model's ``anomaly_threshold``), most probable first;
+- a conformal prediction set: the classes that stay plausible at a chosen
+  coverage level (e.g. 90 %), most probable first;
+- the novelty p-value, which then decides ``is_novel`` (p < level).
+
+Without them these fields are NaN/None and their CSV cells empty.
+
 A result with ``status == "error"`` has no label and NaN probabilities; its
 ``message`` says why the curve was refused.
 """
@@ -21,10 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from .taxonomy import CLASS_NAMES, CLEAN_INDEX
+from .conformal import aps_sets, novelty_p_values
+from .model_format import DEFAULT_ANOMALY_THRESHOLD
+from .taxonomy import ANOMALY_NAMES, CLASS_NAMES, CLEAN_INDEX
 
-#: CSV columns, in order; ``p_<class>`` columns follow in taxonomy order.
-CSV_COLUMNS: tuple[str, ...] = (
+#: The CSV columns written before the optional model outputs existed, in order (``p_<class>`` in
+#: taxonomy order); files with exactly these columns can still be resumed.
+CSV_COLUMNS_V1: tuple[str, ...] = (
     "file",
     "dataset",
     "label",
@@ -38,7 +53,28 @@ CSV_COLUMNS: tuple[str, ...] = (
     "message",
 ) + tuple(f"p_{name}" for name in CLASS_NAMES)
 
+#: Columns of the optional model outputs, appended after :data:`CSV_COLUMNS_V1` (empty cells for a
+#: model without them); ``p_present_<anomaly>`` in taxonomy order.
+CSV_COLUMNS_OPTIONAL: tuple[str, ...] = (
+    "anomalies_present",
+    "prediction_set",
+    "set_level",
+    "novelty_p_value",
+) + tuple(f"p_present_{name}" for name in ANOMALY_NAMES)
+
+#: CSV columns, in order.
+CSV_COLUMNS: tuple[str, ...] = CSV_COLUMNS_V1 + CSV_COLUMNS_OPTIONAL
+
+#: Joins class names in a CSV cell ("aggregation;artefact"); human displays use ", " and " or ".
+CSV_LIST_SEPARATOR = ";"
+
 _NAN_CLASSES = np.full(len(CLASS_NAMES), np.nan)
+_NAN_ANOMALIES = np.full(len(ANOMALY_NAMES), np.nan)
+
+
+def level_text(level: float) -> str:
+    """0.9 -> "90 %", 0.975 -> "97.5 %" (a coverage level for people)."""
+    return f"{100.0 * level:.4g} %"
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:
@@ -55,7 +91,8 @@ class ClassificationResult:
 
     Probability arrays have shape (7,) in taxonomy order. ``coverage`` is the
     fraction of the model's log-q domain covered by the data; ``q_window`` the
-    (min, max) q used, in 1/Å.
+    (min, max) q used, in 1/Å. Presence arrays have shape (6,), in
+    :data:`~sasview_bnn_plugin.taxonomy.ANOMALY_NAMES` order.
     """
 
     file: str
@@ -79,6 +116,18 @@ class ClassificationResult:
     n_samples: int = 0
     model: str = ""
     notes: list[str] = field(default_factory=list)
+    #: Optional outputs (NaN / None when the model lacks them); see the module docstring.
+    presence_probabilities: np.ndarray = field(default_factory=lambda: _NAN_ANOMALIES.copy())
+    presence_std: np.ndarray = field(default_factory=lambda: _NAN_ANOMALIES.copy())
+    presence_low: np.ndarray = field(default_factory=lambda: _NAN_ANOMALIES.copy())
+    presence_high: np.ndarray = field(default_factory=lambda: _NAN_ANOMALIES.copy())
+    anomaly_threshold: float = math.nan
+    anomalies_present: tuple[str, ...] | None = None
+    prediction_set: tuple[str, ...] | None = None
+    set_level: float = math.nan
+    novelty_p_value: float = math.nan
+    #: The p-value level that decided ``is_novel`` (NaN: the novelty-threshold rule decided).
+    novelty_level: float = math.nan
 
     @property
     def ok(self) -> bool:
@@ -109,8 +158,22 @@ class ClassificationResult:
         n_points: int,
         model: str = "",
         notes: list[str] | None = None,
+        anomaly_samples: np.ndarray | None = None,
+        anomaly_threshold: float = DEFAULT_ANOMALY_THRESHOLD,
+        set_threshold: float | None = None,
+        set_level: float | None = None,
+        novelty_calibration: np.ndarray | None = None,
+        novelty_level: float | None = None,
     ) -> "ClassificationResult":
-        """Summarise posterior samples of shape (S, 7) for one curve."""
+        """Summarise posterior samples of shape (S, 7) for one curve.
+
+        Optional outputs: ``anomaly_samples`` (S, 6), presence probabilities per
+        posterior sample, with ``anomaly_threshold``; ``set_threshold`` and
+        ``set_level``, the APS threshold of a coverage level; ``novelty_calibration``,
+        the sorted calibration novelty scores (gives the p-value) and
+        ``novelty_level``: when given, ``is_novel`` is p < level instead of
+        score > ``novelty_threshold``.
+        """
         samples = np.asarray(samples, dtype=np.float64)
         if samples.ndim != 2 or samples.shape[1] != len(CLASS_NAMES):
             raise ValueError(f"expected samples of shape (S, {len(CLASS_NAMES)}), got {samples.shape}")
@@ -118,16 +181,59 @@ class ClassificationResult:
         predictive = float(_entropy(mean))
         expected = float(_entropy(samples).mean())
         score = float(novelty_score)
-        novel = bool(score > novelty_threshold) if math.isfinite(score) else True
+        p_value = math.nan
+        if novelty_calibration is not None:
+            p_value = float(novelty_p_values(np.array([score]), novelty_calibration, assume_sorted=True)[0])
+        if novelty_level is not None:
+            if novelty_calibration is None:
+                raise ValueError("novelty_level needs novelty_calibration scores")
+            novel = bool(p_value < novelty_level) if math.isfinite(score) else True
+        else:
+            novel = bool(score > novelty_threshold) if math.isfinite(score) else True
         index = int(np.argmax(mean))
         label = CLASS_NAMES[index]
         std = samples.std(axis=0)
         message = f"{label} (p = {mean[index]:.2f} ± {std[index]:.2f})"
-        if novel:
+        if novel and novelty_level is not None:
+            message += (
+                f"; NOVEL: unlike the training data (novelty p-value {p_value:.3g} < level "
+                f"{novelty_level:g}), do not trust the label"
+            )
+        elif novel:
             message += (
                 f"; NOVEL: unlike the training data (novelty score {score:.3g} > threshold "
                 f"{novelty_threshold:.3g}), do not trust the label"
             )
+        optional: dict[str, Any] = {}
+        if anomaly_samples is not None:
+            presence = np.asarray(anomaly_samples, dtype=np.float64)
+            if presence.ndim != 2 or presence.shape[1] != len(ANOMALY_NAMES):
+                raise ValueError(f"expected anomaly samples of shape (S, {len(ANOMALY_NAMES)}), got {presence.shape}")
+            p_present = presence.mean(axis=0)
+            ranked = np.argsort(-p_present, kind="stable")
+            present = tuple(ANOMALY_NAMES[k] for k in ranked if p_present[k] >= anomaly_threshold)
+            optional.update(
+                presence_probabilities=p_present,
+                presence_std=presence.std(axis=0),
+                presence_low=np.quantile(presence, 0.05, axis=0),
+                presence_high=np.quantile(presence, 0.95, axis=0),
+                anomaly_threshold=float(anomaly_threshold),
+                anomalies_present=present,
+            )
+            listed = ", ".join(f"{ANOMALY_NAMES[k]} ({p_present[k]:.2f})" for k in ranked if p_present[k] >= anomaly_threshold)
+            message += f"; anomalies present: {listed or 'none'}"
+        if set_threshold is not None:
+            if set_level is None:
+                raise ValueError("set_threshold needs its set_level")
+            in_set = aps_sets(mean[None, :], set_threshold)[0]
+            ranked = np.argsort(-mean, kind="stable")
+            plausible = tuple(CLASS_NAMES[k] for k in ranked if in_set[k])
+            optional.update(prediction_set=plausible, set_level=float(set_level))
+            message += f"; plausible at {level_text(set_level)}: {' or '.join(plausible)}"
+        if novelty_calibration is not None:
+            optional["novelty_p_value"] = p_value
+        if novelty_level is not None:
+            optional["novelty_level"] = float(novelty_level)
         all_notes = list(notes or [])
         if all_notes:
             message += "; " + "; ".join(all_notes)
@@ -153,6 +259,7 @@ class ClassificationResult:
             n_samples=int(samples.shape[0]),
             model=model,
             notes=all_notes,
+            **optional,
         )
 
     @classmethod
@@ -177,6 +284,12 @@ class ClassificationResult:
         }
         for name, p in zip(CLASS_NAMES, self.probabilities):
             row[f"p_{name}"] = float(p)
+        row["anomalies_present"] = "" if self.anomalies_present is None else CSV_LIST_SEPARATOR.join(self.anomalies_present)
+        row["prediction_set"] = "" if self.prediction_set is None else CSV_LIST_SEPARATOR.join(self.prediction_set)
+        row["set_level"] = float(self.set_level)
+        row["novelty_p_value"] = float(self.novelty_p_value)
+        for name, p in zip(ANOMALY_NAMES, self.presence_probabilities):
+            row[f"p_present_{name}"] = float(p)
         return row
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,6 +303,8 @@ class ClassificationResult:
         out = {k: clean(v) for k, v in self.to_row().items()}
         out["is_novel"] = self.is_novel
         out["label"] = self.label
+        out["anomalies_present"] = None if self.anomalies_present is None else list(self.anomalies_present)
+        out["prediction_set"] = None if self.prediction_set is None else list(self.prediction_set)
         out.update(
             {
                 "expected_entropy": clean(self.expected_entropy),
@@ -199,6 +314,13 @@ class ClassificationResult:
                     n: [clean(float(lo)), clean(float(hi))]
                     for n, lo, hi in zip(CLASS_NAMES, self.probability_low, self.probability_high)
                 },
+                "presence_std": {n: clean(float(v)) for n, v in zip(ANOMALY_NAMES, self.presence_std)},
+                "presence_interval_90": {
+                    n: [clean(float(lo)), clean(float(hi))]
+                    for n, lo, hi in zip(ANOMALY_NAMES, self.presence_low, self.presence_high)
+                },
+                "anomaly_threshold": clean(self.anomaly_threshold),
+                "novelty_level": clean(self.novelty_level),
                 "coverage": clean(self.coverage),
                 "q_window_inverse_angstrom": [clean(v) for v in self.q_window],
                 "n_points": self.n_points,

@@ -17,7 +17,10 @@ CSV) grows by one *batch* of rows at a time. The guarantees:
 - **Resume.** ``--resume`` continues ``FILE.partial`` (else ``FILE``),
   keeping its complete rows and skipping the curves, keyed by (file,
   dataset), that already have one. ``.json`` is one document and cannot be
-  resumed; use ``.csv`` or ``.jsonl``.
+  resumed; use ``.csv`` or ``.jsonl``. A CSV file written by an older
+  sasview-bnn (the columns :data:`~sasview_bnn_plugin.result.CSV_COLUMNS_V1`,
+  before the optional model outputs) is continued with its own columns, so
+  every row of it has the same cells; a note says which columns it lacks.
 - **One writer.** A writer holds an exclusive advisory lock
   (``fcntl.flock``) on the sidecar ``FILE.lock`` (holding its pid) while it
   writes; a second writer fails at once with "FILE is being written by
@@ -44,7 +47,7 @@ from types import FrameType
 from typing import Iterator, Sequence
 
 from .output import csv_header, output_format, render_csv_rows, render_json_record
-from .result import CSV_COLUMNS, ClassificationResult
+from .result import CSV_COLUMNS, CSV_COLUMNS_V1, ClassificationResult
 
 try:  # POSIX
     import fcntl
@@ -115,6 +118,8 @@ class WrittenRows:
     end: int = 0
     #: Bytes after ``end`` (a torn last line) that resuming drops.
     torn_bytes: int = 0
+    #: The CSV columns of the file (its header): :data:`CSV_COLUMNS`, or :data:`CSV_COLUMNS_V1` for a file of an older version.
+    columns: tuple[str, ...] = CSV_COLUMNS
 
     def add(self, file: str, dataset: str, status: str) -> None:
         self.keys.add((file, dataset))
@@ -147,7 +152,10 @@ def read_written_rows(path: str | os.PathLike[str], fmt: str) -> WrittenRows:
     """Scan a results file written by sasview-bnn (streaming, one record at a time).
 
     Raises :class:`ResultsFileError` when the file is not a sasview-bnn results
-    file of format ``fmt`` ("csv" or "jsonl") or a row in its middle is damaged.
+    file of format ``fmt`` ("csv" or "jsonl"), was written by a newer version
+    with columns this one does not know, or a row in its middle is damaged.
+    A CSV header of an older version (:data:`CSV_COLUMNS_V1`) is accepted and
+    recorded in :attr:`WrittenRows.columns`.
     """
     path = Path(path)
     rows = WrittenRows()
@@ -159,8 +167,8 @@ def read_written_rows(path: str | os.PathLike[str], fmt: str) -> WrittenRows:
             if fmt == "csv":
                 cells = next(csv.reader(io.StringIO(text)), [])
                 if number == 1:
-                    if cells != expected:
-                        raise ResultsFileError(f"cannot resume {path}: its first line is not the sasview-bnn CSV header")
+                    expected = _known_header(cells, path)
+                    rows.columns = tuple(expected)
                     rows.end = end
                     continue
                 if len(cells) != len(expected):
@@ -176,6 +184,34 @@ def read_written_rows(path: str | os.PathLike[str], fmt: str) -> WrittenRows:
             rows.end = end
     rows.torn_bytes = size - rows.end
     return rows
+
+
+def _known_header(cells: list[str], path: Path) -> list[str]:
+    """The columns of a CSV header this version can continue, or :class:`ResultsFileError` saying why not."""
+    for columns in (CSV_COLUMNS, CSV_COLUMNS_V1):
+        if cells == list(columns):
+            return cells
+    if cells[: len(CSV_COLUMNS)] == list(CSV_COLUMNS):
+        unknown = ", ".join(cells[len(CSV_COLUMNS):])
+        raise ResultsFileError(
+            f"cannot resume {path}: it was written by a newer sasview-bnn (it has columns this version does not know: "
+            f"{unknown}); resume it with that version or write to a new file"
+        )
+    raise ResultsFileError(f"cannot resume {path}: its first line is not the sasview-bnn CSV header")
+
+
+def older_columns_note(path: str | os.PathLike[str], columns: Sequence[str]) -> str | None:
+    """A note when a results file being continued has fewer columns than this version writes (else None)."""
+    missing = [c for c in CSV_COLUMNS if c not in columns]
+    if not missing:
+        return None
+    shown = [c for c in missing if not c.startswith("p_present_")]
+    if len(shown) < len(missing):
+        shown.append("p_present_*")
+    return (
+        f"{path} was started by an older sasview-bnn: its rows keep their columns, so the newer columns "
+        f"({', '.join(shown)}) are left out of it; write to a new file to get them"
+    )
 
 
 # -- the advisory lock --------------------------------------------------------------------------
@@ -286,6 +322,8 @@ class ResultStream:
         #: Rows written by this stream (not counting those found on resume).
         self.n_new_rows = 0
         self.torn_note: str | None = None
+        #: Set when continuing a CSV file of an older version (see :func:`older_columns_note`).
+        self.columns_note: str | None = None
         self._to_stdout = destination == "-"
         if self._to_stdout and mode != "new":
             raise ResultsFileError("--resume and watching need a results file, not standard output")
@@ -326,6 +364,8 @@ class ResultStream:
             self.written = read_written_rows(existing, self.format)
             if self.written.torn_bytes:
                 self.torn_note = f"dropped {self.written.torn_bytes} byte(s) of a half-written last row in {existing}"
+            if self.format == "csv" and self.written.end:
+                self.columns_note = older_columns_note(existing, self.written.columns)
         try:
             self._final.parent.mkdir(parents=True, exist_ok=True)
             if existing is not None and existing != self._target:
@@ -337,6 +377,7 @@ class ResultStream:
         if existing is not None:
             self._cut_to(self.written.end)
         if self.written.end == 0:  # a new file, or one whose header was torn
+            self.written.columns = CSV_COLUMNS
             self._cut_to(0)
             head = csv_header() if self.format == "csv" else self._json_head() if self.format == "json" else ""
             if head:
@@ -358,7 +399,7 @@ class ResultStream:
         if not results:
             return
         if self.format == "csv":
-            text = render_csv_rows(results)
+            text = render_csv_rows(results, self.written.columns)
         elif self.format == "jsonl":
             text = "".join(render_json_record(r) + "\n" for r in results)
         else:
