@@ -13,6 +13,21 @@ collected by :class:`~sasview_bnn_plugin.plugin_host.PluginHost` and placed
 into SasView by :mod:`sasview_bnn_plugin.gui.sasview_hooks` (the project's own
 perspective, menu action and grid column come from
 :mod:`sasview_bnn_plugin.gui.builtin_gui_plugin` through the same hooks).
+
+How the hooks are called: through pluggy, ``manager.hook.<name>(...)``, so
+everything pluggy documents holds. Implementations run in pluggy's order:
+later-registered plugins first (the host registers the built-in plugin, then
+the entry points, then any extra plugins), ``tryfirst=True`` ones before and
+``trylast=True`` ones after the others. An implementation may declare any
+subset of the spec's arguments. ``wrapper=True`` (and old-style
+``hookwrapper=True``) implementations run around all the others, see the list
+of their results (in call order) and may change it. Every hook returns that
+list; an implementation returning None is left out of it.
+
+A plugin cannot break a call: an implementation that raises is logged with
+the plugin's name and listed in the host's ``problems``, and the call goes on
+without it; a wrapper whose own code raises is reported the same way and lets
+the result through unchanged.
 """
 
 from __future__ import annotations
@@ -40,8 +55,17 @@ def sasview_bnn_models() -> list["ModelSource"]:
 
     Return a list of :class:`~sasview_bnn_plugin.model_catalog.ModelSource`
     (unique name, path to an ONNX file following ``model_format``, card: a
-    dict of strings shown by ``sasview-bnn models``). Names must not clash with
-    other models; a clash keeps the first one and logs a warning.
+    dict of strings shown by ``sasview-bnn models``); items that are not
+    ``ModelSource`` are reported and dropped. The host sets each model's
+    ``provider`` to the contributing plugin's name (``"shipped"`` for the
+    built-in plugin), whatever the plugin put there; a model a wrapper adds is
+    attributed to the wrapper's plugin.
+
+    Names must not clash with other models. The host takes the lists from the
+    last-called implementation back to the first (registration order unless
+    tryfirst/trylast are used) and on a clash keeps the model taken first,
+    logging a warning; the built-in implementation is ``trylast``, so the
+    shipped models are taken first and keep their names.
     """
 
 
@@ -49,11 +73,20 @@ def sasview_bnn_models() -> list["ModelSource"]:
 def sasview_bnn_prepare_raw_curve(curve: "Curve") -> "Curve | None":
     """Adjust a raw curve before the shared preprocessing.
 
-    Called for every readable curve, in plugin registration order, each plugin
-    receiving the previous one's output. Return a new or modified
-    :class:`~sasview_bnn_plugin.curve.Curve` (e.g. with instrument-specific
-    unit fixes, a notes entry saying what was done), or None to leave it
-    unchanged. Arrays are in the curve's own ``q_unit``; shape (points,).
+    Called once for every readable curve, through one pluggy call, in pluggy's
+    order: later-registered plugins first, tryfirst/trylast respected; each
+    receives the previous one's output (the first the raw curve): the host's
+    plugin manager passes the chain's current curve as ``curve``, also when
+    the hook is called directly through ``manager.hook``. Return a new or
+    modified :class:`~sasview_bnn_plugin.curve.Curve` (e.g. with
+    instrument-specific unit fixes, a notes entry saying what was done), or
+    None to leave it unchanged; anything else is reported and ignored. Arrays
+    are in the curve's own ``q_unit``; shape (points,).
+
+    The hook's result is the list of the returned curves in call order; the
+    host uses its last curve (the chain's end), or the raw curve if there is
+    none. A wrapper receives the raw curve and may change that list (e.g.
+    append a curve to replace the chain's result).
     """
 
 
@@ -61,8 +94,9 @@ def sasview_bnn_prepare_raw_curve(curve: "Curve") -> "Curve | None":
 def sasview_bnn_result(result: "ClassificationResult") -> None:
     """Receive every result (classified or refused) as soon as it exists.
 
-    For sinks: databases, beamline dashboards, log files. The return value
-    is ignored; an exception is logged and does not stop classification.
+    For sinks: databases, beamline dashboards, log files. Called in pluggy's
+    order (later-registered plugins first). The return value is ignored; an
+    exception is logged and does not stop classification or the other sinks.
     """
 
 
@@ -72,7 +106,7 @@ def sasview_bnn_perspectives() -> list[Any]:
 
     Return a list of classes implementing SasView's perspective interface
     (a ``QWidget`` subclass with a ``name`` attribute), each shown as an
-    extra perspective tab.
+    extra perspective tab. The host concatenates the lists in pluggy's call order.
     """
 
 
@@ -83,6 +117,7 @@ def sasview_bnn_menu_actions() -> list[Any]:
     Return a list of ``(menu_path, label, callback)`` tuples: ``menu_path`` a
     string like ``"Analysis/Anomaly classification"``, ``label`` the menu text,
     ``callback`` a callable taking the list of selected sasdata ``Data1D``.
+    The host concatenates the lists in pluggy's call order.
     """
 
 
@@ -93,4 +128,5 @@ def sasview_bnn_grid_columns() -> list[Any]:
     Return a list of ``(header, function)`` pairs: ``header`` the column title,
     ``function`` mapping a
     :class:`~sasview_bnn_plugin.result.ClassificationResult` to the cell's text.
+    The host concatenates the lists in pluggy's call order.
     """

@@ -1,15 +1,42 @@
-"""The plugin manager: loads plugins and calls their hooks, isolating their failures.
+"""The plugin manager: loads plugins and calls their hooks through pluggy, isolating their failures.
 
-Build one with :func:`build_plugin_host`; nothing is global. Each hook
-implementation is called on its own, so one plugin raising is logged (with its
-name) and the others, and classification, carry on.
+Build one with :func:`build_plugin_host`; nothing is global. Every hook is
+called the pluggy way, ``manager.hook.<name>(...)``, so pluggy's own call loop
+runs the implementations: later-registered plugins first, ``tryfirst`` and
+``trylast`` respected, ``wrapper=True`` and old-style ``hookwrapper=True``
+implementations around the others, each implementation given only the spec
+arguments it declares.
+
+Failures are isolated by :class:`IsolatingPluginManager`: when a plugin is
+registered, each of its :class:`pluggy.HookImpl` objects gets its ``function``
+replaced by a layer made with :func:`functools.wraps` (so the signature, and
+the argument names pluggy reads, stay the plugin's):
+
+- a plain implementation that raises is logged with its plugin's name and
+  recorded in :attr:`PluginHost.problems`, and returns None, which pluggy
+  leaves out of the results: the other plugins, and classification, carry on;
+- a wrapper whose own code raises (or that does not yield exactly once) is
+  reported the same way and becomes transparent: the result it wraps passes
+  through unchanged. An exception raised inside the call is still thrown into
+  it, as pluggy documents.
+
+The same layer checks return values (a ``Curve`` from the raw-curve step, a
+list from the list hooks; anything else is reported and dropped), records the
+contributor of every :class:`~.model_catalog.ModelSource` (also of one added
+by a wrapper), and chains the raw-curve step: each implementation receives
+the previous one's output instead of the raw curve (the per-call state lives in
+a :class:`contextvars.ContextVar` set by pluggy's hook-call monitoring, so
+concurrent calls in other threads do not mix).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar, Token
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -20,94 +47,337 @@ from .result import ClassificationResult
 
 log = logging.getLogger(__name__)
 
+PREPARE_HOOK = "sasview_bnn_prepare_raw_curve"
+MODELS_HOOK = "sasview_bnn_models"
+RESULT_HOOK = "sasview_bnn_result"
+#: Hooks whose implementations each return a list (or None).
+LIST_HOOKS = frozenset({MODELS_HOOK, "sasview_bnn_perspectives", "sasview_bnn_menu_actions", "sasview_bnn_grid_columns"})
+
+
+class _HookCall:
+    """The state one hook call shares between the isolation layers of its implementations."""
+
+    __slots__ = ("curve", "stamped", "token")
+
+    def __init__(self, curve: Any) -> None:
+        #: The raw-curve chain: the curve the next implementation receives.
+        self.curve = curve
+        #: The ModelSource objects made by the host in this call (by id), whose provider is known.
+        self.stamped: dict[int, ModelSource] = {}
+        self.token: Token[_HookCall | None] | None = None
+
+
+_CURRENT_CALL: ContextVar[_HookCall | None] = ContextVar("sasview_bnn_hook_call", default=None)
+
+
+def _log_problem(message: str) -> None:
+    log.warning("%s", message)
+
+
+class IsolatingPluginManager(pluggy.PluginManager):
+    """A pluggy manager whose hook implementations cannot break a hook call (see the module docstring).
+
+    ``report`` receives the message of each plugin failure; :class:`PluginHost`
+    sets it to record them in ``host.problems`` (the default only logs).
+    """
+
+    def __init__(self, project_name: str = hookspecs.PROJECT_NAME, report: Callable[[str], None] | None = None) -> None:
+        super().__init__(project_name)
+        self.report: Callable[[str], None] = report or _log_problem
+        self.add_hookcall_monitoring(self._call_started, self._call_ended)
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """Register ``plugin`` as pluggy does, then put the isolation layer around each of its hook implementations."""
+        plugin_name = super().register(plugin, name)
+        if plugin_name is not None:
+            for caller in self.get_hookcallers(plugin) or []:
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin:
+                        # pluggy has read the argument names, validated the impl and placed it in its call order;
+                        # only the function it calls changes (HookImpl.function is a plain slot).
+                        impl.function = self._isolation_layer(caller.name, impl)  # type: ignore[misc]
+        return plugin_name
+
+    # -- per-call state (pluggy's hook-call monitoring runs around every call of every hook) --------
+
+    @staticmethod
+    def _call_started(hook_name: str, hook_impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, object]) -> None:
+        call = _HookCall(kwargs.get("curve") if hook_name == PREPARE_HOOK else None)
+        call.token = _CURRENT_CALL.set(call)
+
+    @staticmethod
+    def _call_ended(outcome: Any, hook_name: str, hook_impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, object]) -> None:
+        call = _CURRENT_CALL.get()
+        if call is not None and call.token is not None:
+            _CURRENT_CALL.reset(call.token)
+
+    # -- the isolation layers -----------------------------------------------------------------------------
+
+    def _isolation_layer(self, hook_name: str, impl: pluggy.HookImpl) -> Callable[..., Any]:
+        if impl.wrapper:
+            return self._wrapper_layer(hook_name, impl)
+        if impl.hookwrapper:
+            return self._old_style_wrapper_layer(hook_name, impl)
+        return self._plain_layer(hook_name, impl)
+
+    def _failure(self, hook_name: str, plugin_name: str, err: BaseException, call: _HookCall | None) -> None:
+        if hook_name == PREPARE_HOOK:
+            curve = call.curve if call is not None else None
+            where = f"{curve.source} {curve.dataset}" if isinstance(curve, Curve) else "a curve"
+            self.report(f"plugin {plugin_name!r} failed to prepare {where}: {type(err).__name__}: {err}")
+        else:
+            self.report(f"plugin {plugin_name!r} failed in {hook_name}: {type(err).__name__}: {err}")
+
+    def _plain_layer(self, hook_name: str, impl: pluggy.HookImpl) -> Callable[..., Any]:
+        function = impl.function
+        plugin_name = impl.plugin_name
+        curve_at = impl.argnames.index("curve") if hook_name == PREPARE_HOOK and "curve" in impl.argnames else None
+
+        @functools.wraps(function)
+        def isolated(*args: Any, **kwargs: Any) -> Any:
+            call = _CURRENT_CALL.get()
+            if hook_name == PREPARE_HOOK and call is not None:
+                # The chain: this implementation gets the previous one's output, not the raw curve of the call.
+                if curve_at is not None and curve_at < len(args):
+                    args = (*args[:curve_at], call.curve, *args[curve_at + 1 :])
+                elif "curve" in kwargs:
+                    kwargs["curve"] = call.curve
+            try:
+                return self._accept(hook_name, plugin_name, function(*args, **kwargs), call)
+            except Exception as err:
+                self._failure(hook_name, plugin_name, err, call)
+                return None
+
+        return isolated
+
+    def _accept(self, hook_name: str, plugin_name: str, out: Any, call: _HookCall | None) -> Any:
+        """What a plain implementation's return value becomes in pluggy's results (None: left out)."""
+        if out is None:
+            return None
+        if hook_name == PREPARE_HOOK:
+            if not isinstance(out, Curve):
+                self.report(f"plugin {plugin_name!r} returned {type(out).__name__}, not a Curve; ignored")
+                return None
+            if call is not None:
+                call.curve = out
+            return out
+        if hook_name in LIST_HOOKS:
+            if isinstance(out, (str, bytes)) or not isinstance(out, Iterable):
+                self.report(f"plugin {plugin_name!r} returned {type(out).__name__} from {hook_name}, not a list; ignored")
+                return None
+            items = list(out)
+            return self._stamp(items, plugin_name, call) if hook_name == MODELS_HOOK else items
+        return out
+
+    def _stamp(self, items: Iterable[Any], plugin_name: str, call: _HookCall | None) -> list[ModelSource]:
+        """The contributed models with the host-recorded contributor, so no plugin can pose as the shipped models."""
+        origin = "shipped" if plugin_name == builtin_plugin.PLUGIN_NAME else plugin_name
+        sources = []
+        for item in items:
+            if not isinstance(item, ModelSource):
+                self.report(f"plugin {plugin_name!r} returned {type(item).__name__}, not a ModelSource")
+                continue
+            if call is not None and call.stamped.get(id(item)) is item:
+                sources.append(item)  # already stamped in this call (a wrapper passing on another plugin's model)
+                continue
+            source = ModelSource(item.name, Path(item.path), dict(item.card), provider=origin)
+            if call is not None:
+                call.stamped[id(source)] = source
+            sources.append(source)
+        return sources
+
+    def _after_wrapper(self, hook_name: str, plugin_name: str, result: Any, call: _HookCall | None) -> Any:
+        """The result a wrapper returns, with the models it added attributed to its plugin."""
+        if hook_name != MODELS_HOOK or not isinstance(result, list):
+            return result
+        return [self._stamp(group, plugin_name, call) if isinstance(group, (list, tuple)) else group for group in result]
+
+    def _wrapper_layer(self, hook_name: str, impl: pluggy.HookImpl) -> Callable[..., Any]:
+        function = impl.function
+        plugin_name = impl.plugin_name
+
+        @functools.wraps(function)
+        def isolated(*args: Any, **kwargs: Any) -> Any:
+            call = _CURRENT_CALL.get()
+            try:
+                teardown = function(*args, **kwargs)
+                next(teardown)
+            except StopIteration:
+                self.report(f"plugin {plugin_name!r} failed in {hook_name}: its wrapper did not yield; ignored")
+                return (yield)
+            except Exception as err:
+                self._failure(hook_name, plugin_name, err, call)
+                return (yield)
+            try:
+                result = yield
+            except BaseException as exc:
+                # Something inside the call raised: the plugin's wrapper handles it or raises, as pluggy documents.
+                try:
+                    teardown.throw(exc)
+                except StopIteration as stop:
+                    return self._after_wrapper(hook_name, plugin_name, stop.value, call)
+                teardown.close()
+                raise exc
+            try:
+                teardown.send(result)
+            except StopIteration as stop:
+                try:
+                    return self._after_wrapper(hook_name, plugin_name, stop.value, call)
+                except Exception as err:
+                    self._failure(hook_name, plugin_name, err, call)
+                    return result
+            except Exception as err:
+                self._failure(hook_name, plugin_name, err, call)
+                return result
+            teardown.close()
+            self.report(f"plugin {plugin_name!r} failed in {hook_name}: its wrapper yielded twice; ignored")
+            return result
+
+        return isolated
+
+    def _old_style_wrapper_layer(self, hook_name: str, impl: pluggy.HookImpl) -> Callable[..., Any]:
+        function = impl.function
+        plugin_name = impl.plugin_name
+
+        @functools.wraps(function)
+        def isolated(*args: Any, **kwargs: Any) -> Any:
+            call = _CURRENT_CALL.get()
+            try:
+                teardown = function(*args, **kwargs)
+                next(teardown)
+            except StopIteration:
+                self.report(f"plugin {plugin_name!r} failed in {hook_name}: its hookwrapper did not yield; ignored")
+                yield
+                return
+            except Exception as err:
+                self._failure(hook_name, plugin_name, err, call)
+                yield
+                return
+            outcome = yield
+            try:
+                teardown.send(outcome)
+            except StopIteration:
+                pass
+            except Exception as err:
+                if err is outcome.exception:
+                    raise  # the wrapper re-raised the call's own failure (outcome.get_result()): pluggy's business
+                self._failure(hook_name, plugin_name, err, call)
+                return
+            else:
+                teardown.close()
+                self.report(f"plugin {plugin_name!r} failed in {hook_name}: its hookwrapper yielded twice; ignored")
+                return
+            if outcome.exception is None:
+                try:
+                    outcome.force_result(self._after_wrapper(hook_name, plugin_name, outcome.get_result(), call))
+                except Exception as err:
+                    self._failure(hook_name, plugin_name, err, call)
+
+        return isolated
+
 
 class PluginHost:
-    """Calls the ``sasview_bnn`` hooks of the registered plugins."""
+    """Calls the ``sasview_bnn`` hooks of the registered plugins, through pluggy."""
 
-    def __init__(self, manager: pluggy.PluginManager) -> None:
+    def __init__(self, manager: IsolatingPluginManager) -> None:
+        if not isinstance(manager, IsolatingPluginManager):
+            raise TypeError("PluginHost needs an IsolatingPluginManager (build one with build_plugin_host)")
         self.manager = manager
         #: Messages about plugins that failed (loading or inside a hook), for the user.
         self.problems: list[str] = []
+        manager.report = self._report
+
+    def _report(self, message: str) -> None:
+        log.warning("%s", message)
+        self.problems.append(message)
 
     def plugin_names(self) -> list[str]:
         """Names of the registered plugins, built-in included."""
         return [name for name, _ in self.manager.list_name_plugin()]
 
-    def _call_each(self, hook_name: str, **kwargs: Any) -> Iterable[tuple[str, Any]]:
-        hook = getattr(self.manager.hook, hook_name)
-        # get_hookimpls() is in registration order (pluggy's own calls go the other way).
-        for impl in hook.get_hookimpls():
-            try:
-                yield impl.plugin_name, impl.function(**{k: kwargs[k] for k in impl.argnames})
-            except Exception as err:
-                message = f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(err).__name__}: {err}"
-                log.warning("%s", message)
-                self.problems.append(message)
+    def _call(self, hook_name: str, default: Any, **kwargs: Any) -> Any:
+        """``manager.hook.<hook_name>(**kwargs)``; ``default`` if the call as a whole fails (e.g. a wrapper re-raised)."""
+        try:
+            return getattr(self.manager.hook, hook_name)(**kwargs)
+        except Exception as err:
+            self._report(f"the {hook_name} hook failed: {type(err).__name__}: {err}")
+            return default
+
+    def _lists(self, hook_name: str, **kwargs: Any) -> list[list[Any]]:
+        """The per-implementation lists of a list hook, in pluggy's call order."""
+        results = self._call(hook_name, [], **kwargs)
+        if not isinstance(results, list):
+            self._report(f"the {hook_name} hook gave {type(results).__name__}, not a list; ignored")
+            return []
+        lists = []
+        for group in results:
+            if isinstance(group, (list, tuple)):
+                lists.append(list(group))
+            else:
+                self._report(f"the {hook_name} hook gave {type(group).__name__} among its lists; ignored")
+        return lists
 
     def models(self) -> list[ModelSource]:
-        """Every contributed model, first contribution of a name wins."""
+        """Every contributed model, each name once.
+
+        The lists are taken from the last-called implementation back to the
+        first (registration order unless tryfirst/trylast are used; the built-in
+        plugin's implementation is trylast, so the shipped models come first),
+        and on a name clash the model taken first is kept.
+        """
         seen: dict[str, ModelSource] = {}
-        for plugin_name, sources in self._call_each("sasview_bnn_models"):
-            for source in sources or []:
-                if not isinstance(source, ModelSource):
-                    self.problems.append(f"plugin {plugin_name!r} returned {type(source).__name__}, not a ModelSource")
+        for sources in reversed(self._lists(MODELS_HOOK)):
+            for source in sources:
+                if not isinstance(source, ModelSource):  # only a wrapper can leave one here
+                    self._report(f"the {MODELS_HOOK} hook gave {type(source).__name__}, not a ModelSource; ignored")
                     continue
-                # The contributor is recorded by the host, so no plugin can pose as the shipped models.
-                origin = "shipped" if plugin_name == builtin_plugin.PLUGIN_NAME else plugin_name
-                source = ModelSource(source.name, Path(source.path), dict(source.card), provider=origin)
                 if source.name in seen:
-                    log.warning("model name %r from %s is already taken; ignored", source.name, plugin_name)
+                    log.warning("model name %r from %s is already taken; ignored", source.name, source.provider)
                     continue
                 seen[source.name] = source
         return list(seen.values())
 
     def prepare_raw_curve(self, curve: Curve) -> Curve:
-        """Pass a readable curve through every plugin's raw-curve step, in order."""
+        """The curve after every plugin's raw-curve step (chained in pluggy's order, see the hookspec)."""
         if curve.error is not None:
             return curve
-        hook = self.manager.hook.sasview_bnn_prepare_raw_curve
-        for impl in hook.get_hookimpls():
-            try:
-                out = impl.function(curve=curve)
-            except Exception as err:
-                message = f"plugin {impl.plugin_name!r} failed to prepare {curve.source} {curve.dataset}: {type(err).__name__}: {err}"
-                log.warning("%s", message)
-                self.problems.append(message)
-                continue
-            if out is not None:
-                if isinstance(out, Curve):
-                    curve = out
-                else:
-                    self.problems.append(f"plugin {impl.plugin_name!r} returned {type(out).__name__}, not a Curve; ignored")
+        results = self._call(PREPARE_HOOK, [], curve=curve)
+        if not isinstance(results, list):
+            self._report(f"the {PREPARE_HOOK} hook gave {type(results).__name__}, not a list of curves; ignored")
+            return curve
+        for out in reversed(results):  # the last output is the chain's end (unless a wrapper changed the list)
+            if isinstance(out, Curve):
+                return out
         return curve
 
     def publish_result(self, result: ClassificationResult) -> None:
         """Hand a result to every result sink."""
-        for _ in self._call_each("sasview_bnn_result", result=result):
-            pass
+        self._call(RESULT_HOOK, None, result=result)
 
     def perspectives(self) -> list[Any]:
-        """SasView perspectives contributed by plugins (for the SasView integration)."""
-        return [item for _, items in self._call_each("sasview_bnn_perspectives") for item in items or []]
+        """SasView perspectives contributed by plugins (for the SasView integration), in pluggy's call order."""
+        return [item for items in self._lists("sasview_bnn_perspectives") for item in items]
 
     def menu_actions(self) -> list[Any]:
-        """Menu actions contributed by plugins (for the SasView integration)."""
-        return [item for _, items in self._call_each("sasview_bnn_menu_actions") for item in items or []]
+        """Menu actions contributed by plugins (for the SasView integration), in pluggy's call order."""
+        return [item for items in self._lists("sasview_bnn_menu_actions") for item in items]
 
     def grid_columns(self) -> list[Any]:
-        """Batch-grid columns contributed by plugins (for the SasView integration)."""
-        return [item for _, items in self._call_each("sasview_bnn_grid_columns") for item in items or []]
+        """Batch-grid columns contributed by plugins (for the SasView integration), in pluggy's call order."""
+        return [item for items in self._lists("sasview_bnn_grid_columns") for item in items]
 
 
 def build_plugin_host(load_entry_points: bool = True, extra_plugins: Iterable[object] = ()) -> PluginHost:
     """A host with the built-in plugin, installed entry-point plugins and ``extra_plugins``.
 
-    Entry points are loaded one by one (rather than with
+    Registration order: the built-in plugin, the entry points, then
+    ``extra_plugins`` (pluggy calls later-registered plugins first). Entry
+    points are loaded one by one (rather than with
     ``PluginManager.load_setuptools_entrypoints``, which stops at the first
     failure) so that a plugin that fails to import is reported in
     ``host.problems`` and skipped while the others still load.
     """
-    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager = IsolatingPluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     manager.register(builtin_plugin, name=builtin_plugin.PLUGIN_NAME)
     host = PluginHost(manager)
