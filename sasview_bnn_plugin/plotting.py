@@ -1,5 +1,10 @@
 """One PNG per classified curve: the data with the model's q-domain, and the class probabilities.
 
+For a model with the optional outputs, the title of the probability panel
+names the conformal prediction set, and a third panel shows the probability
+that each anomaly is present (posterior mean, 90 % interval, the model's
+threshold), titled with the anomalies present.
+
 matplotlib is optional (not a base dependency); :func:`require_matplotlib`
 raises :class:`PlottingUnavailable` with an installation hint.
 """
@@ -7,14 +12,15 @@ raises :class:`PlottingUnavailable` with an installation hint.
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from .curve import Curve
 from .preprocessing import CurveError, PreprocessingConfig, q_unit_factor
-from .result import ClassificationResult
-from .taxonomy import CLASS_NAMES
+from .result import ClassificationResult, level_text
+from .taxonomy import ANOMALY_NAMES, CLASS_NAMES
 
 
 class PlottingUnavailable(RuntimeError):
@@ -48,17 +54,27 @@ def plot_file_name(result: ClassificationResult, index: int) -> str:
 
 
 def plot_result(curve: Curve, result: ClassificationResult, config: PreprocessingConfig, path: str | Path) -> Path:
-    """Draw the curve (log-log, q in 1/Å, model q-domain shaded) and the probabilities with 90 % intervals."""
+    """Draw the curve (log-log, q in 1/Å, model q-domain shaded) and the probabilities with 90 % intervals.
+
+    With anomaly-presence probabilities (optional model output) a third panel
+    shows them; the prediction set, if any, is named in the probabilities' title.
+    """
     require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4))
-    # Fixed margins: a layout engine would triple the drawing time of every PNG.
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.24, top=0.9, wspace=0.28)
-    ax_data, ax_prob = fig.subplots(1, 2, width_ratios=[1.3, 1])
+    with_presence = result.ok and bool(np.isfinite(result.presence_probabilities).all())
+    if with_presence:
+        fig = Figure(figsize=(13.5, 4))
+        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.24, top=0.86, wspace=0.3)
+        ax_data, ax_prob, ax_presence = fig.subplots(1, 3, width_ratios=[1.3, 1, 0.9])
+    else:
+        fig = Figure(figsize=(10, 4))
+        # Fixed margins: a layout engine would triple the drawing time of every PNG.
+        fig.subplots_adjust(left=0.08, right=0.98, bottom=0.24, top=0.9, wspace=0.28)
+        ax_data, ax_prob = fig.subplots(1, 2, width_ratios=[1.3, 1])
     q, i = _q_and_intensity(curve)
     shown = np.isfinite(q) & np.isfinite(i) & (q > 0)
     positive = shown & (i > 0)
@@ -84,16 +100,37 @@ def plot_result(curve: Curve, result: ClassificationResult, config: Preprocessin
         if result.is_novel:
             title += "   NOVEL (do not trust the label)"
             ax_prob.set_facecolor("#fde8e8")
-        ax_prob.set_title(title, fontsize=10, color="tab:red" if result.is_novel else "black")
+        if result.prediction_set is not None:
+            title += f"\nplausible ({level_text(result.set_level)}): {' or '.join(result.prediction_set)}"
+        ax_prob.set_title(title, fontsize=10 if result.prediction_set is None else 9, color="tab:red" if result.is_novel else "black")
     else:
         ax_prob.text(0.5, 0.5, "not classified:\n" + result.message, ha="center", va="center", wrap=True, fontsize=8, transform=ax_prob.transAxes)
     ax_prob.set_xticks(x, CLASS_NAMES, rotation=40, ha="right", fontsize=8)
     ax_prob.set_ylim(0, 1)
     ax_prob.set_ylabel("posterior mean probability (90 % interval)")
+    if with_presence:
+        _draw_presence(ax_presence, result)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return path
+
+
+def _draw_presence(ax, result: ClassificationResult) -> None:
+    """Bars: probability that each anomaly is present (posterior mean, 90 % interval), the threshold dashed."""
+    x = np.arange(len(ANOMALY_NAMES))
+    mean = result.presence_probabilities
+    err = np.vstack([np.clip(mean - result.presence_low, 0, None), np.clip(result.presence_high - mean, 0, None)])
+    present = set(result.anomalies_present or ())
+    colours = ["tab:red" if n in present else "tab:gray" for n in ANOMALY_NAMES]
+    ax.bar(x, mean, yerr=err, color=colours, capsize=3)
+    if np.isfinite(result.anomaly_threshold):
+        ax.axhline(result.anomaly_threshold, color="black", linestyle="--", linewidth=0.8)
+    ax.set_xticks(x, ANOMALY_NAMES, rotation=40, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("p(present) (90 % interval)", fontsize=8)
+    names = ", ".join(result.anomalies_present or ())
+    ax.set_title("anomalies present:\n" + "\n".join(textwrap.wrap(names, 36)) if names else "no anomaly present", fontsize=9)
 
 
 def plot_contact_sheet(

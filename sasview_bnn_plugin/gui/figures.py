@@ -3,7 +3,10 @@
 - :func:`draw_curve`: I(q) on log-log axes, q in 1/Å, with the model's
   q-domain shaded and the part of the curve the model used marked.
 - :func:`draw_probabilities`: posterior-mean class probabilities as bars with
-  90 % posterior intervals (5th to 95th percentile over the samples) as error bars.
+  90 % posterior intervals (5th to 95th percentile over the samples) as error bars;
+  for a model with the optional outputs, the probability that each anomaly is
+  present as diamonds (with their 90 % intervals) over the anomaly classes, and
+  the conformal prediction set in the title.
 
 :func:`result_figure` puts both side by side in a new Figure (for reports).
 """
@@ -18,14 +21,15 @@ from matplotlib.figure import Figure
 
 from ..curve import Curve
 from ..preprocessing import CurveError, q_unit_factor
-from ..result import ClassificationResult
-from ..taxonomy import CLASS_NAMES, CLEAN_INDEX
+from ..result import ClassificationResult, level_text
+from ..taxonomy import ANOMALY_NAMES, CLASS_NAMES, CLEAN_INDEX
 
 DOMAIN_COLOUR = "#90caf9"
 WINDOW_COLOUR = "#1565c0"
 CLEAN_COLOUR = "#66bb6a"
 ANOMALY_COLOUR = "#ffa726"
 CHOSEN_EDGE = "#263238"
+PRESENCE_COLOUR = "#6a1b9a"
 
 
 def curve_in_inverse_angstrom(curve: Curve) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +87,18 @@ def draw_probabilities(ax: Axes, result: ClassificationResult | None) -> None:
     chosen = int(np.argmax(p))
     edges = [CHOSEN_EDGE if i == chosen else "none" for i in range(len(CLASS_NAMES))]
     ax.bar(positions, p, color=colours, edgecolor=edges, linewidth=1.5, yerr=np.vstack([low, high]), capsize=3, ecolor="#424242")
-    ax.set_title("class probabilities (bars: posterior mean; whiskers: 90 % interval)", fontsize=8)
+    title = "class probabilities (bars: posterior mean; whiskers: 90 % interval)"
+    presence = np.asarray(result.presence_probabilities, dtype=float)
+    if np.isfinite(presence).all():
+        anomaly_positions = np.array([CLASS_NAMES.index(n) for n in ANOMALY_NAMES]) + 0.3  # beside the bars
+        spread = np.vstack([np.clip(presence - result.presence_low, 0.0, None), np.clip(result.presence_high - presence, 0.0, None)])
+        ax.errorbar(anomaly_positions, presence, yerr=spread, fmt="D", color=PRESENCE_COLOUR, markersize=5, capsize=2, label="p(anomaly present)")
+        if math.isfinite(result.anomaly_threshold):
+            ax.axhline(result.anomaly_threshold, color=PRESENCE_COLOUR, linestyle=":", linewidth=0.8)
+        ax.legend(loc="upper right", fontsize=7)
+    if result.prediction_set is not None:
+        title += f"\nplausible at {level_text(result.set_level)}: {' or '.join(result.prediction_set)}"
+    ax.set_title(title, fontsize=8)
 
 
 def result_figure(curve: Curve | None, result: ClassificationResult | None, q_domain: tuple[float, float], title: str = "") -> Figure:

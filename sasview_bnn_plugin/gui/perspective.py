@@ -2,8 +2,9 @@
 
 Datasets sent from the Data Explorer (one or many: batch is allowed) appear as
 rows of a table with their verdict: label, confidence, anomaly probability,
-a novelty flag coloured to be read at a glance, and the fraction of the
-model's q-range the data cover. Selecting a row shows the curve on log-log
+a novelty flag coloured to be read at a glance, the anomalies present and the
+classes still plausible (conformal prediction set) for a model with those
+optional outputs, and the fraction of the model's q-range the data cover. Selecting a row shows the curve on log-log
 axes with the model's q-domain shaded, the class probabilities with their
 90 % posterior intervals, and one plain-language line ("aggregation, 97 % ±
 2 %"). Classification runs on a worker thread (see
@@ -302,7 +303,8 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
         report = ReportBase("BNN anomaly classification")
         report.add_table_dict({"Model": self.service.describe_model(), "Datasets": str(len(entries))}, ("Setting", "Value"))
         rows = [[ResultsTableModel.cell_text(e, column) for column in COLUMNS] for e in entries]
-        report.add_table(rows, titles=COLUMNS, target_tag="data", column_prefix="data-column")
+        titles = [self.table_model.header_text(column) for column in COLUMNS]
+        report.add_table(rows, titles=titles, target_tag="data", column_prefix="data-column")
         domain = self._q_domain()
         for entry in entries[:MAX_REPORT_FIGURES]:
             report.add_plot(result_figure(entry.curve, entry.result, domain, title=entry.name))

@@ -15,11 +15,13 @@ from typing import Any
 from PySide6 import QtCore, QtGui
 
 from ..curve import Curve
-from ..result import ClassificationResult
+from ..result import ClassificationResult, level_text
 from ..taxonomy import CLEAN_INDEX, CLASS_NAMES
-from .summary import percent, plain_language
+from .summary import anomalies_present_text, percent, plain_language, plausible_text
 
-COLUMNS: tuple[str, ...] = ("Data", "Label", "Confidence", "Anomaly p", "Novel", "q-coverage", "Message")
+#: The conformal prediction set's column; its header shows the level in use when it is not 90 %.
+PLAUSIBLE_COLUMN = "Plausible (90 %)"
+COLUMNS: tuple[str, ...] = ("Data", "Label", "Confidence", "Anomaly p", "Novel", "Anomalies present", PLAUSIBLE_COLUMN, "q-coverage", "Message")
 
 # Colours read at a glance: green fine, amber anomaly, red novel, grey not classified.
 COLOUR_CLEAN = QtGui.QColor("#c8e6c9")
@@ -61,8 +63,17 @@ class ResultsTableModel(QtCore.QAbstractTableModel):
 
     def headerData(self, section: int, orientation: QtCore.Qt.Orientation, role: int = QtCore.Qt.DisplayRole) -> Any:  # noqa: N802
         if role == QtCore.Qt.DisplayRole and orientation == QtCore.Qt.Horizontal and 0 <= section < len(COLUMNS):
-            return COLUMNS[section]
+            return self.header_text(COLUMNS[section])
         return None
+
+    def header_text(self, column: str) -> str:
+        """The header shown for a column: the prediction sets' level when the results use one level other than 90 %."""
+        if column != PLAUSIBLE_COLUMN:
+            return column
+        levels = {e.result.set_level for e in self.entries if e.result is not None and e.result.prediction_set is not None}
+        if len(levels) == 1 and not math.isclose(next(iter(levels)), 0.9):
+            return f"Plausible ({level_text(next(iter(levels)))})"
+        return column
 
     def data(self, index: QtCore.QModelIndex, role: int = QtCore.Qt.DisplayRole) -> Any:
         if not index.isValid() or not 0 <= index.row() < len(self.entries):
@@ -99,6 +110,10 @@ class ResultsTableModel(QtCore.QAbstractTableModel):
             return percent(result.anomaly_probability)
         if column == "Novel":
             return "NOVEL" if result.is_novel else "no"
+        if column == "Anomalies present":
+            return anomalies_present_text(result)
+        if column == PLAUSIBLE_COLUMN:
+            return plausible_text(result)
         if column == "q-coverage":
             return percent(result.coverage) if math.isfinite(result.coverage) else "–"
         raise KeyError(column)
@@ -114,6 +129,8 @@ class ResultsTableModel(QtCore.QAbstractTableModel):
             return QtGui.QBrush(COLOUR_NOVEL if result.is_novel else COLOUR_NOT_NOVEL)
         if column == "Label":
             return QtGui.QBrush(COLOUR_CLEAN if result.label == CLASS_NAMES[CLEAN_INDEX] else COLOUR_ANOMALY)
+        if column == "Anomalies present" and result.anomalies_present is not None:
+            return QtGui.QBrush(COLOUR_ANOMALY if result.anomalies_present else COLOUR_CLEAN)
         return None
 
     def add_entries(self, entries: list[DatasetEntry]) -> None:
