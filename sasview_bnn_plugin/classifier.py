@@ -35,6 +35,7 @@ from .model_format import (
 )
 from .preprocessing import CurveError, ModelInput, prepare_curve
 from .providers import PROVIDER_CHOICES, ProviderDecision, open_session
+from .q_units import ModelVerdict, QUnitReading, canonical_q_unit, decide_q_unit, forced_note, q_unit_setting, resolve_q_unit
 from .result import ClassificationResult
 from .taxonomy import ANOMALY_NAMES, N_CLASSES
 
@@ -72,6 +73,13 @@ class BNNClassifier:
         result is published to its sinks.
     name:
         Model name shown in results; the file stem by default.
+    q_unit:
+        The unit of q for curves whose unit nobody gave (``Curve.q_unit_source``
+        "assumed": plain ASCII columns, PDH files, arrays without a unit):
+        "auto" (default) decides from the q range and, when both are
+        plausible, by running both readings (see :mod:`sasview_bnn_plugin.q_units`);
+        "1/A" or "1/nm" reads every such curve in that unit. A unit given
+        with the data is never overridden. Can be changed later (:attr:`q_unit`).
 
     Raises
     ------
@@ -98,6 +106,7 @@ class BNNClassifier:
         name: str | None = None,
         set_level: float | str | None = None,
         novelty_level: float | None = None,
+        q_unit: str = "auto",
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -130,6 +139,16 @@ class BNNClassifier:
         #: The optional parts this model has (see :mod:`sasview_bnn_plugin.model_format`).
         self.optional_parts = read_optional_parts(self.metadata, [o.name for o in self._session.get_outputs()])
         self._choose_levels(set_level, novelty_threshold, novelty_level)
+        self.q_unit = q_unit
+
+    @property
+    def q_unit(self) -> str:
+        """The unit of q for curves without one: "auto", "1/A" or "1/nm" (see the class docstring)."""
+        return self._q_unit
+
+    @q_unit.setter
+    def q_unit(self, value: str | None) -> None:
+        self._q_unit = q_unit_setting(value)
 
     def _choose_levels(self, set_level: float | str | None, novelty_threshold: float | None, novelty_level: float | None) -> None:
         """Set :attr:`set_level`/:attr:`set_threshold` and :attr:`novelty_level` from the options and the model."""
@@ -262,26 +281,35 @@ class BNNClassifier:
 
         Each item is a :class:`~sasview_bnn_plugin.curve.Curve`, a sasdata
         ``Data1D``, or a tuple (q, I[, dI[, dq[, q_unit]]]) with q in q_unit
-        (1/Å if None). A refused curve, or one on which the model fails or
-        returns no finite probabilities, gets an error result; the others are
-        unaffected.
+        (None: unknown, decided as :attr:`q_unit` says). A curve whose unit
+        is unknown and plausible both ways is run in both readings, in the
+        same batch, and the reading the model finds in-distribution is kept
+        (:mod:`sasview_bnn_plugin.q_units`); every result carries the unit
+        used (``q_unit_used``) and, when nobody gave it, a note saying why.
+        A refused curve, or one on which the model fails or returns no finite
+        probabilities, gets an error result; the others are unaffected.
         """
-        prepared: list[tuple[Curve, ModelInput | str]] = []
+        prepared: list[tuple[Curve, list[tuple[QUnitReading, ModelInput | str]]]] = []
         for index, item in enumerate(curves):
             curve = self._as_curve(item, index)
             if self.plugin_host is not None:
                 curve = self.plugin_host.prepare_raw_curve(curve)
-            prepared.append((curve, self._prepare(curve)))
-        accepted = [mi.features for _, mi in prepared if isinstance(mi, ModelInput)]
+            prepared.append((curve, self._prepare_readings(curve)))
+        accepted = [mi.features for _, readings in prepared for _, mi in readings if isinstance(mi, ModelInput)]
         model_outcomes = self._predict_each(self._check_features(np.stack(accepted))) if accepted else []
         results: list[ClassificationResult] = []
         k = 0
-        for curve, outcome in prepared:
-            if isinstance(outcome, ModelInput):
-                model_outcome = model_outcomes[k]
-                k += 1
-                if isinstance(model_outcome, str):
-                    outcome = model_outcome
+        for curve, readings in prepared:
+            answers = []
+            for reading, outcome in readings:
+                model_outcome = None
+                if isinstance(outcome, ModelInput):
+                    model_outcome = model_outcomes[k]
+                    k += 1
+                    if isinstance(model_outcome, str):
+                        outcome = model_outcome
+                answers.append((reading, outcome, model_outcome))
+            reading, outcome, model_outcome = self._choose_reading(answers)
             if isinstance(outcome, ModelInput):
                 result = ClassificationResult.from_samples(
                     model_outcome.samples,
@@ -293,11 +321,14 @@ class BNNClassifier:
                     q_window=outcome.q_window,
                     n_points=outcome.n_points,
                     model=self.name,
-                    notes=curve.notes + outcome.notes,
+                    notes=curve.notes + reading.notes + outcome.notes,
                     **self._optional_arguments(model_outcome),
                 )
             else:
-                result = ClassificationResult.error(curve.source, curve.dataset, outcome, curve.notes, model=self.name)
+                result = ClassificationResult.error(curve.source, curve.dataset, outcome, curve.notes + reading.notes, model=self.name)
+            result.q_unit_used = reading.unit or ""
+            result.q_unit_source = reading.source if reading.unit else ""
+            result.q_unit_uncertain = reading.uncertain
             if self.plugin_host is not None:
                 self.plugin_host.publish_result(result)
             results.append(result)
@@ -313,7 +344,12 @@ class BNNClassifier:
         source: str = "",
         dataset: str = "",
     ) -> ClassificationResult:
-        """Classify one curve given as arrays of shape (points,), q in ``q_unit`` (1/Å if None)."""
+        """Classify one curve given as arrays of shape (points,), q in ``q_unit``.
+
+        ``q_unit`` None means unknown: the unit is decided as :attr:`q_unit`
+        says (by default from the q range and the model) and the result says
+        which unit was used and why.
+        """
         return self.classify([_curve_from_arrays(q, intensity, d_intensity, dq, q_unit, source, dataset)])[0]
 
     # -- helpers -----------------------------------------------------------------------------
@@ -341,18 +377,79 @@ class BNNClassifier:
             return _curve_from_arrays(q, i, di, dq, unit, "", f"curve {index}")
         return Curve.failed("", f"curve {index}", f"cannot classify a {type(item).__name__}: pass a Curve, a Data1D or (q, I, dI, dq, q_unit)")
 
-    def _prepare(self, curve: Curve) -> ModelInput | str:
-        """The model input of a curve, or the message saying why it is refused."""
+    def _prepare(self, curve: Curve, q_unit: str | None = None) -> ModelInput | str:
+        """The model input of a curve (q read in ``q_unit``, else its own unit), or the message saying why it is refused."""
         if curve.error is not None:
             return curve.error
         try:
-            model_input = prepare_curve(curve.q, curve.intensity, curve.d_intensity, curve.q_unit, self.config)
+            model_input = prepare_curve(curve.q, curve.intensity, curve.d_intensity, q_unit or curve.q_unit, self.config)
         except CurveError as err:
             return str(err)
         except Exception:  # a bug, not the curve's fault: keep the other curves, say so plainly
             log.exception("preprocessing failed on %s %s", curve.source, curve.dataset)
             return _INTERNAL_ERROR
         return model_input
+
+    def _prepare_readings(self, curve: Curve) -> list[tuple[QUnitReading, ModelInput | str]]:
+        """The reading(s) of a curve to run: one, or two when nobody gave its q unit and both units are plausible."""
+        if curve.error is not None:
+            return [(QUnitReading(None, curve.q_unit_source or "assumed"), curve.error)]
+        if curve.q_unit_source != "assumed":
+            try:
+                unit = canonical_q_unit(curve.q_unit)
+            except CurveError:  # the preprocessing refuses it and says so
+                unit = None
+            return [(QUnitReading(unit, curve.q_unit_source or "file"), self._prepare(curve))]
+        subject = "q unit not given in the file" if curve.source else "q unit not given"
+        try:
+            if self.q_unit != "auto":
+                note = forced_note(self.q_unit, curve.q, curve.intensity, subject)
+                return [(QUnitReading(self.q_unit, "user", note), self._prepare(curve, self.q_unit))]
+            try:
+                preferred = canonical_q_unit(curve.q_unit)
+            except CurveError:
+                preferred = None
+            resolution = resolve_q_unit(curve.q, curve.intensity, preferred)
+        except Exception:  # a bug, not the curve's fault: keep the other curves, say so plainly
+            log.exception("deciding the q unit failed on %s %s", curve.source, curve.dataset)
+            return [(QUnitReading(None, "assumed"), _INTERNAL_ERROR)]
+        if not resolution.needs_model:
+            decision = decide_q_unit(resolution, subject=subject)
+            return [(QUnitReading(decision.unit, "assumed", decision.note), self._prepare(curve, decision.unit))]
+        return [
+            (QUnitReading(unit, "assumed", resolution=resolution, subject=subject), self._prepare(curve, unit))
+            for unit in resolution.candidates
+        ]
+
+    def _choose_reading(self, answers: list[tuple[QUnitReading, Any, Any]]) -> tuple[QUnitReading, Any, Any]:
+        """The (reading, model input or refusal, model outcome) to report: the only one, or the one the model check keeps."""
+        if len(answers) == 1:
+            return answers[0]
+        verdicts = {reading.unit: self._verdict(outcome, model_outcome) for reading, outcome, model_outcome in answers}
+        first = answers[0][0]
+        decision = decide_q_unit(first.resolution, verdicts, first.subject)
+        for reading, outcome, model_outcome in answers:
+            if reading.unit == decision.unit:
+                reading.note, reading.uncertain = decision.note, decision.uncertain
+                return reading, outcome, model_outcome
+        raise AssertionError("the q-unit decision chose a unit that was not tried")  # pragma: no cover
+
+    def _verdict(self, outcome: ModelInput | str, model_outcome: "_Outcome | None") -> ModelVerdict | str:
+        """The model's verdict on one reading (novelty decided exactly as in the results), or why it has none."""
+        if not isinstance(outcome, ModelInput) or model_outcome is None:
+            return str(outcome)
+        trial = ClassificationResult.from_samples(
+            model_outcome.samples,
+            model_outcome.novelty,
+            self.novelty_threshold,
+            file="",
+            dataset="",
+            coverage=outcome.coverage,
+            q_window=outcome.q_window,
+            n_points=outcome.n_points,
+            **self._optional_arguments(model_outcome),
+        )
+        return ModelVerdict(trial.novelty_score, bool(trial.is_novel), str(trial.label))
 
 
 #: Messages of curves the model gave no usable answer for (they never get a label).
@@ -387,7 +484,11 @@ def _curve_from_arrays(q: Any, intensity: Any, d_intensity: Any, dq: Any, q_unit
             return Curve.failed(source, dataset, "q, I and dI must be numbers")
     q_arr, i_arr, di_arr, dq_arr = arrays
     unit = q_unit if q_unit is None or isinstance(q_unit, str) else str(q_unit)
-    return Curve(q=q_arr, intensity=i_arr, d_intensity=di_arr, dq=dq_arr, q_unit=unit, source=source, dataset=dataset)
+    given = unit is not None and bool(unit.strip())
+    return Curve(
+        q=q_arr, intensity=i_arr, d_intensity=di_arr, dq=dq_arr, q_unit=unit if given else None, source=source, dataset=dataset,
+        q_unit_source="user" if given else "assumed",
+    )
 
 
 def _checked_outcome(samples: np.ndarray, novelty: Any, presence: np.ndarray | None = None) -> _Outcome | str:

@@ -27,6 +27,7 @@ from .model_catalog import ModelNotFoundError, ModelSource, resolve_model
 from .model_format import ModelFormatError, ModelOptionError
 from .plugin_host import PluginHost, build_plugin_host
 from .providers import PROVIDER_CHOICES
+from .q_units import q_unit_setting
 from .result import ClassificationResult
 from .result_stream import ResultsFileError, ResultStream, stream_format
 
@@ -64,6 +65,14 @@ def _probability_level(text: str) -> str:
     return text
 
 
+def _q_unit_choice(text: str) -> str:
+    """"auto", "1/A" or "1/nm" (other spellings of the two units accepted)."""
+    try:
+        return q_unit_setting(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, 1/A or 1/nm, got {text!r}") from None
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options choosing and running the model (shared by ``classify`` and ``watch``)."""
     parser.add_argument("--model", metavar="NAME|FILE", help="model name (see 'sasview-bnn models') or ONNX file; default: the first model shipped with sasview-bnn")
@@ -77,6 +86,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                          help="novel when the novelty p-value is below P (models with novelty calibration; default: the model's level, e.g. 0.01)")
     parser.add_argument("--set-level", type=_probability_level, default=None, metavar="LEVEL",
                         help="coverage level of the conformal prediction sets, one the model exports (models with sets; default: the model's, e.g. 0.9)")
+    parser.add_argument("--q-unit", type=_q_unit_choice, default="auto", metavar="{auto,1/A,1/nm}",
+                        help="unit of q for files that give none (plain ASCII columns, jscatter files, PDH files read as ASCII): "
+                        "auto (default) decides from the q range and, when both units are plausible, keeps the reading the model "
+                        "finds in-distribution; 1/A or 1/nm reads every such file in that unit. A unit the file gives is never "
+                        "overridden. Every row says the unit used (column q_unit_used) and, when the file gave none, why")
 
 
 def open_classifier(args: argparse.Namespace) -> tuple[ModelSource, BNNClassifier, PluginHost]:
@@ -94,6 +108,7 @@ def open_classifier(args: argparse.Namespace) -> tuple[ModelSource, BNNClassifie
             name=source.name,
             set_level=args.set_level,
             novelty_level=None if args.novelty_level is None else float(args.novelty_level),
+            q_unit=getattr(args, "q_unit", "auto"),
         )
     except (ModelNotFoundError, ModelFormatError, ModelOptionError) as err:
         raise UsageError(str(err)) from None

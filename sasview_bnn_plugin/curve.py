@@ -13,15 +13,27 @@ from typing import Any
 
 import numpy as np
 
+#: Where a curve's q unit comes from (see :class:`Curve`).
+Q_UNIT_SOURCES: tuple[str, ...] = ("file", "user", "assumed")
+
+#: sasdata readers (``meta_data["loader"]``) that never read a q unit and label q 1/Å by default.
+DEFAULT_UNIT_READERS: frozenset[str] = frozenset({"ASCII", "CSV"})
+
 
 @dataclass
 class Curve:
     """One 1D curve, arrays of shape (points,).
 
     ``q`` is in ``q_unit`` ("1/Å", "1/nm", sasdata's "A^{-1}", … or None when
-    the source gave no unit). ``d_intensity`` and ``dq`` are one-sigma
-    uncertainties or None. ``source`` names the file (or any label) and
-    ``dataset`` the entry inside it. ``notes`` collects remarks made before
+    the source gave no unit). ``q_unit_source`` says where that unit comes
+    from: "file" (given with the data: a unit in the file, or by whoever built
+    the curve), "user" (set by the user for data without one) or "assumed"
+    (nobody gave it: ``q_unit`` is at most a reader's default, e.g. sasdata's
+    1/Å for plain ASCII columns, and the classifier decides the unit, see
+    :mod:`sasview_bnn_plugin.q_units`). Left as None it is "file" when
+    ``q_unit`` is set and "assumed" when not. ``d_intensity`` and ``dq`` are
+    one-sigma uncertainties or None. ``source`` names the file (or any label)
+    and ``dataset`` the entry inside it. ``notes`` collects remarks made before
     preprocessing (reader quirks, unit reinterpretation). ``error`` is set
     when there is no usable curve; then the arrays are empty.
     """
@@ -35,6 +47,13 @@ class Curve:
     dataset: str = ""
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    q_unit_source: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.q_unit_source is None:
+            self.q_unit_source = "file" if self.q_unit is not None and str(self.q_unit).strip() else "assumed"
+        elif self.q_unit_source not in Q_UNIT_SOURCES:
+            raise ValueError(f"q_unit_source must be one of {', '.join(Q_UNIT_SOURCES)}, not {self.q_unit_source!r}")
 
     @classmethod
     def failed(cls, source: str, dataset: str, message: str, notes: list[str] | None = None) -> "Curve":
@@ -44,7 +63,11 @@ class Curve:
 
     @classmethod
     def from_data1d(cls, data: Any, source: str = "", dataset: str = "") -> "Curve":
-        """Wrap a sasdata ``Data1D`` (x = q, y = I, dy, dx, ``_xunit``)."""
+        """Wrap a sasdata ``Data1D`` (x = q, y = I, dy, dx, ``_xunit``).
+
+        The unit is "assumed" when the entry has none or was read by sasdata's
+        ASCII/CSV reader (which labels every curve 1/Å without reading a unit).
+        """
 
         def optional(values: Any) -> np.ndarray | None:
             if values is None:
@@ -56,12 +79,18 @@ class Curve:
         y = getattr(data, "y", None)
         if x is None or y is None:
             return cls.failed(source, dataset, "the entry holds no q and I columns")
+        unit = getattr(data, "_xunit", None) or None
+        meta = getattr(data, "meta_data", None)
+        reader = str(meta.get("loader", "")) if isinstance(meta, dict) else ""
+        # sasdata's ASCII and CSV readers never read a unit: they label every curve 1/Å by default.
+        assumed = unit is None or not str(unit).strip() or reader in DEFAULT_UNIT_READERS
         return cls(
             q=np.asarray(x, dtype=np.float64),
             intensity=np.asarray(y, dtype=np.float64),
             d_intensity=optional(getattr(data, "dy", None)),
             dq=optional(getattr(data, "dx", None)),
-            q_unit=getattr(data, "_xunit", None) or None,
+            q_unit=unit,
             source=source or str(getattr(data, "filename", "") or ""),
             dataset=dataset or str(getattr(data, "title", "") or ""),
+            q_unit_source="assumed" if assumed else "file",
         )

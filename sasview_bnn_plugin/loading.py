@@ -27,8 +27,9 @@ from typing import Any, Iterable, Iterator
 import h5py
 import numpy as np
 
-from .curve import Curve
+from .curve import DEFAULT_UNIT_READERS, Curve
 from .nxcansas_entries import EntryPlan, plan_entries, read_entry
+from .q_units import canonical_q_unit
 
 log = logging.getLogger(__name__)
 
@@ -246,20 +247,99 @@ def _entry_to_curve(entry: Any, source: str, dataset: str, path: Path) -> Curve:
 
 
 def _fix_reader_quirks(curve: Curve, entry: Any, path: Path) -> None:
-    """Correct what sasdata is known to get wrong, and say so in the curve's notes."""
+    """Correct what sasdata is known to get wrong, and say so in the curve's notes.
+
+    sasdata's ASCII/CSV readers label every curve 1/Å without reading a unit
+    (:meth:`Curve.from_data1d` marks those units "assumed"); a q unit named in
+    the file's header (e.g. "# q (1/nm)  I  dI") is taken as the file's unit.
+    """
     meta = getattr(entry, "meta_data", {}) or {}
     reader = str(meta.get("loader", ""))
     suffix = path.suffix.lower()
+    if reader in DEFAULT_UNIT_READERS:
+        header_unit = header_q_unit(path)
+        if header_unit is not None:
+            if canonical_q_unit_or_none(curve.q_unit) != header_unit:
+                curve.q_unit = header_unit
+            curve.q_unit_source = "file"
+            return
     if suffix == ".pdh" and reader == "ASCII":
-        # The Anton Paar PDH reader failed and the generic ASCII reader labelled q as 1/Å;
-        # PDH files (SAXSquant, SAXSess) store q in 1/nm.
+        # The Anton Paar PDH reader failed and the generic ASCII reader labelled q as 1/Å without
+        # reading a unit; PDH files (SAXSquant, SAXSess) usually store q in 1/nm: expected, not certain.
         curve.q_unit = "1/nm"
+        curve.q_unit_source = "assumed"
         curve.notes.append(
-            "sasdata read this PDH file as plain ASCII and labelled q 1/Å; PDH files store q in 1/nm, "
-            "so q was converted from 1/nm (check if your instrument exported 1/Å)"
+            "sasdata read this PDH file as plain ASCII and labelled q 1/Å without reading a unit; PDH files "
+            "usually store q in 1/nm, so 1/nm is expected unless the q range says otherwise"
         )
     elif reader == "ASCII" and suffix in {".abs", ".cor"}:
-        curve.notes.append("sasdata read this file as plain ASCII: q is assumed to be in 1/Å (no unit in the file)")
+        curve.notes.append("sasdata read this file as plain ASCII: the file gives no q unit")
+
+
+#: Header lines read at most when looking for a q unit, and the bytes read at most.
+_HEADER_LINES, _HEADER_BYTES = 500, 1 << 18
+_ANGSTROM_UNIT = (
+    r"(?:1\s*/\s*(?:[Aa]ngstroms?|[Aa]ng|[AÅ\u212b])"
+    r"|(?:[Aa]ngstroms?|[Aa]ng|[AÅ\u212b])\s*(?:\^\s*\{?\s*[-\u2212]\s*1\s*\}?|[-\u2212]\s*1|\u207b\u00b9|\*\*\s*-\s*1)"
+    r"|inverse\s+[Aa]ngstroms?)"
+)
+_NANOMETRE_UNIT = (
+    r"(?:1\s*/\s*nm"
+    r"|nm\s*(?:\^\s*\{?\s*[-\u2212]\s*1\s*\}?|[-\u2212]\s*1|\u207b\u00b9|\*\*\s*-\s*1)"
+    r"|inverse\s+nanomet(?:er|re)s?)"
+)
+#: "q" (a word of its own) followed, through brackets, ":", "=", "/", "in" or "unit", by an inverse length unit.
+_Q_WITH_UNIT = re.compile(
+    r"(?<![A-Za-z])[qQ](?![A-Za-z])(?:\s*(?:[(\[{<:=,/_|]|in\b|units?\b))*\s*"
+    rf"(?:(?P<angstrom>{_ANGSTROM_UNIT})|(?P<nanometre>{_NANOMETRE_UNIT}))(?![A-Za-z0-9])"
+)
+_NUMBER_SPLIT = re.compile(r"[\s,;]+")
+
+
+def header_q_unit(path: str | os.PathLike[str]) -> str | None:
+    """The q unit ("1/A" or "1/nm") that the header of a plain-column file names, else None.
+
+    Looks at the text lines before the data (at most :data:`_HEADER_LINES`)
+    for "q" followed by an inverse length: "q (1/nm)", "Q [Å^-1]", "# q/nm^-1",
+    "q in 1/A" … A header naming both units, or none, gives None.
+    """
+    found: set[str] = set()
+    numeric_run = 0
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEADER_BYTES)
+    except OSError:
+        return None
+    for number, line in enumerate(head.decode("utf-8", errors="replace").splitlines()):
+        if number >= _HEADER_LINES:
+            break
+        tokens = [t for t in _NUMBER_SPLIT.split(line.strip()) if t]
+        if tokens and _all_numbers(tokens):
+            numeric_run += 1
+            if numeric_run >= 5:  # the data have begun
+                break
+            continue
+        numeric_run = 0
+        for match in _Q_WITH_UNIT.finditer(line):
+            found.add("1/A" if match.group("angstrom") else "1/nm")
+    return found.pop() if len(found) == 1 else None
+
+
+def _all_numbers(tokens: list[str]) -> bool:
+    try:
+        for token in tokens:
+            float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def canonical_q_unit_or_none(unit: Any) -> str | None:
+    """"1/A" or "1/nm" for a unit the preprocessing understands, else None."""
+    try:
+        return canonical_q_unit(unit)
+    except ValueError:
+        return None
 
 
 def find_data_files(paths: Iterable[str | os.PathLike[str]], recursive: bool = False) -> tuple[list[Path], list[str]]:

@@ -35,10 +35,11 @@ def require_matplotlib() -> None:
         raise PlottingUnavailable("install matplotlib for --plot (pip install matplotlib)") from None
 
 
-def _q_and_intensity(curve: Curve) -> tuple[np.ndarray, np.ndarray]:
-    """q in 1/Å (as given when the unit is unknown) and I, shape (points,), for drawing."""
+def _q_and_intensity(curve: Curve, q_unit: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """q in 1/Å (read in ``q_unit``, the unit the classification used, else the curve's own; as given when
+    the unit is unknown) and I, shape (points,), for drawing."""
     try:
-        factor = q_unit_factor(curve.q_unit)[0]
+        factor = q_unit_factor(q_unit or curve.q_unit)[0]
     except CurveError:
         factor = 1.0
     return np.asarray(curve.q, dtype=float) * factor, np.asarray(curve.intensity, dtype=float)
@@ -75,7 +76,7 @@ def plot_result(curve: Curve, result: ClassificationResult, config: Preprocessin
         # Fixed margins: a layout engine would triple the drawing time of every PNG.
         fig.subplots_adjust(left=0.08, right=0.98, bottom=0.24, top=0.9, wspace=0.28)
         ax_data, ax_prob = fig.subplots(1, 2, width_ratios=[1.3, 1])
-    q, i = _q_and_intensity(curve)
+    q, i = _q_and_intensity(curve, result.q_unit_used)
     shown = np.isfinite(q) & np.isfinite(i) & (q > 0)
     positive = shown & (i > 0)
     ax_data.axvspan(config.q_min, config.q_max, color="tab:green", alpha=0.08, label="model q-domain")
@@ -157,7 +158,7 @@ def plot_contact_sheet(
     for ax in axes[len(items):]:
         ax.set_axis_off()
     for ax, (curve, result) in zip(axes, items):
-        q, i = _q_and_intensity(curve)
+        q, i = _q_and_intensity(curve, result.q_unit_used)
         keep = np.isfinite(q) & np.isfinite(i) & (q > 0) & (i > 0)
         if not result.ok:
             colour, verdict = "tab:gray", "refused"

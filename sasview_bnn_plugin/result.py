@@ -62,8 +62,11 @@ CSV_COLUMNS_OPTIONAL: tuple[str, ...] = (
     "novelty_p_value",
 ) + tuple(f"p_present_{name}" for name in ANOMALY_NAMES)
 
+#: The q unit the curve was read in ("1/A" or "1/nm"; see :mod:`sasview_bnn_plugin.q_units`), appended last.
+CSV_COLUMNS_UNITS: tuple[str, ...] = ("q_unit_used",)
+
 #: CSV columns, in order.
-CSV_COLUMNS: tuple[str, ...] = CSV_COLUMNS_V1 + CSV_COLUMNS_OPTIONAL
+CSV_COLUMNS: tuple[str, ...] = CSV_COLUMNS_V1 + CSV_COLUMNS_OPTIONAL + CSV_COLUMNS_UNITS
 
 #: Joins class names in a CSV cell ("aggregation;artefact"); human displays use ", " and " or ".
 CSV_LIST_SEPARATOR = ";"
@@ -128,6 +131,12 @@ class ClassificationResult:
     novelty_p_value: float = math.nan
     #: The p-value level that decided ``is_novel`` (NaN: the novelty-threshold rule decided).
     novelty_level: float = math.nan
+    #: The unit q was read in ("1/A", "1/nm"; "" when no curve was read), where it came from ("file",
+    #: "user", "assumed": decided by the runtime, see :mod:`sasview_bnn_plugin.q_units`) and whether
+    #: that decision is uncertain (the note in ``message`` says why).
+    q_unit_used: str = ""
+    q_unit_source: str = ""
+    q_unit_uncertain: bool = False
 
     @property
     def ok(self) -> bool:
@@ -290,6 +299,7 @@ class ClassificationResult:
         row["novelty_p_value"] = float(self.novelty_p_value)
         for name, p in zip(ANOMALY_NAMES, self.presence_probabilities):
             row[f"p_present_{name}"] = float(p)
+        row["q_unit_used"] = self.q_unit_used
         return row
 
     def to_dict(self) -> dict[str, Any]:
@@ -327,6 +337,8 @@ class ClassificationResult:
                 "n_samples": self.n_samples,
                 "model": self.model,
                 "notes": list(self.notes),
+                "q_unit_source": self.q_unit_source,
+                "q_unit_uncertain": self.q_unit_uncertain,
             }
         )
         return out

@@ -47,7 +47,7 @@ from types import FrameType
 from typing import Iterator, Sequence
 
 from .output import csv_header, output_format, render_csv_rows, render_json_record
-from .result import CSV_COLUMNS, CSV_COLUMNS_V1, ClassificationResult
+from .result import CSV_COLUMNS, CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_V1, ClassificationResult
 
 try:  # POSIX
     import fcntl
@@ -188,7 +188,7 @@ def read_written_rows(path: str | os.PathLike[str], fmt: str) -> WrittenRows:
 
 def _known_header(cells: list[str], path: Path) -> list[str]:
     """The columns of a CSV header this version can continue, or :class:`ResultsFileError` saying why not."""
-    for columns in (CSV_COLUMNS, CSV_COLUMNS_V1):
+    for columns in (CSV_COLUMNS, CSV_COLUMNS_V1 + CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_V1):  # this version's, then older ones
         if cells == list(columns):
             return cells
     if cells[: len(CSV_COLUMNS)] == list(CSV_COLUMNS):

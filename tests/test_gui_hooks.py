@@ -85,7 +85,7 @@ def test_signal_hub_is_found_in_this_sasview_version():
 def test_settings_file_round_trip_and_damaged_file(tmp_path: Path):
     path = tmp_path / "bnn.json"
     GuiSettings(model="m.onnx", provider="cpu", novelty_threshold=0.3, path=path).save()
-    assert json.loads(path.read_text()) == {"model": "m.onnx", "provider": "cpu", "novelty_threshold": 0.3}
+    assert json.loads(path.read_text()) == {"model": "m.onnx", "provider": "cpu", "novelty_threshold": 0.3, "q_unit": "auto"}
     assert GuiSettings.load(path) == GuiSettings(model="m.onnx", provider="cpu", novelty_threshold=0.3)
     path.write_text("{ not json")
     assert GuiSettings.load(path) == GuiSettings()

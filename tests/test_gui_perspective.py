@@ -337,7 +337,7 @@ def test_preferences_page_in_sasview_panel_switches_the_model(qtbot, perspective
     result = perspective.table_model.entries[0].result
     assert result.model == "other_model" and result.n_samples == 6 and result.novelty_threshold == 0.25
     assert "other_model" in perspective.lblModel.text()
-    assert json.loads(Path(perspective.service.settings.path).read_text()) == {"model": str(other), "provider": "cpu", "novelty_threshold": 0.25}
+    assert json.loads(Path(perspective.service.settings.path).read_text()) == {"model": str(other), "provider": "cpu", "novelty_threshold": 0.25, "q_unit": "auto"}
 
 
 def test_qt_binding_keeps_references_to_none():

@@ -143,9 +143,11 @@ def test_q_in_inverse_nanometres_without_unit_is_flagged(classifier):
     q, i, di = sphere_curve()
     result = classifier.classify_curve(q * 10, i, di, q_unit=None)
     assert result.ok
-    assert any("assumed to be in 1/Å" in n for n in result.notes)
-    assert any("if q is in 1/nm, give the unit" in n for n in result.notes)
-    assert "1/nm" in result.message  # the CSV message column carries the warning
+    # q reaches 4: not 1/Å, so read as 1/nm (never a silent 10x), and the row says so and why
+    assert result.q_unit_used == "1/nm" and result.q_unit_source == "assumed"
+    assert any(n.startswith("q unit not given; read as 1/nm (q reaches 4") for n in result.notes)
+    assert "read as 1/nm" in result.message  # the CSV message column carries the note
+    np.testing.assert_allclose(result.probabilities, classifier.classify_curve(q * 10, i, di, q_unit="1/nm").probabilities, rtol=1e-6)
 
 
 def test_unknown_unit_and_unconvertible_items_are_refused(classifier):

@@ -45,7 +45,8 @@ def test_csv_has_the_documented_columns_and_one_row_per_curve(model, tmp_path, c
                 "novelty_score", "is_novel", "status", "message"] + [f"p_{c}" for c in CLASS_NAMES]
     # The columns of the optional model outputs come after the original ones; a model without them leaves them empty.
     appended = ["anomalies_present", "prediction_set", "set_level", "novelty_p_value"] + [f"p_present_{c}" for c in CLASS_NAMES[1:]]
-    assert reader.fieldnames == expected + appended == list(CSV_COLUMNS)
+    # Then the unit q was read in (another appended column).
+    assert reader.fieldnames == expected + appended + ["q_unit_used"] == list(CSV_COLUMNS)
     assert all(row[c] == "" for row in rows for c in appended)
     assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
     assert [r["dataset"] for r in rows if r["file"].endswith("latex_smeared.xml")] == [

@@ -37,7 +37,7 @@ from sasview_bnn_plugin.model_format import (
 )
 from sasview_bnn_plugin.output import render_csv_rows
 from sasview_bnn_plugin.preprocessing import prepare_curve
-from sasview_bnn_plugin.result import CSV_COLUMNS, CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_V1
+from sasview_bnn_plugin.result import CSV_COLUMNS, CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_UNITS, CSV_COLUMNS_V1
 from sasview_bnn_plugin.taxonomy import ANOMALY_NAMES, CLASS_NAMES
 
 ONE_D = Path(__import__("sasdata").__file__).parent / "example_data" / "1d_data"
@@ -137,7 +137,8 @@ def write_curve_files(folder: Path, curves) -> list[Path]:
     paths = []
     for k, (q, i, di) in enumerate(curves):
         path = folder / f"curve_{k:02d}.txt"
-        np.savetxt(path, np.column_stack([q, i, di]))
+        # The header names the q unit, so the rows carry no note about an assumed unit.
+        np.savetxt(path, np.column_stack([q, i, di]), header="q (1/A)  I (1/cm)  dI (1/cm)")
         paths.append(path)
     return paths
 
@@ -150,7 +151,7 @@ def test_a_v1_model_gives_the_old_columns_unchanged_and_empty_new_ones(v1_model,
     out = tmp_path / "v1.csv"
     assert main(["classify", *map(str, files), "--model", str(v1_model), "-o", str(out)]) == 0
     header, rows = read_csv(out)
-    assert header == list(CSV_COLUMNS_V1) + list(CSV_COLUMNS_OPTIONAL) == list(CSV_COLUMNS)
+    assert header == list(CSV_COLUMNS_V1) + list(CSV_COLUMNS_OPTIONAL) + list(CSV_COLUMNS_UNITS) == list(CSV_COLUMNS)
     assert header[: len(CSV_COLUMNS_V1)] == ["file", "dataset", "label", "confidence", "anomaly_probability", "entropy",
                                              "mutual_information", "novelty_score", "is_novel", "status", "message"] + [f"p_{c}" for c in CLASS_NAMES]
     assert CSV_COLUMNS_OPTIONAL == ("anomalies_present", "prediction_set", "set_level", "novelty_p_value") + tuple(f"p_present_{a}" for a in ANOMALY_NAMES)

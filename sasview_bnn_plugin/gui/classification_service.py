@@ -35,6 +35,7 @@ from ..curve import Curve
 from ..model_catalog import ModelNotFoundError, ModelSource, resolve_model
 from ..model_format import ModelFormatError
 from ..plugin_host import PluginHost, build_plugin_host
+from ..q_units import shown
 from ..result import ClassificationResult
 from .settings import GuiSettings
 
@@ -192,7 +193,8 @@ class ClassificationService(QtCore.QObject):
     Parameters
     ----------
     settings:
-        Model, provider and novelty threshold; :meth:`apply_settings` changes them.
+        Model, provider, novelty threshold and the q unit of data without one;
+        :meth:`apply_settings` changes them.
     plugin_host:
         Supplies plugin models, raw-curve steps and result sinks; built
         (with installed entry-point plugins) when None.
@@ -248,7 +250,7 @@ class ClassificationService(QtCore.QObject):
         """The open classifier for the current settings (opened once, thread-safe)."""
         with self._lock:
             source = self.model_source()
-            key = (str(source.path), self.settings.provider, self.settings.novelty_threshold)
+            key = (str(source.path), self.settings.provider, self.settings.novelty_threshold, self.settings.q_unit)
             if self._classifier is None or self._classifier_key != key:
                 try:
                     self._classifier = BNNClassifier(
@@ -257,6 +259,7 @@ class ClassificationService(QtCore.QObject):
                         novelty_threshold=self.settings.novelty_threshold,
                         plugin_host=self.plugin_host,
                         name=source.name,
+                        q_unit=self.settings.q_unit,
                     )
                 except (ModelFormatError, ModelNotFoundError, OSError) as err:
                     self._classifier = None
@@ -271,7 +274,8 @@ class ClassificationService(QtCore.QObject):
         except ModelUnavailableError as err:
             return str(err)
         threshold = "" if self.settings.novelty_threshold is None else f", novelty threshold {self.settings.novelty_threshold:g}"
-        return f"Model: {source.name} ({source.path.name}), provider {self.settings.provider}{threshold}"
+        unit = "" if self.settings.q_unit == "auto" else f", q of files without a unit read as {shown(self.settings.q_unit)}"
+        return f"Model: {source.name} ({source.path.name}), provider {self.settings.provider}{threshold}{unit}"
 
     def apply_settings(self, settings: GuiSettings, save: bool = True) -> None:
         """Use new settings from now on (the model is re-opened on the next job)."""

@@ -32,10 +32,11 @@ CHOSEN_EDGE = "#263238"
 PRESENCE_COLOUR = "#6a1b9a"
 
 
-def curve_in_inverse_angstrom(curve: Curve) -> tuple[np.ndarray, np.ndarray]:
-    """(q in 1/Å, I) of the finite points with I > 0, shape (points,) each; unknown units are left as given."""
+def curve_in_inverse_angstrom(curve: Curve, q_unit: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(q in 1/Å, I) of the finite points with I > 0, shape (points,) each; q read in ``q_unit`` (the unit the
+    classification used) if given, else in the curve's own unit; unknown units are left as given."""
     try:
-        factor, _ = q_unit_factor(curve.q_unit)
+        factor, _ = q_unit_factor(q_unit or curve.q_unit)
     except CurveError:
         factor = 1.0
     q = np.asarray(curve.q, dtype=float) * factor
@@ -53,7 +54,7 @@ def draw_curve(ax: Axes, curve: Curve | None, result: ClassificationResult | Non
     ax.set_ylabel("I(q)")
     lo, hi = q_domain
     ax.axvspan(lo, hi, color=DOMAIN_COLOUR, alpha=0.25, label="model q-domain")
-    q, intensity = (np.zeros(0), np.zeros(0)) if curve is None else curve_in_inverse_angstrom(curve)
+    q, intensity = (np.zeros(0), np.zeros(0)) if curve is None else curve_in_inverse_angstrom(curve, getattr(result, "q_unit_used", None))
     if q.size:
         ax.plot(q, intensity, ".", color="#37474f", markersize=3, label="data")
         if result is not None and result.ok and all(math.isfinite(v) for v in result.q_window):

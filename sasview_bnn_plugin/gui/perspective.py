@@ -252,8 +252,9 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
         return False
 
     def updateFromParameters(self, params: dict) -> None:  # noqa: N802
-        """Apply ``model``/``provider``/``novelty_threshold`` entries of ``params`` (other keys are ignored)."""
-        if not isinstance(params, dict) or not {"model", "provider", "novelty_threshold"} & set(params):
+        """Apply ``model``/``provider``/``novelty_threshold``/``q_unit`` entries of ``params`` (other keys are ignored)."""
+        keys = ("model", "provider", "novelty_threshold", "q_unit")
+        if not isinstance(params, dict) or not set(keys) & set(params):
             return
         from .settings import GuiSettings
 
@@ -261,8 +262,9 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
             "model": self.service.settings.model,
             "provider": self.service.settings.provider,
             "novelty_threshold": self.service.settings.novelty_threshold,
+            "q_unit": self.service.settings.q_unit,
         }
-        merged.update({k: params[k] for k in ("model", "provider", "novelty_threshold") if k in params})
+        merged.update({k: params[k] for k in keys if k in params})
         self.service.apply_settings(GuiSettings.from_mapping(merged, self.service.settings.path))
 
     # -- Perspective interface: window, preferences, report -------------------------------------

@@ -21,9 +21,12 @@ from .settings import GuiSettings
 
 DEFAULT_MODEL_ITEM = "(first shipped model)"
 
+#: The q-unit choices as shown, and the setting each stands for (see :mod:`sasview_bnn_plugin.q_units`).
+Q_UNIT_ITEMS: dict[str, str] = {"auto": "auto", "1/Å": "1/A", "1/nm": "1/nm"}
+
 
 class BNNPreferencesWidget(PreferencesWidget):
-    """Model (name or ONNX file), execution provider and novelty threshold."""
+    """Model (name or ONNX file), execution provider, novelty threshold and the q unit of files without one."""
 
     name = "BNN Anomaly"
 
@@ -45,6 +48,12 @@ class BNNPreferencesWidget(PreferencesWidget):
         self.cbProvider = self.addComboBox("Execution provider", list(PROVIDER_CHOICES), "auto")
         self.txtThreshold = self.addFloatInput("Novelty threshold")
         self.txtThreshold.setPlaceholderText("empty: the model's own threshold")
+        self.cbQUnit = self.addComboBox("q unit of files without one", list(Q_UNIT_ITEMS), "auto")
+        self.cbQUnit.setToolTip(
+            "Plain ASCII columns and PDH files give no q unit. auto: decided per curve from its q range and, "
+            "when both are plausible, from the reading the model finds in-distribution (each row says which and why). "
+            "A unit the file gives is always used."
+        )
         self.lblStatus = QtWidgets.QLabel(self)
         self.lblStatus.setWordWrap(True)
         self.verticalLayout.addWidget(self.lblStatus)
@@ -52,6 +61,7 @@ class BNNPreferencesWidget(PreferencesWidget):
         self.txtModelFile.textChanged.connect(self._stage)
         self.cbProvider.currentIndexChanged.connect(self._stage)
         self.txtThreshold.textChanged.connect(self._stage)
+        self.cbQUnit.currentIndexChanged.connect(self._stage)
 
     def _browse(self) -> None:
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Choose a sasview-bnn model", "", "ONNX models (*.onnx)")
@@ -68,7 +78,8 @@ class BNNPreferencesWidget(PreferencesWidget):
         threshold = float(threshold_text) if threshold_text else None
         if threshold is not None and not math.isfinite(threshold):
             raise ValueError("the novelty threshold must be a finite number")
-        return GuiSettings(model=model, provider=self.cbProvider.currentText(), novelty_threshold=threshold)
+        q_unit = Q_UNIT_ITEMS.get(self.cbQUnit.currentText(), "auto")
+        return GuiSettings(model=model, provider=self.cbProvider.currentText(), novelty_threshold=threshold, q_unit=q_unit)
 
     def _stage(self, *_args) -> None:
         if self.parent is None:  # not yet placed in the Preferences panel
@@ -98,7 +109,7 @@ class BNNPreferencesWidget(PreferencesWidget):
         self.lblStatus.setText(self.service.describe_model())
 
     def restoreDefaults(self) -> None:  # noqa: N802
-        """"Restore defaults": first shipped model, automatic provider, the model's threshold (staged)."""
+        """"Restore defaults": first shipped model, automatic provider, the model's threshold, automatic q unit (staged)."""
         self._toggleBlockAllSignaling(True)
         self._show(GuiSettings())
         self._toggleBlockAllSignaling(False)
@@ -119,8 +130,10 @@ class BNNPreferencesWidget(PreferencesWidget):
             self.txtModelFile.setText(settings.model)
         self.cbProvider.setCurrentIndex(max(0, self.cbProvider.findText(settings.provider)))
         self.txtThreshold.setText("" if settings.novelty_threshold is None else repr(settings.novelty_threshold))
+        shown = next((text for text, value in Q_UNIT_ITEMS.items() if value == settings.q_unit), "auto")
+        self.cbQUnit.setCurrentIndex(max(0, self.cbQUnit.findText(shown)))
         self.lblStatus.setText(self.service.describe_model())
 
     def _toggleBlockAllSignaling(self, toggle: bool) -> None:  # noqa: N802
-        for widget in (self.cbModel, self.txtModelFile, self.cbProvider, self.txtThreshold):
+        for widget in (self.cbModel, self.txtModelFile, self.cbProvider, self.txtThreshold, self.cbQUnit):
             widget.blockSignals(toggle)

@@ -1,4 +1,5 @@
-"""The BNN Anomaly perspective's user settings: which model, which provider, which novelty threshold.
+"""The BNN Anomaly perspective's user settings: which model, which provider, which novelty threshold,
+which q unit for files without one.
 
 SasView's own configuration (``sas.system.config``) refuses keys it does not
 know, so these settings live in their own small JSON file,
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..providers import PROVIDER_CHOICES
+from ..q_units import q_unit_setting
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,16 @@ class GuiSettings:
     ONNX file; "" picks the first shipped model. ``provider`` is one of
     :data:`~sasview_bnn_plugin.providers.PROVIDER_CHOICES`.
     ``novelty_threshold`` overrides the model's own threshold (None keeps it).
+    ``q_unit`` is the unit of q for data whose file gives none (plain ASCII
+    columns, PDH files): "auto" (decided per curve from its q range and the
+    model, see :mod:`sasview_bnn_plugin.q_units`), "1/A" or "1/nm". A unit the
+    file gives is never overridden.
     """
 
     model: str = ""
     provider: str = "auto"
     novelty_threshold: float | None = None
+    q_unit: str = "auto"
     path: Path | None = field(default=None, compare=False, repr=False)
 
     def validate(self) -> None:
@@ -58,6 +65,7 @@ class GuiSettings:
             raise ValueError(f"provider must be one of {', '.join(PROVIDER_CHOICES)}, not {self.provider!r}")
         if self.novelty_threshold is not None and not math.isfinite(self.novelty_threshold):
             raise ValueError("the novelty threshold must be a finite number")
+        q_unit_setting(self.q_unit)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -79,6 +87,10 @@ class GuiSettings:
             settings.novelty_threshold = None
         if settings.novelty_threshold is not None and not math.isfinite(settings.novelty_threshold):
             settings.novelty_threshold = None
+        try:
+            settings.q_unit = q_unit_setting(data.get("q_unit"))
+        except ValueError:
+            settings.q_unit = "auto"
         return settings
 
     @classmethod
