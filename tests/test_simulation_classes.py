@@ -23,7 +23,9 @@ from sasview_bnn_trainer.simulation.classes import (
     CLASS_GENERATORS,
     LATTICES,
     MODELS_USED,
+    SECONDARY_ANOMALIES,
     SIMULATOR_VERSION,
+    STRUCTURE_FACTORS,
     simulate,
     simulate_curve,
 )
@@ -66,10 +68,21 @@ def _info(model: str):
 
 @pytest.fixture(scope="module")
 def samples() -> dict[int, list]:
+    """Single-anomaly curves of every class (the physics of each class on its own)."""
     out = {}
     for label in range(len(CLASS_NAMES)):
         rng = np.random.default_rng(1000 + label)
-        out[label] = [simulate(label, rng) for _ in range(N_PER_CLASS)]
+        out[label] = [simulate(label, rng, mixture_probability=0.0) for _ in range(N_PER_CLASS)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def mixtures() -> dict[int, list]:
+    """Curves whose planned class takes secondary anomalies whenever it can (taxonomy version 2)."""
+    out = {}
+    for label in range(len(CLASS_NAMES)):
+        rng = np.random.default_rng(2000 + label)
+        out[label] = [simulate(label, rng, mixture_probability=1.0) for _ in range(12)]
     return out
 
 
@@ -178,7 +191,7 @@ def test_interparticle_structure_factor_is_visible(samples):
         assert s_min == pytest.approx(c.criteria["s_q_min"], rel=1e-9) and s_peak >= c.criteria["s_peak"] - 1e-9
         assert 0.1 <= pars["volfraction"] <= 0.5
         worst = max(worst, float(np.max(np.abs(s / sim.components["structure_factor"] - 1))))
-    assert models == {"hardsphere", "hayter_msa"}
+    assert models == set(STRUCTURE_FACTORS)
     assert worst < 0.03  # the simulator's S(q) is sasmodels' S(q), interpolated from its model grid
 
 
@@ -294,12 +307,19 @@ def test_artefacts_are_visible_on_the_stored_arrays(samples):
         elif kind == "step":
             boundary = int(comp["step_boundary"][0])
             assert crit.step_factor(c.intensity, comp["clean"], c.d_intensity, boundary) >= crit.STEP_MIN_FACTOR
+        elif kind == "edge_points":
+            k = int(c.params["edge_points"])
+            moved = crit.moved_points(comp["expected"], comp["clean"], c.d_intensity)
+            assert 1 <= moved.sum() <= k <= 4 and not moved[k:].any()  # only the first points, at the beamstop edge
+        elif kind == "cell_residue":
+            moved = crit.moved_points(comp["expected"], comp["clean"], c.d_intensity)
+            assert moved.sum() >= crit.VISIBLE_MIN_POINTS
         else:
             factor, fraction = crit.low_q_distortion(comp["expected"], comp["clean"])
             assert factor >= 2.0 and fraction <= 0.1
             affected = np.abs(comp["expected"] / comp["clean"] - 1) > 0.05
             assert affected[0] and not affected[int(math.ceil(0.1 * n)):].any()
-    assert len(kinds) >= 3
+    assert len(kinds) >= 4
 
 
 def test_banded_pinhole_equals_sasmodels_pinhole1d():
@@ -341,3 +361,73 @@ def test_every_class_fits_one_curve_file(tmp_path):
     for a, b in zip(curves, back):
         assert a.label == b.label and np.array_equal(a.intensity, b.intensity)
         assert b.params["simulator_version"] == SIMULATOR_VERSION
+
+
+@pytest.mark.parametrize("label", range(1, len(CLASS_NAMES)))
+def test_every_anomaly_earns_its_label_by_the_visibility_rule(samples, label):
+    """Taxonomy v2: the anomaly moves >= 5 points (3 spikes, 1 beamstop-edge point) by > 4 sigma and > 20 %."""
+    name = CLASS_NAMES[label]
+    for sim in samples[label]:
+        c, comp = sim.curve, sim.components
+        assert c.params["anomalies"] == name and c.criteria["n_anomalies"] == 1
+        score = c.criteria[f"visibility_{name}"]
+        kind = c.params["artefact"] if name == "artefact" else name
+        assert score >= crit.minimum_points(kind)
+        if name in ("aggregation", "interparticle", "ordered"):
+            # Recomputed from the stored noise-free curve and its counterpart without the anomaly.
+            assert crit.visibility_score(comp["expected"], comp["counterpart"], c.d_intensity) == score
+        if name == "oversubtracted":
+            assert crit.oversubtraction_score(comp["expected"], c.d_intensity) == score
+
+
+def test_clean_curves_carry_no_anomaly(samples):
+    for sim in samples[class_index("clean")]:
+        assert sim.curve.params["anomalies"] == "" and sim.curve.criteria["n_anomalies"] == 0
+
+
+def test_mixtures_record_every_anomaly_and_the_most_visible_is_primary(mixtures):
+    seen_mixtures = 0
+    for planned, sims in mixtures.items():
+        for sim in sims:
+            c = sim.curve
+            present = [a for a in c.params["anomalies"].split(";") if a]
+            scores = {a: c.criteria[f"visibility_{a}"] for a in present}
+            assert c.criteria["n_anomalies"] == len(present)
+            if planned == class_index("clean"):
+                assert present == [] and c.label == planned
+                continue
+            assert CLASS_NAMES[planned] in present
+            assert set(present) - {CLASS_NAMES[planned]} <= set(SECONDARY_ANOMALIES[CLASS_NAMES[planned]])
+            assert CLASS_NAMES[c.label] == present[0] and scores[present[0]] == max(scores.values())
+            assert all(s >= crit.VISIBLE_MIN_EDGE_POINTS for s in scores.values())
+            # No visibility score for anomalies that are absent.
+            assert all(f"visibility_{a}" not in c.criteria for a in CLASS_NAMES[1:] if a not in present)
+            seen_mixtures += len(present) > 1
+            assert np.all(np.isfinite(c.intensity)) and np.all(c.d_intensity > 0)
+    assert seen_mixtures >= 30
+
+
+def test_secondary_artefacts_are_visible_against_the_curve_without_them(mixtures):
+    checked = 0
+    for planned, sims in mixtures.items():
+        for sim in sims:
+            c, comp = sim.curve, sim.components
+            if planned == class_index("artefact") or "artefact" not in c.params["anomalies"]:
+                continue
+            kind = c.params["artefact"]
+            assert c.criteria["visibility_artefact"] >= crit.minimum_points(kind)
+            if kind == "step":
+                assert c.criteria["step_factor"] >= crit.STEP_MIN_FACTOR
+            checked += 1
+    assert checked >= 5
+
+
+def test_every_shape_family_is_drawn():
+    from sasview_bnn_trainer.simulation.shapes import FAMILIES, draw_shape
+
+    rng = np.random.default_rng(3)
+    drawn = {draw_shape(100.0, rng).spec.family for _ in range(400)}
+    assert drawn == set(FAMILIES) == {"sphere", "ellipsoid", "cylinder", "chain", "generic"}
+    mono = [draw_shape(100.0, rng) for _ in range(400)]
+    # Deep minima: some curves of shapes with a size distribution are monodisperse.
+    assert any(d.polydispersity == 0.0 and d.spec.pd_parameter for d in mono)

@@ -17,7 +17,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("sasmodels")
 
 from sasview_bnn_plugin.model_card import verify_model_file
-from sasview_bnn_plugin.model_format import REQUIRED_METADATA, check_metadata
+from sasview_bnn_plugin.model_format import REQUIRED_METADATA, check_metadata, read_optional_parts
 from sasview_bnn_plugin.taxonomy import CLASS_NAMES, class_index
 from sasview_bnn_trainer.cli import main
 from sasview_bnn_trainer.export import (
@@ -26,10 +26,12 @@ from sasview_bnn_trainer.export import (
     random_operators,
     read_metadata,
     run_onnx,
+    run_onnx_all,
     weights_sha256,
 )
 from sasview_bnn_trainer.features import FeatureFile, build_features
 from sasview_bnn_trainer.fit import FitConfig, fit, learning_rate, load_run
+from sasview_bnn_trainer.network import NetworkConfig
 from sasview_bnn_trainer.simulation.runner import simulate_to_file
 
 pytestmark = pytest.mark.slow
@@ -56,7 +58,9 @@ def vi_model(data):
 @pytest.fixture(scope="module")
 def ensemble_model(data):
     folder, train, _ = data
-    config = FitConfig(method="ensemble", epochs=2, samples=4, seed=1, lr=3e-3, exclude_classes=("ordered",), outlier_fraction=0.1)
+    # A network without the anomalies-present outputs (version 1) keeps its two-output graph.
+    config = FitConfig(method="ensemble", epochs=2, samples=4, seed=1, lr=3e-3, exclude_classes=("ordered",), outlier_fraction=0.1,
+                       network=NetworkConfig(n_anomalies=0))
     result = fit(train, folder / "ens", config, progress=False)
     exported = export_run(folder / "ens", folder / "ens.onnx", 4)
     return result, exported
@@ -104,14 +108,26 @@ def test_exported_graph_follows_the_contract_and_matches_torch(which, request, d
     session = onnx_session(exported.path)
     (inp,) = session.get_inputs()
     assert inp.name == "features" and inp.shape[1:] == [4, 256] and isinstance(inp.shape[0], str)
-    assert [o.name for o in session.get_outputs()] == ["probabilities", "novelty_score"]
+    presence = which == "vi_model"
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "novelty_score"] + (["anomaly_probabilities"] if presence else [])
+    parts = read_optional_parts(meta, [o.name for o in session.get_outputs()])
+    assert (parts.anomalies is not None) == presence and parts.conformal is not None and parts.novelty_calibration is not None
+    assert sorted(float(k) for k in parts.conformal.levels) == [0.8, 0.9, 0.95, 0.99]
+    assert np.all(np.diff(parts.novelty_calibration.scores) >= 0)
 
     _, _, test = data
     with FeatureFile(build_features(test, progress=False)) as ff:
         x = ff.read_rows(np.arange(min(len(ff), 300)))
-    probs, scores = run_onnx(session, x, batch_size=97)  # uneven batches exercise the dynamic axis
+    probs, scores, anomaly_probs = run_onnx_all(session, x, batch_size=97)  # uneven batches exercise the dynamic axis
     with torch.no_grad():
-        t_probs, t_scores = exported.model(torch.from_numpy(x))
+        t_out = exported.model(torch.from_numpy(x))
+    t_probs, t_scores = t_out[:2]
+    if presence:
+        assert anomaly_probs.shape == (x.shape[0], n_samples, 6)
+        assert np.max(np.abs(anomaly_probs - t_out[2].numpy())) <= 1e-5
+        assert np.all((anomaly_probs >= 0) & (anomaly_probs <= 1))
+    else:
+        assert anomaly_probs is None
     assert probs.shape == (x.shape[0], n_samples, 7) and scores.shape == (x.shape[0],)
     assert np.max(np.abs(probs - t_probs.numpy())) <= 1e-5
     np.testing.assert_allclose(scores, t_scores.numpy(), rtol=1e-4, atol=1e-3)
@@ -119,7 +135,7 @@ def test_exported_graph_follows_the_contract_and_matches_torch(which, request, d
     # The novelty score is max(Mahalanobis / q_M, entropy of the mean probabilities / q_H).
     scales = json.loads(meta["novelty_scales"])
     with torch.no_grad():
-        _, mahalanobis, _ = exported.model.components(torch.from_numpy(x))
+        _, mahalanobis, _, _ = exported.model.components(torch.from_numpy(x))
     mean = probs.mean(axis=1)
     entropy = -(mean * np.log(np.clip(mean, 1e-12, None))).sum(axis=1)
     expected = np.maximum(mahalanobis.numpy() / scales["mahalanobis"], entropy / scales["entropy"])
@@ -168,6 +184,15 @@ def test_evaluate_writes_metrics_and_report(which, request, data, capsys):
         for score in ("mutual_information", "predictive_entropy", "feature_score"):
             assert 0.0 <= m["novelty"][kind][score]["auroc"] <= 1.0
     assert {r["n"] for r in m["robustness"]["noise_level"]} and sum(r["n"] for r in m["robustness"]["q_window_decades"]) == cm.sum()
+    # Conformal sets: the coverage rises with the level, sets grow; p-values flag about their level.
+    levels = m["conformal"]["levels"]
+    assert [levels[k]["coverage"] for k in sorted(levels, key=float)] == sorted(levels[k]["coverage"] for k in levels)
+    assert all(1.0 <= levels[k]["mean_set_size"] <= 7.0 for k in levels)
+    assert 0.0 <= m["novelty_p_value"]["false_alarm_rate"]["0.05"] <= 0.2
+    if which == "vi_model":
+        assert set(m["presence"]["auroc"]) == set(CLASS_NAMES[1:]) and 0.0 <= m["presence"]["subset_accuracy"] <= 1.0
+    else:
+        assert "presence" not in m
     page = (report / "index.html").read_text()
     for png in ("confusion_matrix.png", "roc.png", "reliability.png", "uncertainty.png", "novelty.png", "robustness.png"):
         assert (report / png).stat().st_size > 0 and png in page
@@ -175,7 +200,9 @@ def test_evaluate_writes_metrics_and_report(which, request, data, capsys):
         assert json.loads(exported.metadata["training"])["outlier_fraction"] == 0.1
         unseen = m["novelty"]["class:ordered"]
         with FeatureFile(test.with_name("test.eval-features.h5")) as ff:
-            assert unseen["n"] == int(np.sum(ff.labels == class_index("ordered"))) > 0
+            # Unseen: every curve showing the left-out class, as its primary class or as a secondary anomaly.
+            shows = (ff.labels == class_index("ordered")) | (ff.anomalies[:, class_index("ordered") - 1] > 0)
+            assert unseen["n"] == int(np.sum(shows)) > 0
         assert m["test_data"]["unseen_classes"] == ["ordered"] and cm[class_index("ordered")].sum() == 0
         assert 0.0 <= unseen["feature_score"]["auroc"] <= 1.0
         assert "mean_unseen_class_auroc" in m["novelty"]

@@ -57,6 +57,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=_channels, default=(8, 16, 32), help="conv channels of the three layers (default 8,16,32)")
     p.add_argument("--hidden", type=int, default=64, help="width of the fully connected layer (default 64)")
     p.add_argument("--kernel", type=int, default=7, help="conv kernel width, odd (default 7)")
+    p.add_argument("--no-presence", action="store_true",
+                   help="train the primary class only, without the anomalies-present outputs (a version-1 network)")
+    p.add_argument("--max-train", type=int, default=None, metavar="N",
+                   help="train on a seeded random subset of N of the training curves (e.g. for leave-one-class-out "
+                        "models trained on part of a large file); validation curves are unchanged")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice, all cores); 1 lets two runs share 2 cores")
     p.add_argument("--workers", type=int, default=1, help="processes for the one-off preprocessing (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
@@ -73,8 +80,14 @@ def run(args: argparse.Namespace) -> int:
             prior_sigma=args.prior_sigma, loss=args.loss, mc_samples=args.mc_samples,
             kl_weight=args.kl_weight, lr_schedule=args.lr_schedule,
             outlier_fraction=args.outlier_fraction, outlier_weight=args.outlier_weight,
-            network=NetworkConfig(channels=args.channels, hidden=args.hidden, kernel=args.kernel),
+            network=NetworkConfig(channels=args.channels, hidden=args.hidden, kernel=args.kernel,
+                                  n_anomalies=0 if args.no_presence else NetworkConfig.n_anomalies),
+            max_train=args.max_train,
         )
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(max(1, args.threads))
         result = fit(args.data, args.out, config, resume=args.resume, progress=not args.quiet, feature_workers=args.workers)
     except (ValueError, OSError, FloatingPointError) as err:
         print(f"sasview-bnn-train fit: error: {err}", file=sys.stderr)

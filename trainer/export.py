@@ -5,6 +5,8 @@ members) packed as grouped convolutions (:class:`~sasview_bnn_trainer.network.Pa
 and computes, with no random operator:
 
 - ``probabilities`` (batch, S, 7): the softmax of every sample;
+- ``anomaly_probabilities`` (batch, S, 6), for networks with presence outputs:
+  the sigmoid of every sample's presence logits (taxonomy version 2);
 - ``novelty_score`` (batch,): max(M / q_M, H / q_H), two views of "unlike the
   training data" on a common scale:
 
@@ -20,8 +22,12 @@ and computes, with no random operator:
 
   q_M and q_H are their (1 - false-alarm rate) quantiles on validation curves.
 
-The novelty threshold is the (1 - false-alarm rate) quantile of the combined
-score on the run's validation curves (in-distribution by construction).
+The run's validation curves (in-distribution by construction) are split in
+two seeded halves: the first sets q_M, q_H and the legacy novelty threshold
+(its (1 - false-alarm rate) quantile); the second, never seen by anything
+else, calibrates what the runtime applies (:mod:`sasview_bnn_plugin.conformal`):
+the split-conformal APS thresholds of the prediction sets at several coverage
+levels, and the reference novelty scores of the novelty p-values.
 
 ``weights_sha256`` is the sha256 of the packed classifier parameters as
 little-endian float32, concatenated in the order of
@@ -46,9 +52,16 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sasview_bnn_plugin import __version__
+from sasview_bnn_plugin.conformal import aps_scores, aps_sets, conformal_quantile
 from sasview_bnn_plugin.model_format import (
+    ANOMALIES_KEY,
+    ANOMALY_OUTPUT,
+    ANOMALY_THRESHOLD_KEY,
+    CONFORMAL_KEY,
+    DEFAULT_ANOMALY_THRESHOLD,
     FORMAT_VERSION,
     INPUT_NAME,
+    NOVELTY_CALIBRATION_KEY,
     NOVELTY_OUTPUT,
     PROBABILITIES_OUTPUT,
     REQUIRED_METADATA,
@@ -56,7 +69,7 @@ from sasview_bnn_plugin.model_format import (
 )
 from sasview_bnn_plugin.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
 
-from .evaluation.metrics import classification_summary, roc_auc
+from .evaluation.metrics import classification_summary, presence_summary, roc_auc
 from .features import FeatureFile, split_rows
 from .fit import load_run
 from .network import PARAMETER_NAMES, PackedCNN, pack_members
@@ -67,6 +80,13 @@ RANDOM_OPERATORS = frozenset(
 )
 OPSET = 17
 NOVELTY_SCORE_NAME = "max(mahalanobis/q_mahalanobis, entropy/q_entropy)"
+#: Coverage levels of the exported conformal prediction sets; the first listed default is 0.9.
+CONFORMAL_LEVELS: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)
+DEFAULT_CONFORMAL_LEVEL = 0.9
+#: Default level of the novelty p-value: a curve is novel when p < this.
+DEFAULT_NOVELTY_LEVEL = 0.01
+#: Reference novelty scores stored for the p-values (a seeded subset when there are more).
+MAX_NOVELTY_REFERENCE = 5000
 
 
 class MahalanobisNovelty(nn.Module):
@@ -100,7 +120,7 @@ class MahalanobisNovelty(nn.Module):
 
 
 class ExportedModel(nn.Module):
-    """features (batch, 4, bins) -> (probabilities (batch, S, 7), novelty_score (batch,)).
+    """features (batch, 4, bins) -> (probabilities (batch, S, 7), novelty_score (batch,)[, anomaly_probabilities (batch, S, 6)]).
 
     The novelty score is max(M / q_M, H / q_H) (see the module docstring);
     the scales start at 1 and are set by :meth:`set_novelty_scales`.
@@ -116,18 +136,23 @@ class ExportedModel(nn.Module):
         """Divide M by ``mahalanobis`` and H by ``entropy`` (both > 0) in the combined score."""
         self.scales.copy_(torch.tensor([mahalanobis, entropy], dtype=torch.float32))
 
-    def components(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(probabilities (batch, S, 7), M (batch,), H (batch,)) before scaling."""
+    @property
+    def has_presence(self) -> bool:
+        return self.network.config.n_anomalies > 0
+
+    def components(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(probabilities (batch, S, 7), M (batch,), H (batch,), presence (batch, S, n_anomalies)) before scaling."""
         hidden = self.network._hidden(features)
-        logits = self.network.out(hidden).reshape(-1, self.network.members, self.network.config.n_classes)
+        logits, presence = self.network.heads(hidden)
         probs = F.softmax(logits, dim=-1)
         mean = probs.mean(dim=1)
         entropy = -(mean * torch.log(torch.clamp(mean, min=1e-12))).sum(dim=-1)
-        return probs, self.novelty(hidden), entropy
+        return probs, self.novelty(hidden), entropy, torch.sigmoid(presence)
 
-    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        probs, mahalanobis, entropy = self.components(features)
-        return probs, torch.maximum(mahalanobis / self.scales[0], entropy / self.scales[1])
+    def forward(self, features: Tensor) -> tuple[Tensor, ...]:
+        probs, mahalanobis, entropy, presence = self.components(features)
+        score = torch.maximum(mahalanobis / self.scales[0], entropy / self.scales[1])
+        return (probs, score, presence) if self.has_presence else (probs, score)
 
 
 def fit_mahalanobis(
@@ -188,12 +213,22 @@ def random_operators(model: onnx.ModelProto) -> list[str]:
 
 def run_onnx(session: ort.InferenceSession, features: np.ndarray, batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (n, S, 7) and novelty scores (n,) of features (n, 4, bins) with onnxruntime."""
-    probs, scores = [], []
+    probs, scores, _ = run_onnx_all(session, features, batch_size)
+    return probs, scores
+
+
+def run_onnx_all(session: ort.InferenceSession, features: np.ndarray,
+                 batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(probabilities (n, S, 7), novelty scores (n,), anomaly probabilities (n, S, 6) or None for a model without them)."""
+    names = [PROBABILITIES_OUTPUT, NOVELTY_OUTPUT]
+    if ANOMALY_OUTPUT in {o.name for o in session.get_outputs()}:
+        names.append(ANOMALY_OUTPUT)
+    parts: list[list[np.ndarray]] = [[] for _ in names]
     for s in range(0, features.shape[0], batch_size):
-        p, nov = session.run([PROBABILITIES_OUTPUT, NOVELTY_OUTPUT], {INPUT_NAME: features[s : s + batch_size]})
-        probs.append(p)
-        scores.append(nov)
-    return np.concatenate(probs), np.concatenate(scores)
+        for part, value in zip(parts, session.run(names, {INPUT_NAME: features[s : s + batch_size]})):
+            part.append(value)
+    out = [np.concatenate(p) if p else np.zeros((0,)) for p in parts]
+    return out[0], out[1], (out[2] if len(out) > 2 else None)
 
 
 def onnx_session(path: str | Path, threads: int = 2) -> ort.InferenceSession:
@@ -250,7 +285,8 @@ def export_run(
         if features.summary.preprocessing != data["preprocessing"]:
             raise ValueError("the features file of the run was rebuilt with other preprocessing settings; re-run fit")
         excluded = [class_index(n) for n in data["excluded_classes"]]
-        train_rows, val_rows = split_rows(features.labels, data["val_fraction"], data["split_seed"], excluded)
+        train_rows, val_rows = split_rows(features.labels, data["val_fraction"], data["split_seed"], excluded,
+                                          data.get("max_train"), features.anomalies)
         rng = np.random.default_rng(seed)
         fit_rows = np.sort(rng.choice(train_rows, min(max_fit_curves, train_rows.size), replace=False))
         novelty = fit_mahalanobis(network, features, fit_rows)
@@ -259,25 +295,35 @@ def export_run(
             val_rows = np.sort(rng.choice(val_rows, max_val_curves, replace=False))
         val_x = features.read_rows(val_rows)
         val_y = features.labels[val_rows]
+        val_present = features.anomalies[val_rows]
 
     with torch.no_grad():
         parts = [model.components(torch.from_numpy(val_x[s : s + 1024])) for s in range(0, val_x.shape[0], 1024)]
-        torch_probs_all = np.concatenate([p.numpy() for p, _, _ in parts])
-        mahalanobis = np.concatenate([m.numpy() for _, m, _ in parts])
-        entropy = np.concatenate([h.numpy() for _, _, h in parts])
-        scales = [max(float(np.quantile(v, 1.0 - false_alarm_rate)), 1e-12) for v in (mahalanobis, entropy)]
+        torch_probs_all = np.concatenate([p.numpy() for p, _, _, _ in parts])
+        mahalanobis = np.concatenate([m.numpy() for _, m, _, _ in parts])
+        entropy = np.concatenate([h.numpy() for _, _, h, _ in parts])
+        presence_all = np.concatenate([a.numpy() for _, _, _, a in parts])
+        # Two disjoint halves of the validation curves: scales and legacy threshold / conformal calibration.
+        calibration = np.random.default_rng([seed, 0xCA1]).random(val_y.size) < 0.5
+        fitting = ~calibration
+        scales = [max(float(np.quantile(v[fitting], 1.0 - false_alarm_rate)), 1e-12) for v in (mahalanobis, entropy)]
         model.set_novelty_scales(*scales)
     scores = np.maximum(mahalanobis / np.float32(scales[0]), entropy / np.float32(scales[1]))  # the graph's combination
-    threshold = float(np.quantile(scores, 1.0 - false_alarm_rate))
-    achieved_far = float(np.mean(scores > threshold))
+    threshold = float(np.quantile(scores[fitting], 1.0 - false_alarm_rate))
+    achieved_far = float(np.mean(scores[calibration] > threshold))
     mean_probs = torch_probs_all.mean(axis=1)
+    conformal, novelty_reference = _calibrate(mean_probs[calibration], val_y[calibration], scores[calibration], seed)
     metrics = classification_summary(val_y, mean_probs, N_CLASSES)
     metrics["anomaly_auroc"] = roc_auc(val_y != CLEAN_INDEX, 1.0 - mean_probs[:, CLEAN_INDEX])
-    metrics = {"validation": {k: round(float(v), 6) for k, v in metrics.items()}, "n_validation": int(val_y.size)}
+    if model.has_presence:
+        metrics.update({k: v for k, v in presence_summary(val_present, presence_all.mean(axis=1)).items() if np.isfinite(v)})
+    metrics = {"validation": {k: round(float(v), 6) for k, v in metrics.items()}, "n_validation": int(val_y.size),
+               "n_calibration": int(calibration.sum())}
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.from_numpy(val_x[:2])
+    output_names = [PROBABILITIES_OUTPUT, NOVELTY_OUTPUT] + ([ANOMALY_OUTPUT] if model.has_presence else [])
     with warnings.catch_warnings():
         # the TorchScript exporter is used on purpose: the dynamo one needs onnxscript, not a dependency
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -286,8 +332,8 @@ def export_run(
             (example,),
             str(out_path),
             input_names=[INPUT_NAME],
-            output_names=[PROBABILITIES_OUTPUT, NOVELTY_OUTPUT],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, PROBABILITIES_OUTPUT: {0: "batch"}, NOVELTY_OUTPUT: {0: "batch"}},
+            output_names=output_names,
+            dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *output_names]},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -326,7 +372,12 @@ def export_run(
         "novelty_target_false_alarm_rate": repr(false_alarm_rate),
         "novelty_scales": json.dumps({"mahalanobis": scales[0], "entropy": scales[1]}),
         "posterior_sample_seed": str(seed),
+        CONFORMAL_KEY: json.dumps(conformal),
+        NOVELTY_CALIBRATION_KEY: json.dumps({"scores": novelty_reference, "default_level": DEFAULT_NOVELTY_LEVEL}),
     }
+    if model.has_presence:
+        metadata[ANOMALIES_KEY] = json.dumps(list(CLASS_NAMES[1:]))
+        metadata[ANOMALY_THRESHOLD_KEY] = repr(DEFAULT_ANOMALY_THRESHOLD)
     missing = set(REQUIRED_METADATA) - set(metadata)
     assert not missing, missing
     del proto.metadata_props[:]
@@ -344,11 +395,40 @@ def export_run(
 
     session = onnx_session(out_path)
     check_rows = min(val_x.shape[0], 2048)
-    ort_probs, _ = run_onnx(session, val_x[:check_rows])
+    ort_probs, _, ort_presence = run_onnx_all(session, val_x[:check_rows])
     diff = float(np.max(np.abs(ort_probs - torch_probs_all[:check_rows]))) if check_rows else 0.0
+    if ort_presence is not None and check_rows:
+        diff = max(diff, float(np.max(np.abs(ort_presence - presence_all[:check_rows]))))
     if diff > parity_tolerance:
         raise RuntimeError(f"onnxruntime and torch disagree by {diff:.3g} on the probabilities (tolerance {parity_tolerance:g})")
     return ExportResult(out_path, metadata, diff, model)
+
+
+def _calibrate(probs: np.ndarray, labels: np.ndarray, novelty: np.ndarray, seed: int) -> tuple[dict[str, Any], list[float]]:
+    """Conformal APS thresholds at :data:`CONFORMAL_LEVELS` and the novelty reference scores, from calibration curves.
+
+    ``probs`` (n, 7) posterior-mean probabilities, ``labels`` (n,), ``novelty``
+    (n,) scores of curves used for nothing else. Returns the ``conformal``
+    metadata entry (with the achieved coverage and mean set size on these
+    curves, for the card) and the sorted reference scores (at most
+    :data:`MAX_NOVELTY_REFERENCE`, a seeded subset).
+    """
+    scores = aps_scores(probs, labels)
+    levels: dict[str, float] = {}
+    achieved: dict[str, dict[str, float]] = {}
+    for level in CONFORMAL_LEVELS:
+        t = conformal_quantile(scores, level)
+        levels[repr(level)] = t
+        sets = aps_sets(probs, t)
+        achieved[repr(level)] = {"coverage": float(np.mean(sets[np.arange(labels.size), labels])),
+                                 "mean_set_size": float(sets.sum(axis=1).mean())}
+    reference = np.sort(novelty.astype(np.float64))
+    if reference.size > MAX_NOVELTY_REFERENCE:
+        pick = np.random.default_rng([seed, 0x9E7]).choice(reference.size, MAX_NOVELTY_REFERENCE, replace=False)
+        reference = np.sort(reference[pick])
+    conformal = {"method": "aps", "levels": levels, "n_calibration": int(labels.size),
+                 "default_level": repr(DEFAULT_CONFORMAL_LEVEL), "calibration_set": achieved}
+    return conformal, [float(v) for v in reference]
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

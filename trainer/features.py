@@ -6,7 +6,8 @@ is mapped curve by curve with :func:`sasview_bnn_plugin.preprocessing.prepare_cu
 (``<data>.features.h5`` by default)::
 
     /features      (M, channels, bins) float32   accepted curves only
-    /labels        (M,) int8                     taxonomy index
+    /labels        (M,) int8                     taxonomy index (the primary class)
+    /anomalies     (M, 6) int8                   1 where anomaly k (classes 1..6) is present
     /source_index  (M,) int64                    row of the curve in the curve file
     /coverage      (M,) float64                  fraction of the model q-domain covered (log q)
     /q_window      (M, 2) float64                q range used, 1/Å
@@ -40,11 +41,31 @@ import numpy as np
 from tqdm import tqdm
 
 from sasview_bnn_plugin.preprocessing import CurveError, PreprocessingConfig, prepare_curve
+from sasview_bnn_plugin.taxonomy import CLASS_NAMES, CLEAN_INDEX
+
+ANOMALY_NAMES: tuple[str, ...] = CLASS_NAMES[1:]
+N_ANOMALIES = len(ANOMALY_NAMES)
 
 from .simulation.store import CurveReader
 
 FEATURES_FORMAT = "sasview-bnn-features"
-FEATURES_FORMAT_VERSION = 1
+FEATURES_FORMAT_VERSION = 2
+
+
+def anomalies_present(label: int, criteria: dict[str, float]) -> np.ndarray:
+    """Presence (6,) int8 of the anomalies (classes 1..6) of a simulated curve.
+
+    Simulator 2.0 records a visibility score ``criteria["visibility_<name>"]``
+    for every anomaly present (docs/taxonomy.md, version 2); curves of older
+    simulators show exactly their label's anomaly (none for ``clean``).
+    """
+    out = np.zeros(N_ANOMALIES, dtype=np.int8)
+    scores = [criteria.get(f"visibility_{name}", float("nan")) for name in ANOMALY_NAMES]
+    if "n_anomalies" in criteria:
+        out[:] = np.isfinite(scores)
+    elif label != CLEAN_INDEX:
+        out[label - 1] = 1
+    return out
 
 
 def default_features_path(data_path: str | Path) -> Path:
@@ -62,7 +83,7 @@ def _prepare_chunk(args: tuple[str, int, int, str]) -> tuple[int, dict[str, np.n
     """Preprocess curves start..stop-1 of a curve file (runs in worker processes too)."""
     path, start, stop, cfg_json = args
     cfg = PreprocessingConfig.from_json(cfg_json)
-    feats, labels, index, coverage, window = [], [], [], [], []
+    feats, labels, index, coverage, window, present = [], [], [], [], [], []
     refusals: Counter = Counter()
     with CurveReader(path) as reader:
         for k, curve in enumerate(reader.read(start, stop)):
@@ -73,6 +94,7 @@ def _prepare_chunk(args: tuple[str, int, int, str]) -> tuple[int, dict[str, np.n
                 continue
             feats.append(prepared.features)
             labels.append(curve.label)
+            present.append(anomalies_present(curve.label, curve.criteria))
             index.append(start + k)
             coverage.append(prepared.coverage)
             window.append(prepared.q_window)
@@ -80,6 +102,7 @@ def _prepare_chunk(args: tuple[str, int, int, str]) -> tuple[int, dict[str, np.n
     out = {
         "features": np.stack(feats) if feats else np.zeros(shape, np.float32),
         "labels": np.asarray(labels, dtype=np.int8),
+        "anomalies": np.asarray(present, dtype=np.int8).reshape(-1, N_ANOMALIES),
         "source_index": np.asarray(index, dtype=np.int64),
         "coverage": np.asarray(coverage, dtype=np.float64),
         "q_window": np.asarray(window, dtype=np.float64).reshape(-1, 2),
@@ -96,6 +119,7 @@ def _cache_is_valid(features_path: Path, data_path: Path, cfg: PreprocessingConf
             a = f.attrs
             return (
                 a.get("format") == FEATURES_FORMAT
+                and int(a.get("format_version", 0)) == FEATURES_FORMAT_VERSION
                 and a.get("complete", False)
                 and a.get("preprocessing") == cfg.to_json()
                 and int(a.get("source_size", -1)) == stat.st_size
@@ -149,6 +173,8 @@ def build_features(
                 "features", shape=(0, *bins), maxshape=(None, *bins), dtype=np.float32, chunks=(256, *bins)
             ),
             "labels": f.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int8, chunks=(65536,)),
+            "anomalies": f.create_dataset("anomalies", shape=(0, N_ANOMALIES), maxshape=(None, N_ANOMALIES), dtype=np.int8,
+                                          chunks=(65536, N_ANOMALIES)),
             "source_index": f.create_dataset("source_index", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(65536,)),
             "coverage": f.create_dataset("coverage", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(65536,)),
             "q_window": f.create_dataset("q_window", shape=(0, 2), maxshape=(None, 2), dtype=np.float64, chunks=(65536, 2)),
@@ -218,6 +244,8 @@ class FeatureFile:
             raise ValueError(f"{self.path} is not a complete sasview-bnn features file")
         self.features: h5py.Dataset = self._f["features"]
         self.labels: np.ndarray = self._f["labels"][:].astype(np.int64)
+        #: Anomalies present, shape (M, 6) int64 (1 = present), classes 1..6 in taxonomy order.
+        self.anomalies: np.ndarray = self._f["anomalies"][:].astype(np.int64)
         self.source_index: np.ndarray = self._f["source_index"][:]
         a = self._f.attrs
         self.summary = FeatureSummary(
@@ -275,8 +303,12 @@ class FeatureFile:
         *,
         shuffle_seed: int | None = None,
         block_rows: int = 32768,
+        with_anomalies: bool = False,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (features (b, channels, bins) float32, labels (b,) int64) over ``rows``.
+
+        With ``with_anomalies`` the labels are (b, 7) int64: column 0 the
+        primary class, columns 1..6 the anomalies present (0/1).
 
         The file is read in blocks of at most ``block_rows`` consecutive rows
         (about 128 MiB for 32768 rows), so memory stays bounded. With
@@ -296,7 +328,7 @@ class FeatureFile:
         carry_y: np.ndarray | None = None
         for group in groups:
             x = self.read_rows(group)
-            y = self.labels[group]
+            y = np.column_stack([self.labels[group], self.anomalies[group]]) if with_anomalies else self.labels[group]
             if rng is not None:
                 perm = rng.permutation(group.size)
                 x, y = x[perm], y[perm]
@@ -317,15 +349,27 @@ def split_rows(
     val_fraction: float,
     seed: int,
     exclude: Sequence[int] = (),
+    max_train: int | None = None,
+    anomalies: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random train/validation split of feature rows, excluded classes removed.
 
     Returns (train_rows, val_rows), sorted row indices. The split depends only on
     the number of rows and the seed, so excluding a class does not reshuffle the rest.
+    ``max_train`` keeps a seeded random subset of that many training rows
+    (validation rows are unchanged). With ``anomalies`` (M, 6), a row is
+    excluded when an excluded class is its primary class *or* present as a
+    secondary anomaly (a left-out class must be unseen, not just never primary).
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"the validation fraction must lie between 0 and 1, got {val_fraction}")
     rng = np.random.default_rng([seed, 0x5A11D])
     is_val = rng.random(labels.shape[0]) < val_fraction
-    keep = ~np.isin(labels, np.asarray(list(exclude), dtype=np.int64))
-    return np.flatnonzero(keep & ~is_val), np.flatnonzero(keep & is_val)
+    excluded = np.asarray(list(exclude), dtype=np.int64)
+    keep = ~np.isin(labels, excluded)
+    if anomalies is not None and excluded.size:
+        keep &= ~np.any(anomalies[:, excluded[excluded > 0] - 1] > 0, axis=1)
+    train = np.flatnonzero(keep & ~is_val)
+    if max_train is not None and train.size > max_train:
+        train = np.sort(np.random.default_rng([seed, 0x5EB5E7]).choice(train, max_train, replace=False))
+    return train, np.flatnonzero(keep & is_val)

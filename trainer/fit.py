@@ -33,7 +33,7 @@ from tqdm import tqdm
 from sasview_bnn_plugin import __version__
 from sasview_bnn_plugin.taxonomy import CLASS_NAMES, N_CLASSES, class_index
 
-from .evaluation.metrics import classification_summary
+from .evaluation.metrics import classification_summary, presence_summary
 from .features import FeatureFile, build_features, split_rows
 from .network import NetworkConfig, pack_members
 from .posterior import LOSSES, METHODS, DeepEnsemble, MeanFieldVI, Posterior, posterior_from_spec
@@ -103,6 +103,7 @@ class FitConfig:
     outlier_fraction: float = 0.0
     outlier_weight: float = 0.5
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    max_train: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -129,6 +130,8 @@ class FitConfig:
             self.samples = DEFAULT_SAMPLES[self.method]
         if self.samples < 1:
             raise ValueError("the number of posterior samples must be at least 1")
+        if self.max_train is not None and self.max_train < 1:
+            raise ValueError(f"--max-train must be a positive number of curves, got {self.max_train}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -142,6 +145,7 @@ class FitConfig:
         net = dict(d.pop("network"))
         net["channels"] = tuple(net["channels"])
         d["exclude_classes"] = tuple(d["exclude_classes"])
+        net.setdefault("n_anomalies", 0)  # runs of version 1 trained the primary class only
         return cls(network=NetworkConfig(**net), **d)
 
 
@@ -186,13 +190,22 @@ def predict_rows(
     *,
     seed: int = 0,
     batch_size: int = 1024,
-) -> np.ndarray:
-    """Per-sample probabilities (len(rows), S, classes) of the given feature rows, in row order."""
+    with_presence: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Per-sample probabilities (len(rows), S, classes) of the given feature rows, in row order.
+
+    With ``with_presence`` also the per-sample anomaly-presence probabilities (len(rows), S, n_anomalies).
+    """
     net = pack_members(posterior.config, posterior.sample_weights(n_samples, seed)).to(device).eval()
-    out = []
+    out, present = [], []
     for x, _ in features.iter_batches(rows, batch_size):
-        out.append(torch.softmax(net(torch.from_numpy(x).to(device)), dim=-1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, n_samples, posterior.config.n_classes), np.float32)
+        logits, presence = net(torch.from_numpy(x).to(device), with_presence=True)
+        out.append(torch.softmax(logits, dim=-1).cpu().numpy())
+        present.append(torch.sigmoid(presence).cpu().numpy())
+    probs = np.concatenate(out) if out else np.zeros((0, n_samples, posterior.config.n_classes), np.float32)
+    if not with_presence:
+        return probs
+    return probs, (np.concatenate(present) if present else np.zeros((0, n_samples, posterior.config.n_anomalies), np.float32))
 
 
 def _plot_history(history: list[dict[str, float]], path: Path) -> None:
@@ -275,7 +288,8 @@ def fit(
     features = FeatureFile(features_path)
     try:
         excluded = [class_index(n) for n in config.exclude_classes]
-        train_rows, val_rows = split_rows(features.labels, config.val_fraction, config.seed, excluded)
+        train_rows, val_rows = split_rows(features.labels, config.val_fraction, config.seed, excluded, config.max_train,
+                                          features.anomalies)
         if train_rows.size == 0 or val_rows.size == 0:
             raise ValueError(
                 f"{data_path} gives {train_rows.size} training and {val_rows.size} validation curves; both must be non-empty"
@@ -295,6 +309,7 @@ def fit(
             "n_val": int(val_rows.size),
             "val_fraction": config.val_fraction,
             "split_seed": config.seed,
+            "max_train": config.max_train,
         }
 
         pool = None
@@ -325,13 +340,18 @@ def fit(
             n_seen = 0
             n_batches = math.ceil(train_rows.size / config.batch_size)
             step = (epoch - 1) * n_batches
-            batches = features.iter_batches(train_rows, config.batch_size, shuffle_seed=config.seed * 7919 + epoch)
+            multi = config.network.n_anomalies > 0
+            batches = features.iter_batches(train_rows, config.batch_size, shuffle_seed=config.seed * 7919 + epoch,
+                                            with_anomalies=multi)
             pick = np.random.default_rng([config.seed, epoch, 31])
             for x, y in tqdm(batches, total=n_batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False):
                 if pool is not None:
                     extra = pick.integers(0, len(pool), max(1, round(config.outlier_fraction * y.shape[0])))
                     x = np.concatenate([x, pool[extra]])
-                    y = np.concatenate([y, np.full(extra.size, -1, dtype=y.dtype)])
+                    outliers = np.full((extra.size, *y.shape[1:]), -1, dtype=y.dtype)
+                    if multi:
+                        outliers[:, 1:] = 0  # no anomaly of the taxonomy: not trained on (see posterior.objective)
+                    y = np.concatenate([y, outliers])
                 xb, yb = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
                 loss, parts = posterior.training_loss(xb, yb, generator)
                 optimiser.zero_grad(set_to_none=True)
@@ -346,8 +366,11 @@ def fit(
             if not all(math.isfinite(v) for v in totals.values()):
                 raise FloatingPointError(f"the training loss became non-finite in epoch {epoch}; lower --lr")
             posterior.eval()
-            probs = predict_rows(posterior, features, val_rows, int(config.samples), device, seed=config.seed)
+            probs, presence = predict_rows(posterior, features, val_rows, int(config.samples), device, seed=config.seed,
+                                           with_presence=True)
             val = classification_summary(features.labels[val_rows], probs.mean(axis=1), N_CLASSES)
+            if multi:
+                val.update(presence_summary(features.anomalies[val_rows], presence.mean(axis=1)))
             entry = {"epoch": epoch, "train_loss": totals["loss"] / n_seen, "train_data": totals["data"] / n_seen}
             entry.update({f"train_{k}": v / n_seen for k, v in totals.items() if k not in ("loss", "data")})
             entry["lr_end"] = optimiser.param_groups[0]["lr"]

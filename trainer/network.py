@@ -1,10 +1,15 @@
 """The seed 1D CNN, in a layout that packs several weight samples into one module.
 
 One member (one set of weights) maps features (batch, 4, 256) to 7 class
-probabilities:
+probabilities and, since taxonomy version 2, 6 anomaly-presence probabilities:
 
     3 x [Conv1d(kernel k, 'same' padding) -> MaxPool1d(2) -> ReLU]
-    -> flatten (or global average) -> Linear(hidden) -> ReLU -> Linear(7) -> softmax
+    -> flatten (or global average) -> Linear(hidden) -> ReLU -> Linear(7 + 6)
+    -> softmax over the first 7 (primary class), sigmoid of the last 6 (anomalies present)
+
+The output layer is one Linear of 7 + ``n_anomalies`` outputs, so the two
+heads share every weight up to the last layer (``n_anomalies`` = 0 gives the
+version-1 network).
 
 :class:`PackedCNN` holds ``members`` such networks side by side as grouped
 convolutions (groups = members; the input is repeated once per member, and the
@@ -40,7 +45,8 @@ class NetworkConfig:
     kernel width (odd); ``hidden``: width of the fully connected layer, whose
     activations are the penultimate features used by the novelty score;
     ``pooling``: "flatten" keeps where along q a feature sits, "average" is a
-    global average pool.
+    global average pool; ``n_anomalies``: presence outputs (one per anomaly
+    class, 0 for a classifier of the primary class only).
     """
 
     in_channels: int = 4
@@ -50,6 +56,7 @@ class NetworkConfig:
     hidden: int = 64
     n_classes: int = N_CLASSES
     pooling: str = "flatten"
+    n_anomalies: int = N_CLASSES - 1
 
     def __post_init__(self) -> None:
         if self.kernel % 2 != 1:
@@ -71,6 +78,7 @@ class NetworkConfig:
     def from_json(cls, text: str) -> "NetworkConfig":
         raw = json.loads(text)
         raw["channels"] = tuple(raw["channels"])
+        raw.setdefault("n_anomalies", 0)  # networks of version 1 had no presence outputs
         return cls(**raw)
 
 
@@ -101,13 +109,23 @@ class PackedCNN(nn.Module):
         self.conv2 = nn.Conv1d(m * c1, m * c2, k, padding=pad, groups=m)
         self.conv3 = nn.Conv1d(m * c2, m * c3, k, padding=pad, groups=m)
         self.fc = nn.Conv1d(m * config.fc_inputs, m * config.hidden, 1, groups=m)
-        self.out = nn.Conv1d(m * config.hidden, m * config.n_classes, 1, groups=m)
+        self.out = nn.Conv1d(m * config.hidden, m * self.n_outputs, 1, groups=m)
         self._init_like_single_networks()
 
     def _init_like_single_networks(self) -> None:
         """PyTorch's default init, with fan-in of one member (as nn.Linear / nn.Conv1d of one net)."""
         for layer in (self.conv1, self.conv2, self.conv3, self.fc, self.out):
             layer.reset_parameters()  # grouped layers already use the per-group fan-in
+
+    @property
+    def n_outputs(self) -> int:
+        """Outputs of the last layer per member: class logits, then presence logits."""
+        return self.config.n_classes + self.config.n_anomalies
+
+    def heads(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """(class logits (batch, members, n_classes), presence logits (batch, members, n_anomalies)) from packed hidden activations."""
+        out = self.out(hidden).reshape(-1, self.members, self.n_outputs)
+        return out[..., : self.config.n_classes], out[..., self.config.n_classes :]
 
     def hidden_features(self, x: Tensor) -> Tensor:
         """Penultimate activations, shape (batch, members, hidden)."""
@@ -126,10 +144,10 @@ class PackedCNN(nn.Module):
             h = h.reshape(-1, m * self.config.fc_inputs, 1)
         return F.relu(self.fc(h))  # (batch, members*hidden, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits, shape (batch, members, n_classes)."""
-        logits = self.out(self._hidden(x))
-        return logits.reshape(-1, self.members, self.config.n_classes)
+    def forward(self, x: Tensor, with_presence: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Class logits, shape (batch, members, n_classes); with ``with_presence`` also the presence logits (batch, members, n_anomalies)."""
+        logits, presence = self.heads(self._hidden(x))
+        return (logits, presence) if with_presence else logits
 
     def member_state(self, member: int) -> dict[str, Tensor]:
         """Weights of one member as a member state dict (detached copies)."""

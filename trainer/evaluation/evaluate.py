@@ -13,6 +13,13 @@ plus the arrays the figures need (:class:`Evaluation`):
   synthetic pure-noise / non-scattering curves against the in-distribution
   test curves: AUROC and FPR at 95 % recall of MI, entropy and the graph's
   feature-space score, and the fraction above the shipped threshold;
+- anomalies present (models with that output): per-anomaly AUROC, subset
+  accuracy, per-anomaly accuracy, over the mixtures of the test set;
+- conformal prediction sets (models with ``conformal`` metadata): empirical
+  coverage overall and per class and the set-size distribution at every
+  exported level; novelty p-values (``novelty_calibration``): false-alarm
+  rate on in-distribution test curves at several levels, and the flagged
+  fraction of every novel set at the model's default level;
 - robustness: accuracy and macro-F1 in bins of the simulator's recorded noise
   level (``instrument/noise_level``, relative error at the strongest point) and
   of the width of the q-window (decades of q actually used).
@@ -27,11 +34,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sasview_bnn_plugin.model_format import LOW_CONFIDENCE_THRESHOLD, check_metadata
+from sasview_bnn_plugin.conformal import aps_sets, novelty_p_values
+from sasview_bnn_plugin.model_format import LOW_CONFIDENCE_THRESHOLD, check_metadata, read_optional_parts
 from sasview_bnn_plugin.preprocessing import prepare_batch
 from sasview_bnn_plugin.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
 
-from ..export import onnx_session, read_metadata, run_onnx
+from ..export import onnx_session, read_metadata, run_onnx, run_onnx_all
 from ..features import FeatureFile, build_features
 from ..simulation.store import CurveReader
 from . import metrics as M
@@ -52,6 +60,10 @@ class Evaluation:
     feature_score: np.ndarray               # (n,)
     novel_sets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # name -> score name -> (m,)
     novelty_threshold: float = float("nan")
+    present: np.ndarray | None = None       # (n, 6) anomalies present (truth), in-distribution curves
+    presence_probs: np.ndarray | None = None  # (n, 6) posterior-mean presence probabilities
+    set_sizes: dict[str, np.ndarray] = field(default_factory=dict)  # level -> (n,) prediction-set sizes
+    novelty_p: np.ndarray | None = None     # (n,) novelty p-values of the in-distribution curves
 
 
 def _uncertainty_scores(sample_probs: np.ndarray, feature_score: np.ndarray) -> dict[str, np.ndarray]:
@@ -114,24 +126,29 @@ def evaluate_model(
     unseen_idx = [class_index(n) for n in unseen]
     threshold = float(meta["novelty_threshold"])
     session = onnx_session(model_path, threads)
+    optional = read_optional_parts(meta, [o.name for o in session.get_outputs()])
 
     features_path = build_features(test_path, test_path.with_name(test_path.stem + ".eval-features.h5"), cfg, progress=progress)
     with FeatureFile(features_path) as ff:
         labels_all = ff.labels
+        present_all = ff.anomalies
         q_window = ff.column("q_window")
         source_index = ff.source_index
         summary = ff.summary
-        outputs = [run_onnx(session, x, batch_size) for x, _ in ff.iter_batches(np.arange(len(ff)), batch_size)]
+        outputs = [run_onnx_all(session, x, batch_size) for x, _ in ff.iter_batches(np.arange(len(ff)), batch_size)]
     if not outputs:
         raise ValueError(f"the preprocessing refused every curve of {test_path}; nothing to evaluate")
     sample_probs = np.concatenate([o[0] for o in outputs])
     feature_score = np.concatenate([o[1] for o in outputs])
+    presence_all = np.concatenate([o[2] for o in outputs]).mean(axis=1) if outputs[0][2] is not None else None
     with CurveReader(test_path) as reader:
         noise_level = reader.column("instrument", "noise_level")[source_index] if "noise_level" in reader.columns("instrument") else None
         test_seed = reader.seed
     scores_all = _uncertainty_scores(sample_probs, feature_score)
 
-    in_dist = ~np.isin(labels_all, unseen_idx)
+    # A curve showing an unseen class, as primary or as a secondary anomaly, is not in-distribution.
+    unseen_present = np.any(present_all[:, [c - 1 for c in unseen_idx if c > 0]] > 0, axis=1) if unseen_idx else np.zeros(len(labels_all), bool)
+    in_dist = ~np.isin(labels_all, unseen_idx) & ~unseen_present
     labels = labels_all[in_dist]
     sp = sample_probs[in_dist]
     probs = sp.mean(axis=1)
@@ -175,7 +192,7 @@ def evaluate_model(
     in_scores = {"mutual_information": mi, "predictive_entropy": ent, "feature_score": fs}
     novel_sets: dict[str, dict[str, np.ndarray]] = {}
     for name, c in zip(unseen, unseen_idx):
-        sel = labels_all == c
+        sel = (labels_all == c) | (present_all[:, c - 1] > 0 if c > 0 else False)
         if sel.any():
             novel_sets[f"class:{name}"] = {k: v[sel] for k, v in scores_all.items()}
     for kind in KINDS:
@@ -189,6 +206,43 @@ def evaluate_model(
         metrics["novelty"].setdefault("synthetic_refused_by_preprocessing", {})[kind] = int(n_synthetic - batch.shape[0])
     for name, sets in novel_sets.items():
         metrics["novelty"][name] = _novelty_block(in_scores, sets, threshold)
+    present = presence = None
+    if presence_all is not None:
+        present, presence = present_all[in_dist], presence_all[in_dist]
+        block = M.presence_summary(present, presence, optional.anomalies.threshold if optional.anomalies else 0.5)
+        names = list(CLASS_NAMES[1:])
+        metrics["presence"] = {
+            "auroc": {names[k]: block[f"presence_auroc_{k}"] for k in range(len(names))},
+            "auroc_min": block["presence_auroc_min"], "auroc_mean": block["presence_auroc_mean"],
+            "subset_accuracy": block["presence_subset_accuracy"], "accuracy": block["presence_accuracy"],
+            "n_mixtures": int(np.sum(present.sum(axis=1) > 1)),
+            "subset_accuracy_mixtures": float(np.mean(np.all((presence >= 0.5) == (present > 0), axis=1)[present.sum(axis=1) > 1]))
+            if np.any(present.sum(axis=1) > 1) else float("nan"),
+            "prevalence": {names[k]: float(present[:, k].mean()) for k in range(len(names))},
+        }
+    set_sizes: dict[str, np.ndarray] = {}
+    if optional.conformal is not None:
+        block = {}
+        for key, t in sorted(optional.conformal.levels.items(), key=lambda kv: float(kv[0])):
+            sets = aps_sets(probs, t)
+            covered = sets[np.arange(labels.size), labels]
+            sizes = sets.sum(axis=1)
+            set_sizes[key] = sizes
+            block[key] = {"coverage": float(covered.mean()), "mean_set_size": float(sizes.mean()),
+                          "per_class_coverage": {n: float(covered[labels == c].mean()) if np.any(labels == c) else None
+                                                 for c, n in enumerate(CLASS_NAMES)},
+                          "set_size_counts": np.bincount(sizes, minlength=N_CLASSES + 1)[1:].tolist()}
+        metrics["conformal"] = {"method": optional.conformal.method, "levels": block, "default_level": optional.conformal.default_level}
+    novelty_p = None
+    if optional.novelty_calibration is not None:
+        ref = optional.novelty_calibration.scores
+        novelty_p = novelty_p_values(fs, ref, assume_sorted=True)
+        level = optional.novelty_calibration.default_level
+        block = {"default_level": level, "n_reference": int(ref.size),
+                 "false_alarm_rate": {repr(a): float(np.mean(novelty_p < a)) for a in (0.001, 0.01, 0.05, 0.1)}}
+        for name, sets in novel_sets.items():
+            block[f"flagged:{name}"] = float(np.mean(novelty_p_values(sets["feature_score"], ref, assume_sorted=True) < level))
+        metrics["novelty_p_value"] = block
     class_blocks = [v for k, v in metrics["novelty"].items() if k.startswith("class:")]
     if class_blocks:
         metrics["novelty"]["mean_unseen_class_auroc"] = {
@@ -209,4 +263,4 @@ def evaluate_model(
     robustness["q_window_decades"] = _binned(width, labels, predicted, edges, "decades of q")
     metrics["robustness"] = robustness
 
-    return Evaluation(metrics, labels, probs, ent, mi, fs, novel_sets, threshold)
+    return Evaluation(metrics, labels, probs, ent, mi, fs, novel_sets, threshold, present, presence, set_sizes, novelty_p)

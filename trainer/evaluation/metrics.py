@@ -145,3 +145,28 @@ def classification_summary(labels: np.ndarray, probs: np.ndarray, n_classes: int
         "brier": brier_score(labels, probs),
         "ece": expected_calibration_error(labels, probs, 15),
     }
+
+
+def presence_summary(present: np.ndarray, presence_probs: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Metrics of the anomalies-present output (taxonomy version 2, a curve may show several anomalies).
+
+    ``present`` (n, 6) 0/1 truth, ``presence_probs`` (n, 6) posterior-mean
+    probabilities. Returns the per-anomaly AUROC (``presence_auroc_<k>``, NaN
+    where an anomaly never or always occurs), their minimum and mean, and the
+    subset accuracy (every anomaly's yes/no right at ``threshold``) and mean
+    per-anomaly accuracy.
+    """
+    present = np.asarray(present).astype(bool)
+    predicted = np.asarray(presence_probs) >= threshold
+    out: dict[str, float] = {}
+    aucs = []
+    for k in range(present.shape[1]):
+        auc = roc_auc(present[:, k], presence_probs[:, k]) if 0 < present[:, k].sum() < present.shape[0] else float("nan")
+        out[f"presence_auroc_{k}"] = auc
+        aucs.append(auc)
+    finite = [a for a in aucs if np.isfinite(a)]
+    out["presence_auroc_min"] = float(min(finite)) if finite else float("nan")
+    out["presence_auroc_mean"] = float(np.mean(finite)) if finite else float("nan")
+    out["presence_subset_accuracy"] = float(np.mean(np.all(predicted == present, axis=1))) if present.size else float("nan")
+    out["presence_accuracy"] = float(np.mean(predicted == present)) if present.size else float("nan")
+    return out

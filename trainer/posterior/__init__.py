@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..network import NetworkConfig
-from .base import LOSSES, Posterior, data_loss
+from .base import LOSSES, Posterior, data_loss, objective
 from .ensemble import DeepEnsemble
 from .variational import MeanFieldVI, gaussian_kl
 
@@ -24,4 +24,4 @@ def posterior_from_spec(spec: dict[str, Any]) -> Posterior:
     raise ValueError(f"unknown inference method {spec['method']!r}; choose one of {', '.join(METHODS)}")
 
 
-__all__ = ["LOSSES", "METHODS", "DeepEnsemble", "MeanFieldVI", "Posterior", "data_loss", "gaussian_kl", "posterior_from_spec"]
+__all__ = ["LOSSES", "METHODS", "DeepEnsemble", "MeanFieldVI", "Posterior", "data_loss", "gaussian_kl", "objective", "posterior_from_spec"]

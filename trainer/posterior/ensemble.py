@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..network import NetworkConfig, PackedCNN
-from .base import Posterior, data_loss
+from .base import Posterior, objective
 
 
 class DeepEnsemble(Posterior):
@@ -40,7 +40,7 @@ class DeepEnsemble(Posterior):
         return sq / (2.0 * self.prior_sigma**2 * self.n_train)
 
     def training_loss(self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        per_member = data_loss(self.net(x), labels, self.loss_name, self.outlier_weight)
+        per_member = objective(self.net(x, with_presence=labels.dim() == 2), labels, self.loss_name, self.outlier_weight)
         penalty = self.prior_penalty()
         loss = per_member.sum() + penalty
         k = self.n_members

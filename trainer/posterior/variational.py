@@ -25,7 +25,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from ..network import PARAMETER_NAMES, NetworkConfig, PackedCNN, packed_parameters
-from .base import Posterior, data_loss
+from .base import Posterior, objective
 
 
 def gaussian_kl(mu: Tensor, sigma: Tensor, prior_sigma: float) -> Tensor:
@@ -103,8 +103,8 @@ class MeanFieldVI(Posterior):
     def training_loss(self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         params = packed_parameters(self._draw(self.mc_samples, generator))
         self._template.to(x.device)
-        logits = functional_call(self._template, params, (x,))
-        data = data_loss(logits, labels, self.loss_name, self.outlier_weight).mean()
+        outputs = functional_call(self._template, params, (x,), {"with_presence": labels.dim() == 2})
+        data = objective(outputs, labels, self.loss_name, self.outlier_weight).mean()
         kl_per_curve = self.kl() / self.n_train
         loss = data + self.kl_weight * kl_per_curve
         return loss, {"loss": loss.item(), "data": data.item(), "kl_per_curve": kl_per_curve.item()}
