@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
-    return run_command_line("sasview-bnn-train", build_parser, argv)
+    # simulate, fit, export, evaluate need scipy, sasmodels, torch, onnx, dask...: the [train] extra
+    return run_command_line("sasview-bnn-train", build_parser, argv, missing_module_extra="train")
 
 
 if __name__ == "__main__":
