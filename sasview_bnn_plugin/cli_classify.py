@@ -227,10 +227,19 @@ def run(args: argparse.Namespace) -> int:
     for problem in host.problems:
         print(f"sasview-bnn: warning: {problem}", file=sys.stderr)
     failed, total = stream.written.n_failed, stream.written.n_rows
+    if args.output != "-":  # on standard output the rows speak for themselves
+        earlier = total - stream.n_new_rows
+        where = (f"in {args.output} ({stream.n_new_rows} new, {earlier} kept from before; {failed} refused)" if earlier
+                 else f"written to {args.output} ({failed} refused)")
+        print(f"sasview-bnn: {_rows(total)} {where}", file=sys.stderr)
     if failed:
         print(f"sasview-bnn: {failed} of {total} curve(s) could not be classified (see the status and message columns)", file=sys.stderr)
         return 1
     return 0
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def _plot_batch(folder: Path, batch: list[Curve], results: list[ClassificationResult], first_index: int, classifier: BNNClassifier, host: PluginHost) -> None:

@@ -32,7 +32,9 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise PlottingUnavailable("install matplotlib for --plot (pip install matplotlib)") from None
+        raise PlottingUnavailable(
+            'install matplotlib for --plot (the [plot] extra: in your sasview-bnn clone, run pip install -e ".[plot]")'
+        ) from None
 
 
 def _q_and_intensity(curve: Curve, q_unit: str | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -99,6 +99,9 @@ def describe_os_error(err: OSError, target: str) -> str:
     if err.errno == errno.EROFS:
         return f"{target} is on a read-only file system"
     if err.errno in (errno.ENOTDIR, errno.ENOENT, errno.EEXIST):
+        folder = Path(target).parent
+        if folder.is_dir():  # e.g. /proc, /sys: a folder, but one where no file can be created
+            return f"cannot write {target}: no new file can be created in {folder}; choose another folder"
         return f"cannot create {target}: its folder does not exist or is not a folder"
     return f"cannot write {target}: {err.strerror or err}"
 
@@ -236,8 +239,8 @@ class ResultsLock:
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as err:
-                raise ResultsFileError(describe_os_error(err, str(self.path))) from None
+            except OSError as err:  # name the output the user asked for, not its sidecar lock file
+                raise ResultsFileError(describe_os_error(err, str(self.results))) from None
             try:
                 self._lock(fd)
             except OSError:

@@ -89,6 +89,40 @@ def test_refused_curves_keep_their_rows_and_exit_1(model, tmp_path, capsys):
     assert "3 of 5 curve(s) could not be classified" in capsys.readouterr().err
 
 
+def test_a_file_output_says_how_many_rows_went_where(model, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    files = [str(GOOD_FILES[0]), str(ONE_D / "cyl_400_20.txt")]
+    assert main(["classify", files[0], "--model", str(model), "-o", str(out)]) == 0
+    assert capsys.readouterr().err == f"sasview-bnn: 1 row written to {out} (0 refused)\n"
+    assert main(["classify", *files, "--model", str(model), "-o", str(out), "--resume"]) == 1
+    assert f"sasview-bnn: 2 rows in {out} (1 new, 1 kept from before; 1 refused)\n" in capsys.readouterr().err
+    assert main(["classify", *files, "--model", str(model), "-o", str(out)]) == 1
+    assert f"sasview-bnn: 2 rows written to {out} (1 refused)\n" in capsys.readouterr().err
+    assert main(["classify", files[0], "--model", str(model)]) == 0  # standard output: the rows are the answer
+    assert capsys.readouterr().err == ""
+
+
+def test_no_command_lists_every_command_with_one_line(capsys):
+    from sasview_bnn_plugin.cli import COMMANDS
+
+    assert main([]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "sasview-bnn: error: a command is needed, one of:"
+    assert [line.split()[0] for line in lines[1:-1]] == list(COMMANDS)
+    assert all(len(line.split()) > 2 for line in lines[1:-1])  # each with its help
+    assert lines[-1] == "run 'sasview-bnn COMMAND --help' for the options of one"
+
+
+def test_gui_without_sasview_shows_the_install_from_a_clone(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "sas", None)
+    monkeypatch.setitem(sys.modules, "sas.cli", None)
+    assert main(["gui"]) == 2
+    assert capsys.readouterr().err == (
+        'sasview-bnn gui: error: SasView is not installed; install the [gui] extra: in your sasview-bnn clone, '
+        'run pip install -e ".[gui]"\n'
+    )
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [

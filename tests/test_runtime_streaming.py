@@ -247,6 +247,21 @@ def test_an_unwritable_output_is_refused_before_classifying(model, folder, tmp_p
     assert "its folder does not exist or is not a folder" in capsys.readouterr().err
 
 
+def test_errors_before_writing_name_the_output_not_its_lock_file(model, folder, tmp_path, capsys):
+    out = tmp_path / "missing" / "r.csv"
+    assert main(["classify", str(sorted(folder.iterdir())[0]), "--model", str(model), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == f"sasview-bnn: error: cannot create {out}: its folder does not exist or is not a folder\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_output_in_a_folder_that_takes_no_files_cannot_be_written(model, folder, capsys):
+    # /proc is a folder, so "its folder does not exist or is not a folder" would be wrong
+    assert main(["classify", str(sorted(folder.iterdir())[0]), "--model", str(model), "-o", "/proc/r.csv"]) == 2
+    assert capsys.readouterr().err == (
+        "sasview-bnn: error: cannot write /proc/r.csv: no new file can be created in /proc; choose another folder\n"
+    )
+
+
 def test_resume_refuses_a_file_it_did_not_write(model, folder, tmp_path, capsys):
     out = tmp_path / "r.csv"
     out.write_text("a,b,c\n1,2,3\n")

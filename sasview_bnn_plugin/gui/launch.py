@@ -93,7 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import sas.cli
     except ImportError:
-        print("sasview-bnn gui: error: SasView is not installed; install it with: pip install 'sasview-bnn[gui]'", file=sys.stderr)
+        from ..command_line import extra_install_hint
+
+        print(f"sasview-bnn gui: error: SasView is not installed; {extra_install_hint('gui')}", file=sys.stderr)
         return 2
     if pyside_loses_none_references():
         print(f"sasview-bnn gui: error: {PYSIDE_BUG_MESSAGE}", file=sys.stderr)
