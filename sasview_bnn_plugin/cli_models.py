@@ -10,6 +10,27 @@ from .model_catalog import NO_MODEL_MESSAGE
 from .plugin_host import build_plugin_host
 
 
+#: What the curve counts on a card mean; the text listing labels each under the card line holding it.
+COUNT_LABELS: dict[tuple[str, str], str] = {
+    ("metrics", "n_validation"): "validation curves the metrics were measured on (at export: training_data's "
+                                 "validation curves or a random subset of them)",
+    ("metrics", "n_calibration"): "calibration curves (half of those: novelty threshold, novelty p-values, prediction sets)",
+    ("training_data", "n_train"): "training curves",
+    ("training_data", "n_validation"): "validation curves in training (held out of the fit)",
+}
+
+
+def count_labels(key: str, value: str) -> list[str]:
+    """"n_validation 20000: validation curves ..." for each labelled count in a card entry holding a JSON object."""
+    try:
+        content = json.loads(value)
+    except (TypeError, ValueError):
+        return []
+    if not isinstance(content, dict):
+        return []
+    return [f"{name} {content[name]}: {label}" for (where, name), label in COUNT_LABELS.items() if where == key and name in content]
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``models`` sub-command."""
     parser = subparsers.add_parser("models", help="list the available models and their cards")
@@ -33,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{source.name}{default}  [{source.provider}]  {source.path}")
             for key, value in source.card.items():
                 print(f"    {key}: {value}")
+                for line in count_labels(key, value):
+                    print(f"        {line}")
     for problem in host.problems:
         print(f"sasview-bnn: warning: {problem}", file=sys.stderr)
     return 0

@@ -221,6 +221,25 @@ def test_models_lists_the_example_plugin_and_its_model_classifies_into_the_sink(
     assert all(r["model"] == "example-linear-heads" and r["n_samples"] in (3, 0) for r in received)
 
 
+def test_models_labels_the_two_validation_counts(capsys):
+    from sasview_bnn_plugin.cli_models import count_labels
+
+    assert count_labels("training_data", '{"n_train": 90, "n_validation": 10}') == [
+        "n_train 90: training curves", "n_validation 10: validation curves in training (held out of the fit)"]
+    metrics = count_labels("metrics", '{"validation": {}, "n_validation": 8, "n_calibration": 4}')
+    assert [line.split(":")[0] for line in metrics] == ["n_validation 8", "n_calibration 4"]
+    assert "metrics were measured on" in metrics[0] and "calibration curves" in metrics[1]
+    assert count_labels("metrics", "not json") == count_labels("n_samples", "16") == []
+    if not shipped_model_files():
+        return
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for key, label in (("metrics", "metrics were measured on"), ("training_data", "validation curves in training")):
+        at = next(k for k, line in enumerate(lines) if line.startswith(f"    {key}: ") and '"n_validation"' in line)
+        below = [line for line in lines[at + 1:at + 4] if line.startswith("        ")]  # labels right below their line
+        assert any(line.startswith("        n_validation ") and label in line for line in below), lines[at:at + 4]
+
+
 def test_models_json_lists_cards(capsys):
     assert main(["models", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
