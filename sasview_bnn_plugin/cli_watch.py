@@ -27,11 +27,12 @@ from pathlib import Path
 from types import FrameType
 
 from .classifier import BNNClassifier
-from .cli_classify import _finite_float, add_model_options, open_classifier
+from .cli_classify import _finite_float, _plot_batch, add_model_options, open_classifier
 from .command_line import UsageError
 from .curve import Curve
 from .folder_watch import FolderWatcher
 from .loading import CurveLoader
+from .plugin_host import PluginHost
 from .result_stream import ResultsFileError, ResultStream, lock_path, partial_path, stream_format
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS", help="seconds between looks at the folder (default 1)")
     parser.add_argument("--settle", type=_non_negative_float, default=2.0, metavar="SECONDS", help="a file is complete when unchanged for this long (default 2)")
     add_model_options(parser)
+    parser.add_argument("--plot", metavar="DIR", type=Path, help="write one PNG per curve into DIR, as classify does (needs matplotlib)")
     parser.set_defaults(run=run)
 
 
@@ -123,6 +125,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("watch appends rows: use --output FILE.csv or FILE.jsonl (a .json file is one document)")
     if not args.folder.is_dir():
         raise UsageError(f"no such folder: {args.folder}")
+    if args.plot is not None:
+        from .plotting import PlottingUnavailable, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlottingUnavailable as err:
+            raise UsageError(str(err)) from None
     source, classifier, host = open_classifier(args)
     extra = {"model": source.name, "model_path": str(source.path), "provider": classifier.providers.device}
     stream = ResultStream(args.output, mode="new" if args.output == "-" else "append", extra=extra)
@@ -145,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
                 ready = watcher.poll()
                 while ready and not stop:
                     group, ready = _take_group(loader, ready, args.batch_size)
-                    _classify_group(group, classifier, stream, watcher, counts)
+                    _classify_group(group, classifier, stream, watcher, counts, args.plot, host)
                 stop.sleep(args.interval)
         except ResultsFileError as err:
             print(f"sasview-bnn: error: {err}; the rows written before stay intact", file=sys.stderr)
@@ -178,11 +187,16 @@ def _classify_group(
     stream: ResultStream,
     watcher: FolderWatcher,
     counts: dict[str, int],
+    plot: Path | None = None,
+    host: PluginHost | None = None,
 ) -> None:
-    """Classify whole files and append all their rows with one write."""
+    """Classify whole files and append all their rows with one write (and with ``plot``, one PNG per curve there)."""
     curves = [curve for _, file_curves in group for curve in file_curves]
     results = classifier.classify(curves)
-    stream.write(results)
+    first_index = stream.written.n_rows
+    stream.write(results)  # the rows first: plots are extra
+    if plot is not None and host is not None:
+        _plot_batch(plot, curves, results, first_index, classifier, host)
     for path, _ in group:
         watcher.mark_done(path)
         log.info("classified %s", path)

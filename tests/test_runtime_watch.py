@@ -91,10 +91,10 @@ def rows_of(path: Path) -> list[dict]:
     return rows
 
 
-def start_watch(folder: Path, out: Path, model: Path, log: Path) -> subprocess.Popen:
+def start_watch(folder: Path, out: Path, model: Path, log: Path, *extra: str) -> subprocess.Popen:
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [EXE, "watch", str(folder), "--output", str(out), "--model", str(model), "--interval", "0.2", "--settle", "1.5"],
+            [EXE, "watch", str(folder), "--output", str(out), "--model", str(model), "--interval", "0.2", "--settle", "1.5", *extra],
             stdout=subprocess.DEVNULL, stderr=err, text=True,
         )
     deadline = time.monotonic() + 60
@@ -171,6 +171,43 @@ def test_watch_classifies_new_files_and_restarts_without_duplicates(model, tmp_p
     rows = rows_of(out)
     keys = [(r["file"], r["dataset"]) for r in rows]
     assert len(rows) == 7 and len(set(keys)) == 7 and rows[-1]["file"] == str(folder / "sphere_80.txt")
+
+
+@pytest.mark.slow
+def test_watch_plots_one_png_per_curve_like_classify(model, tmp_path):
+    folder, plots = tmp_path / "incoming", tmp_path / "plots"
+    folder.mkdir()
+    out = tmp_path / "results.csv"
+    log = tmp_path / "watch.log"
+    proc = start_watch(folder, out, model, log, "--plot", str(plots))
+    try:
+        shutil.copyfile(ONE_D / "apoferritin.txt", folder / "apoferritin.txt")
+        wait_for_rows(out, 1, proc)
+        shutil.copyfile(ONE_D / "latex_smeared.xml", folder / "latex_smeared.xml")  # two curves in one file
+        wait_for_rows(out, 3, proc)
+        (folder / "garbage.dat").write_bytes(os.urandom(3000))  # unreadable: a row, no plot
+        wait_for_rows(out, 4, proc)
+        assert stop(proc, signal.SIGINT) == 0
+    finally:
+        proc.kill()
+    pngs = sorted(plots.glob("*.png"))
+    assert [p.name for p in pngs] == [
+        "0000_apoferritin.txt.png",
+        "0001_latex_smeared.xml_latex_particles_0.5micron_diameter_in_D2O_Qdev.png",
+        "0002_latex_smeared.xml_latex_particles_0.5micron_diameter_in_D2O_slit.png",
+    ]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in pngs)
+    # the renderer is classify's: same file for the same curve
+    again = tmp_path / "classify_plots"
+    assert main(["classify", str(folder / "apoferritin.txt"), "--model", str(model), "-o", str(tmp_path / "r.csv"), "--plot", str(again)]) == 0
+    assert (again / "0000_apoferritin.txt.png").stat().st_size == pngs[0].stat().st_size
+
+
+def test_watch_plot_without_matplotlib_says_how_to_fix_it(model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["watch", str(tmp_path), "--model", str(model), "--plot", str(tmp_path / "plots")]) == 2
+    assert "install matplotlib for --plot" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_watch_usage_errors(model, tmp_path, capsys):
