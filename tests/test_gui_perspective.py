@@ -304,6 +304,15 @@ def test_sasview_perspective_interface(qtbot, perspective):
     assert perspective.isClosable() is False  # reset after closing, as SasView expects
 
 
+def test_help_button_opens_the_shipped_help_page(qtbot, perspective, monkeypatch):
+    from sasview_bnn_plugin.gui import HELP_PAGE
+
+    opened = []
+    monkeypatch.setattr(QtGui.QDesktopServices, "openUrl", staticmethod(lambda url: opened.append(url) or True))
+    perspective.cmdHelp.click()
+    assert [url.toLocalFile() for url in opened] == [str(HELP_PAGE)] and HELP_PAGE.is_file()
+
+
 def test_deleted_data_explorer_items_leave_the_table(qtbot, perspective):
     items = explorer_items(("apoferritin.txt", "Ludox_silica.xml"))
     classify(qtbot, perspective, items)

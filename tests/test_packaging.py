@@ -40,6 +40,7 @@ def test_wheel_ships_onnx_models_and_the_runtime_finds_them(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "sasview_bnn_plugin/onnx_models/wheel_probe.onnx" in names
     assert "sasview_bnn_trainer/cli.py" in names and "sasview_bnn_plugin/gui/perspective.py" in names
+    assert "sasview_bnn_plugin/gui/help/bnn_anomaly.html" in names  # the perspective's Help button opens it
 
     target = tmp_path / "installed"
     subprocess.run(

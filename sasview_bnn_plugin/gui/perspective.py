@@ -46,6 +46,7 @@ from ..curve import Curve
 from ..output import render_csv, write_atomically
 from ..preprocessing import PreprocessingConfig
 from ..result import ClassificationResult
+from . import HELP_PAGE
 from .classification_service import SHUTDOWN_TIMEOUT_MS, ClassificationService
 from .figures import draw_curve, draw_probabilities, result_figure
 from .preferences import BNNPreferencesWidget
@@ -197,9 +198,23 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
         for button in (self.cmdExport, self.cmdReclassify, self.cmdRemove, self.cmdCancel):
             buttons.addWidget(button)
         buttons.addStretch(1)
+        self.cmdHelp = QtWidgets.QPushButton("Help", self)  # on the right, as in SasView's own perspectives
+        self.cmdHelp.clicked.connect(self.show_help)
+        buttons.addWidget(self.cmdHelp)
         layout.addLayout(buttons)
         self._draw(None)
         self._update_buttons()
+
+    def show_help(self) -> bool:
+        """Open the help page (columns, uncertainty, novelty, model card) in the system's browser.
+
+        SasView's own help viewer only shows pages of SasView's documentation tree, so the page shipped
+        with this package is opened by URL. Returns whether Qt could hand it to a browser.
+        """
+        opened = QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(str(HELP_PAGE)))
+        if not opened:
+            self.lblMessage.setText(f"could not open a browser; the help page is {HELP_PAGE}")
+        return bool(opened)
 
     def sizeHint(self) -> QtCore.QSize:  # noqa: N802 (Qt name)
         return QtCore.QSize(980, 720)
