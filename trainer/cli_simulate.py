@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--scheduler", metavar="tcp://HOST:PORT",
         help="run on an existing Dask cluster (e.g. dask-jobqueue on SLURM/PBS) instead of an embedded one; "
-        "its workers need sasview-bnn[train] installed",
+        "its workers need the [train] extra installed (pip install -e \".[train]\" in a clone of sasview-bnn)",
     )
     p.add_argument("--classes", nargs="+", metavar="NAME", help="simulate only these classes (default: all 7)")
     p.add_argument(
