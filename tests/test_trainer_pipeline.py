@@ -260,3 +260,17 @@ def test_cosine_schedule_falls_from_lr_to_zero_and_constant_stays():
         FitConfig(lr_schedule="linear")
     with pytest.raises(ValueError, match="vi only"):
         FitConfig(method="ensemble", kl_weight=0.5)
+
+
+def test_leave_one_class_out_study_scores_the_left_out_class(ensemble_model, vi_model, data):
+    from sasview_bnn_trainer.evaluation.novelty_study import SCORES, markdown_table, study_run
+
+    folder, _, test = data
+    row = study_run(folder / "ens", test, n_samples=2, n_fit=500)
+    assert row["excluded"] == ["ordered"] and row["n_novel"] > 0 and row["n_in_distribution"] > 0
+    for name in SCORES:
+        assert 0.0 <= row[name]["auroc"] <= 1.0 and 0.0 <= row[name]["fpr_at_95_recall"] <= 1.0
+    table = markdown_table([row])
+    assert "| ordered |" in table and "mean AUROC" in table
+    with pytest.raises(ValueError, match="exclude-class"):
+        study_run(folder / "vi", test)
