@@ -2,7 +2,7 @@
 
 No machine learning: this is what a careful scientist (or AutoSAS-style
 automation) would do. For every curve, each of the seven classes of
-``shared/taxonomy.md`` gets a physical model built from sasmodels' compiled
+``docs/taxonomy.md`` gets a physical model built from sasmodels' compiled
 kernels, smeared with the curve's own resolution and fitted to I(q) weighted
 by dI with ``scipy.optimize.least_squares``. The class whose best model has
 the lowest BIC = chi² + k ln n wins; the script also reports what AIC =

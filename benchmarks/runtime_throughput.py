@@ -4,7 +4,7 @@ Prints, from one run: file reading time, classify() time (preprocessing + onnxru
 + result summaries) and the onnxruntime share, in curves per second. The model is
 the small linear-heads test model (tests/onnx_test_models.py), so the onnxruntime
 share here is a floor; a trained CNN ensemble costs more per curve (see
-shared/measurements.md).
+benchmarks/exported_model_throughput.py).
 
 Usage: python benchmarks/runtime_throughput.py [--samples S] [--threads N] [--repeat R]
 """

@@ -1,4 +1,4 @@
-"""The seven classes of the anomaly taxonomy, fixed by ``shared/taxonomy.md``.
+"""The seven classes of the anomaly taxonomy, fixed by ``docs/taxonomy.md``.
 
 Every model, simulator, test and report uses exactly these names in this order;
 the index of a name is its class label.

@@ -15,7 +15,7 @@ version-1 network).
 convolutions (groups = members; the input is repeated once per member, and the
 fully connected layers are grouped 1x1 convolutions), so an ensemble or a set
 of posterior draws runs as one graph -- the layout measured fastest with
-onnxruntime (``shared/measurements.md``). Member ``m`` owns output channels
+onnxruntime (``benchmarks/exported_model_throughput.py``). Member ``m`` owns output channels
 ``m*c : (m+1)*c`` of every layer, so members never mix.
 
 Weights are exchanged as *member state dicts* (``dict[name, Tensor]`` of one

@@ -4,7 +4,7 @@
 instrument (:mod:`.instrument`), one or two shapes (:mod:`.shapes`) and the
 class's anomaly, evaluates every component with sasmodels, smears, adds
 counting noise, and keeps the draw only if the class's visibility criterion
-(:mod:`.criteria`, thresholds from ``shared/taxonomy.md``) holds inside the
+(:mod:`.criteria`, thresholds from ``docs/taxonomy.md``) holds inside the
 q-window; otherwise the whole draw is repeated. ``clean`` curves must keep
 the Guinier knee inside the window and fail every anomaly criterion.
 

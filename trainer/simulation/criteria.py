@@ -4,7 +4,7 @@ Every function takes arrays of shape (points,) on the measured q points (1/Å,
 increasing) and returns numbers; nothing here knows how a curve was simulated,
 so the same functions check a simulated curve from its stored arrays or from
 separately evaluated sasmodels components. Thresholds follow
-``shared/taxonomy.md``.
+``docs/taxonomy.md``.
 """
 
 from __future__ import annotations

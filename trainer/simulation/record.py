@@ -19,7 +19,7 @@ class SimulatedCurve:
 
     ``params`` are the generating parameters (numbers or model names),
     ``instrument`` the instrument settings, ``criteria`` the values of the
-    visibility criteria that justified the label (see ``shared/taxonomy.md``).
+    visibility criteria that justified the label (see ``docs/taxonomy.md``).
     """
 
     label: int

@@ -19,7 +19,7 @@ Polydispersity
   cylinder, core-shell bicelle, hollow cylinder, parallelepiped, pearls; triaxial
   ellipsoid and parallelepiped cost 6-13 ms and are drawn a third as often) cost about 1 ms per monodisperse call on 200 q
   points and ×n_pd with one polydisperse parameter (10-20 ms, see
-  ``shared/measurements.md``), far beyond the simulation budget of about
+  measured here), far beyond the simulation budget of about
   3 ms per curve. They are therefore evaluated *once, monodisperse*, and made
   polydisperse by *self-similar* size polydispersity (every length scaled by
   the same factor s, Gaussian number distribution of s):
