@@ -59,6 +59,8 @@ def build_card(
     stage_seconds: dict[str, float] | None = None,
     weaknesses: Sequence[str] = (),
     description: str = "",
+    loco_study: Sequence[dict[str, Any]] = (),
+    real_data_markdown: str = "",
 ) -> dict[str, Any]:
     """The JSON card of ``model_path`` (a dict; see the module docstring for the sources)."""
     model_path = Path(model_path)
@@ -114,6 +116,8 @@ def build_card(
         "test_metrics": headline,
         "test_evaluation": test_metrics,
         "leave_one_class_out": {"per_class": loco, "mean_auroc": loco_mean},
+        "leave_one_class_out_study": list(loco_study),
+        "real_data_markdown": real_data_markdown,
         "baseline_comparison": baseline or {},
         "known_weaknesses": list(weaknesses),
     }
@@ -199,6 +203,7 @@ def render_markdown(card: dict[str, Any]) -> str:
                          f"{_fmt(e['predictive_entropy']['auroc'])} | {_fmt(e['feature_score']['auroc'])} | {_fmt(best)} | "
                          f"{_fmt(e['in_distribution_accuracy'])} |")
         lines.append("| **mean** | | " + " | ".join(_fmt(loco["mean_auroc"].get(s)) for s in NOVELTY_SCORES) + " | | |")
+    lines += _v2_sections(card)
     rob = m.get("robustness", {})
     for key, title in (("noise_level", "noise level (relative error at the strongest point)"), ("q_window_decades", "q-window width (decades)")):
         rows = rob.get(key)
@@ -211,6 +216,56 @@ def render_markdown(card: dict[str, Any]) -> str:
     if card["known_weaknesses"]:
         lines += ["", "## Known weaknesses", ""] + [f"- {w}" for w in card["known_weaknesses"]]
     return "\n".join(lines) + "\n"
+
+
+def _v2_sections(card: dict[str, Any]) -> list[str]:
+    """Anomalies present, prediction sets, novelty p-values, the novelty-score study and the real-data table."""
+    m = card["test_evaluation"]
+    lines: list[str] = []
+    pres = m.get("presence")
+    if pres:
+        lines += ["", "## Anomalies present (taxonomy version 2)", "",
+                  f"Subset accuracy (every anomaly's yes/no right) {_fmt(pres['subset_accuracy'])}, on the "
+                  f"{pres['n_mixtures']} test curves with two or more anomalies {_fmt(pres['subset_accuracy_mixtures'])}; "
+                  f"per-anomaly accuracy {_fmt(pres['accuracy'])}.", "",
+                  "| anomaly | prevalence in the test set | presence AUROC |", "|---|---|---|"]
+        lines += [f"| {name} | {_fmt(pres['prevalence'][name])} | {_fmt(pres['auroc'][name], 4)} |" for name in pres["auroc"]]
+    conf = m.get("conformal")
+    if conf:
+        lines += ["", "## Prediction sets (split-conformal APS)", "",
+                  f"Calibrated on {card['validation_metrics'].get('n_calibration', '?')} held-out validation curves; "
+                  f"the runtime's default level is {conf['default_level']}. On the test set:", "",
+                  "| level | coverage | mean set size | lowest per-class coverage | sets of size 1 / 2 / 3+ |", "|---|---|---|---|---|"]
+        for level, b in conf["levels"].items():
+            per = [v for v in b["per_class_coverage"].values() if v is not None]
+            counts = b["set_size_counts"]
+            total = max(sum(counts), 1)
+            lines.append(f"| {level} | {_fmt(b['coverage'])} | {_fmt(b['mean_set_size'], 2)} | {_fmt(min(per) if per else None)} | "
+                         f"{counts[0] / total:.2f} / {counts[1] / total:.2f} / {sum(counts[2:]) / total:.2f} |")
+    pv = m.get("novelty_p_value")
+    if pv:
+        far = pv["false_alarm_rate"]
+        lines += ["", "## Novelty p-values", "",
+                  f"Conformal p-value of the novelty score against {pv['n_reference']} held-out in-distribution curves; "
+                  f"novel when p < {pv['default_level']} (the default). False-alarm rate on in-distribution test curves: "
+                  + ", ".join(f"{_fmt(v)} at level {k}" for k, v in far.items()) + "."]
+        flagged = {k.split(":", 1)[1]: v for k, v in pv.items() if k.startswith("flagged:")}
+        if flagged:
+            lines += ["", f"| novel input | flagged at p < {pv['default_level']} |", "|---|---|"]
+            lines += [f"| {k} | {_fmt(v)} |" for k, v in flagged.items()]
+    if card.get("leave_one_class_out_study"):
+        from .evaluation.novelty_study import markdown_table
+
+        lines += ["", "## Leave-one-class-out: which novelty score sees an unseen class", "",
+                  "One model per anomaly class, trained by the shipped recipe on part of the same data without every curve "
+                  "showing that class (primary or secondary); AUROC (FPR at 95 % recall) of each score for test curves "
+                  "showing the class against in-distribution test curves. Scores: see "
+                  "`sasview_bnn_trainer.evaluation.novelty_study`.", "", markdown_table(card["leave_one_class_out_study"])]
+    if card.get("real_data_markdown"):
+        lines += ["", "## Real data: SasView's example data, labelled by hand from the physics", "",
+                  "Used to evaluate, never to train (docs/real_data/labels.csv, scripts/real_data_table.py).", "",
+                  card["real_data_markdown"].strip()]
+    return lines
 
 
 def write_card(model_path: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
