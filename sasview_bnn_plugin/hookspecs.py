@@ -101,6 +101,44 @@ def sasview_bnn_result(result: "ClassificationResult") -> None:
 
 
 @hookspec
+def sasview_bnn_anomaly(result: "ClassificationResult") -> None:
+    """Receive every result that is anomalous or novel, right after :func:`sasview_bnn_result`.
+
+    For closed-loop control: pause a scan, alert someone, re-measure. Called
+    by :meth:`~sasview_bnn_plugin.plugin_host.PluginHost.publish_result` for
+    each classified curve that
+    :func:`~sasview_bnn_plugin.plugin_host.is_anomalous`: its label is not
+    ``clean``, or it is novel, or (models with the optional output) it shows
+    any anomaly present; never for a refused curve. Called in pluggy's order;
+    the return value is ignored; an exception is logged and stops nothing.
+    :class:`sasview_bnn_plugin.bluesky.PauseOnAnomalies` is an example: it
+    pauses a Bluesky scan after N anomalous curves in a row.
+    """
+
+
+@hookspec(firstresult=True)
+def sasview_bnn_reduce_frame(frame: Any, metadata: dict[str, Any]) -> "tuple[Any, Any, Any, str | None] | None":
+    """Reduce a 2D detector frame to a 1D curve I(q) before classification (e.g. with pyFAI).
+
+    ``frame`` is the image as the detector gave it, an array of shape (rows,
+    columns). ``metadata`` is a dict; the Bluesky callback
+    (:mod:`sasview_bnn_plugin.bluesky`) passes ``field`` (the image's field
+    name), ``data_key`` (its entry in the descriptor's ``data_keys``),
+    ``start``, ``descriptor`` and ``event`` (the documents: geometry such as
+    beam centre, distance, wavelength lives in the start document or the
+    descriptor's ``configuration``).
+
+    Return ``(q, I, dI, q_unit)``: arrays of shape (points,), ``dI`` may be
+    None, ``q_unit`` "1/A", "1/nm" (any spelling the runtime reads) or None
+    (unknown: the runtime decides it from the q range); or None to leave the
+    frame to another plugin. ``firstresult``: the first answer that is not
+    None (pluggy's order: later-registered plugins first) is used, and the
+    remaining implementations are not called; an implementation that raises
+    is reported and skipped. No answer at all makes the curve an error result.
+    """
+
+
+@hookspec
 def sasview_bnn_perspectives() -> list[Any]:
     """Contribute SasView perspectives (consumed by the SasView integration).
 

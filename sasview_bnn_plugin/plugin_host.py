@@ -50,8 +50,17 @@ log = logging.getLogger(__name__)
 PREPARE_HOOK = "sasview_bnn_prepare_raw_curve"
 MODELS_HOOK = "sasview_bnn_models"
 RESULT_HOOK = "sasview_bnn_result"
+ANOMALY_HOOK = "sasview_bnn_anomaly"
+REDUCE_HOOK = "sasview_bnn_reduce_frame"
 #: Hooks whose implementations each return a list (or None).
 LIST_HOOKS = frozenset({MODELS_HOOK, "sasview_bnn_perspectives", "sasview_bnn_menu_actions", "sasview_bnn_grid_columns"})
+
+
+def is_anomalous(result: ClassificationResult) -> bool:
+    """True for a classified curve whose label is not clean, that is novel, or that shows an anomaly present."""
+    if not getattr(result, "ok", False):
+        return False
+    return result.label != "clean" or bool(result.is_novel) or bool(getattr(result, "anomalies_present", None))
 
 
 class _HookCall:
@@ -351,8 +360,14 @@ class PluginHost:
         return curve
 
     def publish_result(self, result: ClassificationResult) -> None:
-        """Hand a result to every result sink."""
+        """Hand a result to every result sink, then, if it :func:`is_anomalous`, to the anomaly hook."""
         self._call(RESULT_HOOK, None, result=result)
+        if is_anomalous(result):
+            self._call(ANOMALY_HOOK, None, result=result)
+
+    def reduce_frame(self, frame: Any, metadata: dict[str, Any]) -> Any:
+        """The first plugin's reduction of a 2D frame, ``(q, I, dI, q_unit)``, or None when no plugin reduces it."""
+        return self._call(REDUCE_HOOK, None, frame=frame, metadata=metadata)
 
     def perspectives(self) -> list[Any]:
         """SasView perspectives contributed by plugins (for the SasView integration), in pluggy's call order."""

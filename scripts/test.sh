@@ -17,7 +17,7 @@ pip_install() { "$1/bin/python" -m pip install --quiet --disable-pip-version-che
 "$PYTHON" -m venv .venv
 pip_install .venv --upgrade pip "setuptools>=77" wheel
 # torch==2.13.0 (train extra) installs a CPU wheel on Python 3.11 machines of this kind.
-pip_install .venv -e ".[train,dev]"
+pip_install .venv -e ".[train,dev,bluesky]"
 # A real external plugin (own distribution, own entry point) that the plugin-host tests observe.
 pip_install .venv ./tests/plugins/sasview-bnn-example-plugin
 .venv/bin/python -m pytest -ra "$@"
