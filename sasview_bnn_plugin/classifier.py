@@ -249,6 +249,23 @@ class BNNClassifier:
             outcomes.extend(_checked_outcome(probs[k], novelty[k], None if presence is None else presence[k]) for k in range(len(chunk)))
         return outcomes
 
+    def run_batch(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """One onnxruntime call on all of ``features`` (batch, 4, 256), however large (no chunking).
+
+        Returns probabilities (batch, S, 7), novelty scores (batch,) and, for a
+        model with them, anomaly probabilities (batch, S, 6) (else None).
+        onnxruntime errors propagate. Used by :mod:`sasview_bnn_plugin.explain`.
+        """
+        return self._run_chunk(self._check_features(features))
+
+    def prepare_input(self, curve: Curve, q_unit: str | None = None) -> ModelInput | str:
+        """The model input of ``curve`` as :meth:`classify` builds it (the plugins' raw-curve steps,
+        then the shared preprocessing, q read in ``q_unit`` if given, e.g. a result's ``q_unit_used``),
+        or the message saying why the curve is refused."""
+        if self.plugin_host is not None:
+            curve = self.plugin_host.prepare_raw_curve(curve)
+        return self._prepare(curve, q_unit or None)
+
     def _check_features(self, features: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(features, dtype=np.float32)
         if batch.ndim != 3 or batch.shape[1:] != self.config.input_shape:
@@ -329,6 +346,7 @@ class BNNClassifier:
             result.q_unit_used = reading.unit or ""
             result.q_unit_source = reading.source if reading.unit else ""
             result.q_unit_uncertain = reading.uncertain
+            result.metadata = dict(curve.metadata)
             if self.plugin_host is not None:
                 self.plugin_host.publish_result(result)
             results.append(result)

@@ -3,7 +3,9 @@
 Rows are streamed: each batch is appended to the output as soon as it is
 classified (see :mod:`sasview_bnn_plugin.result_stream` for the guarantees:
 whole rows only, ``FILE.partial`` until the run completes, ``--resume``, one
-writer per file). Memory does not grow with the number of curves.
+writer per file). Memory does not grow with the number of curves (``--trend``
+keeps a small summary of each result for its figure). ``--explain`` adds where
+in q each verdict came from (:mod:`sasview_bnn_plugin.explain`).
 
 Exit codes: 0 every curve classified, 1 some curves refused (their rows say
 why) or the output could not be completed (disk full: the rows written stay
@@ -14,6 +16,7 @@ unusable model, output locked or not writable) before any curve is classified.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -28,7 +31,7 @@ from .model_format import ModelFormatError, ModelOptionError
 from .plugin_host import PluginHost, build_plugin_host
 from .providers import PROVIDER_CHOICES
 from .q_units import q_unit_setting
-from .result import ClassificationResult
+from .result import CSV_COLUMNS, CSV_COLUMNS_EXPLAIN, ClassificationResult
 from .result_stream import ResultsFileError, ResultStream, stream_format
 
 log = logging.getLogger(__name__)
@@ -135,7 +138,66 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", "-o", default="-", metavar="FILE.csv|FILE.jsonl|FILE.json|-", help="where to write the results: CSV, JSON Lines (one result per line) or one JSON document (default -: CSV on standard output)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run: keep the complete rows of FILE.partial (or FILE) and classify only the curves without a row (.csv or .jsonl)")
     parser.add_argument("--plot", metavar="DIR", type=Path, help="write one PNG per curve into DIR (needs matplotlib)")
+    add_trend_options(parser, "the curves classified in this run, in the order of the files")
+    parser.add_argument("--explain", action="store_true",
+                        help="also say where in q each verdict came from: occlude 32 q-windows of the model input in one model call "
+                        "and measure the drop of the predicted class's probability (JSON: 'sensitivity' and 'strongest_q_range'; "
+                        "CSV: a strongest_q_range column 'q_lo;q_hi' in the unit of q_unit_used, appended last; --plot: a shaded band). "
+                        "Costs about 30 model inputs per curve")
     parser.set_defaults(run=run)
+
+
+def add_trend_options(parser: argparse.ArgumentParser, series: str) -> None:
+    """``--trend FILE.png`` and ``--trend-x`` (shared by ``classify`` and ``watch``)."""
+    parser.add_argument("--trend", metavar="FILE.png", type=Path,
+                        help=f"draw the class probabilities (and anomalies present) of {series}, with their 90 %% posterior bands, "
+                        "and mark the first frame from which 1 - p(clean) >= 0.5, or one anomaly's p(present) >= 0.5, for 3 "
+                        "consecutive frames (needs matplotlib)")
+    parser.add_argument("--trend-x", metavar="index|time|temperature|KEY", default=None,
+                        help="x axis of --trend: the frame number (index, default), the measurement time or sample temperature "
+                        "from the files' metadata, or any numeric metadata key; frames without it fall back to the frame number "
+                        "(with a note)")
+
+
+def check_trend_options(args: argparse.Namespace) -> None:
+    """A :class:`UsageError` for --trend-x without --trend."""
+    if getattr(args, "trend_x", None) is not None and getattr(args, "trend", None) is None:
+        raise UsageError("--trend-x needs --trend FILE.png")
+
+
+def write_trend(path: Path, series: list[ClassificationResult], x: str | None, host: PluginHost, say_note: bool = True) -> str | None:
+    """Draw the trend of ``series`` to ``path`` (a problem for ``host`` if it cannot be written); print and
+    return the note saying the x axis fell back to the frame number, if it did."""
+    from .plotting import plot_trend
+    from .trend import trend_axis
+
+    note = trend_axis(series, x).note
+    if note and say_note:
+        print(f"sasview-bnn: --trend: {note}", file=sys.stderr)
+    try:
+        plot_trend(series, path, x)
+    except OSError as err:
+        host.problems.append(f"could not write the trend {path}: {err}")
+    return note
+
+
+def trend_summary(result: ClassificationResult) -> ClassificationResult:
+    """What a trend keeps of a result (no occlusion map)."""
+    return result if result.sensitivity is None else dataclasses.replace(result, sensitivity=None)
+
+
+def explain_batch(batch: list[Curve], results: list[ClassificationResult], classifier: BNNClassifier, host: PluginHost) -> None:
+    """Attach the occlusion map (:func:`sasview_bnn_plugin.explain.explain_result`) to every classified result."""
+    from .explain import explain_result
+
+    for curve, result in zip(batch, results):
+        if not result.ok:
+            continue
+        try:
+            result.sensitivity = explain_result(classifier, curve, result)
+        except Exception as err:  # an explanation is extra: the row is written without it
+            log.debug("explaining %s %s failed", result.file, result.dataset, exc_info=True)
+            host.problems.append(f"could not explain {result.file} {result.dataset}".rstrip() + f": {err}")
 
 
 def _batches(loader: CurveLoader, files: list[Path], batch_size: int, progress: bool, skip: set[tuple[str, str]]) -> Iterator[list[Curve]]:
@@ -180,13 +242,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--resume needs --output FILE.csv or FILE.jsonl (standard output cannot be resumed)")
     if args.resume and stream_format(args.output) == "json":
         raise UsageError("--resume needs a .csv or .jsonl output: a .json file is one document that cannot be continued")
-    if args.plot is not None:
+    check_trend_options(args)
+    if args.plot is not None or args.trend is not None:
         from .plotting import PlottingUnavailable, require_matplotlib
 
         try:
             require_matplotlib()
         except PlottingUnavailable as err:
-            raise UsageError(str(err)) from None
+            raise UsageError(str(err).replace("--plot", "--plot and --trend")) from None
     files, missing = find_data_files(args.paths, args.recursive)
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
@@ -195,7 +258,9 @@ def run(args: argparse.Namespace) -> int:
 
     source, classifier, host = open_classifier(args)
     extra = {"model": source.name, "model_path": str(source.path), "provider": classifier.providers.device}
-    stream = ResultStream(args.output, mode="resume" if args.resume else "new", extra=extra)
+    columns = CSV_COLUMNS + CSV_COLUMNS_EXPLAIN if args.explain else CSV_COLUMNS
+    stream = ResultStream(args.output, mode="resume" if args.resume else "new", extra=extra, columns=columns)
+    series: list[ClassificationResult] | None = [] if args.trend is not None else None
     try:
         stream.open()
     except ResultsFileError as err:
@@ -210,9 +275,13 @@ def run(args: argparse.Namespace) -> int:
         try:
             for batch in _batches(CurveLoader(), files, args.batch_size, len(files) > PROGRESS_MIN_FILES, skip):
                 batch_results = classifier.classify(batch)
+                if args.explain:
+                    explain_batch(batch, batch_results, classifier, host)
                 if args.plot is not None:
                     _plot_batch(args.plot, batch, batch_results, stream.written.n_rows, classifier, host)
                 stream.write(batch_results)
+                if series is not None:
+                    series.extend(trend_summary(r) for r in batch_results)
             stream.finish()
         except ResultsFileError as err:
             print(f"sasview-bnn: error: {err}; the {stream.written.n_rows} row(s) written before stay intact"
@@ -224,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
                       "rerun the same command with --resume to finish", file=sys.stderr)
                 return 130
             raise
+    if series is not None:
+        write_trend(args.trend, series, args.trend_x, host)
     for problem in host.problems:
         print(f"sasview-bnn: warning: {problem}", file=sys.stderr)
     failed, total = stream.written.n_failed, stream.written.n_rows

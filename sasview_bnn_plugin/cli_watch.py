@@ -27,7 +27,16 @@ from pathlib import Path
 from types import FrameType
 
 from .classifier import BNNClassifier
-from .cli_classify import _finite_float, _plot_batch, add_model_options, open_classifier
+from .cli_classify import (
+    _finite_float,
+    _plot_batch,
+    add_model_options,
+    add_trend_options,
+    check_trend_options,
+    open_classifier,
+    trend_summary,
+    write_trend,
+)
 from .command_line import UsageError
 from .curve import Curve
 from .folder_watch import FolderWatcher
@@ -71,6 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--settle", type=_non_negative_float, default=2.0, metavar="SECONDS", help="a file is complete when unchanged for this long (default 2)")
     add_model_options(parser)
     parser.add_argument("--plot", metavar="DIR", type=Path, help="write one PNG per curve into DIR, as classify does (needs matplotlib)")
+    add_trend_options(parser, "the curves classified since watching started, in the order they arrived (redrawn after each batch)")
     parser.set_defaults(run=run)
 
 
@@ -125,13 +135,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("watch appends rows: use --output FILE.csv or FILE.jsonl (a .json file is one document)")
     if not args.folder.is_dir():
         raise UsageError(f"no such folder: {args.folder}")
-    if args.plot is not None:
+    check_trend_options(args)
+    if args.plot is not None or args.trend is not None:
         from .plotting import PlottingUnavailable, require_matplotlib
 
         try:
             require_matplotlib()
         except PlottingUnavailable as err:
-            raise UsageError(str(err)) from None
+            raise UsageError(str(err).replace("--plot", "--plot and --trend")) from None
     source, classifier, host = open_classifier(args)
     extra = {"model": source.name, "model_path": str(source.path), "provider": classifier.providers.device}
     stream = ResultStream(args.output, mode="new" if args.output == "-" else "append", extra=extra)
@@ -147,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"sasview-bnn: watching {watcher.folder} (Ctrl-C to stop); {len(stream.written.files)} file(s) already in the results",
           file=sys.stderr)
     counts = {"files": 0, "curves": 0, "failed": 0}
+    series: list | None = [] if args.trend is not None else None
+    trend_noted = False
     loader = CurveLoader()
     with stream, StopSignals() as stop:
         try:
@@ -154,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
                 ready = watcher.poll()
                 while ready and not stop:
                     group, ready = _take_group(loader, ready, args.batch_size)
-                    _classify_group(group, classifier, stream, watcher, counts, args.plot, host)
+                    results = _classify_group(group, classifier, stream, watcher, counts, args.plot, host)
+                    if series is not None:  # redrawn after every batch, from the rows of this session; the note once
+                        series.extend(trend_summary(r) for r in results)
+                        trend_noted = bool(write_trend(args.trend, series, args.trend_x, host, say_note=not trend_noted)) or trend_noted
                 stop.sleep(args.interval)
         except ResultsFileError as err:
             print(f"sasview-bnn: error: {err}; the rows written before stay intact", file=sys.stderr)
@@ -189,8 +205,9 @@ def _classify_group(
     counts: dict[str, int],
     plot: Path | None = None,
     host: PluginHost | None = None,
-) -> None:
-    """Classify whole files and append all their rows with one write (and with ``plot``, one PNG per curve there)."""
+) -> list:
+    """Classify whole files and append all their rows with one write (and with ``plot``, one PNG per curve there);
+    return their results."""
     curves = [curve for _, file_curves in group for curve in file_curves]
     results = classifier.classify(curves)
     first_index = stream.written.n_rows
@@ -203,3 +220,4 @@ def _classify_group(
     counts["files"] += len(group)
     counts["curves"] += len(results)
     counts["failed"] += sum(not r.ok for r in results)
+    return results

@@ -35,7 +35,11 @@ class Curve:
     one-sigma uncertainties or None. ``source`` names the file (or any label)
     and ``dataset`` the entry inside it. ``notes`` collects remarks made before
     preprocessing (reader quirks, unit reinterpretation). ``error`` is set
-    when there is no usable curve; then the arrays are empty.
+    when there is no usable curve; then the arrays are empty. ``metadata``
+    holds what the file says about the measurement, as far as sasdata reads
+    it (see :func:`data1d_metadata`: ``temperature``, ``temperature_unit``,
+    ``time``, ``run`` and the file's other scalar metadata); it is carried
+    into the result (``ClassificationResult.metadata``), e.g. for trends.
     """
 
     q: np.ndarray
@@ -48,6 +52,7 @@ class Curve:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     q_unit_source: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.q_unit_source is None:
@@ -93,4 +98,72 @@ class Curve:
             source=source or str(getattr(data, "filename", "") or ""),
             dataset=dataset or str(getattr(data, "title", "") or ""),
             q_unit_source="assumed" if assumed else "file",
+            metadata=data1d_metadata(data),
         )
+
+
+#: sasdata ``meta_data`` keys (lower case) that give the time of a measurement, in order of preference.
+TIME_KEYS: tuple[str, ...] = ("time", "start_time", "timestamp", "datetime", "date", "end_time")
+
+
+def _scalar(value: Any) -> Any:
+    """A number, text or datetime of one metadata value (a one-element list or array unpacked), else None."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        if len(value) != 1:
+            return None
+        value = value[0]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)) or hasattr(value, "timestamp"):
+        return value
+    return None
+
+
+def data1d_metadata(data: Any) -> dict[str, Any]:
+    """What a sasdata ``Data1D`` says about its measurement: ``temperature`` (a number) with
+    ``temperature_unit`` (``sample.temperature``), ``time`` (the first of :data:`TIME_KEYS` in
+    ``meta_data``, else the first ``process`` date), ``run`` (the first run name) and every other
+    scalar ``meta_data`` entry under its own key. Values are numbers, text or datetimes; anything
+    missing is left out. Never raises."""
+    out: dict[str, Any] = {}
+    try:
+        meta = getattr(data, "meta_data", None)
+        if isinstance(meta, dict):
+            for key, value in meta.items():
+                value = _scalar(value)
+                if value is not None and isinstance(key, str):
+                    out.setdefault(key, value)
+        sample = getattr(data, "sample", None)
+        temperature = _scalar(getattr(sample, "temperature", None))
+        if temperature is not None:
+            try:
+                out["temperature"] = float(temperature)
+            except (TypeError, ValueError):
+                pass
+            else:
+                unit = _scalar(getattr(sample, "temperature_unit", None))
+                if isinstance(unit, str):
+                    out["temperature_unit"] = unit
+        lowered = {k.lower(): k for k in out}
+        time = next((out[lowered[k]] for k in TIME_KEYS if k in lowered), None)
+        if time is None:
+            for process in getattr(data, "process", None) or []:
+                time = _scalar(getattr(process, "date", None))
+                if time is not None:
+                    break
+        if time is not None:
+            out["time"] = time
+        runs = getattr(data, "run", None) or []
+        run = _scalar(runs[:1]) if isinstance(runs, (list, tuple)) else None
+        if run is not None:
+            out.setdefault("run", run)
+    except Exception:  # metadata are a bonus: an odd object never costs the curve
+        return out
+    return out

@@ -251,6 +251,64 @@ def plan_entries(h5: h5py.File) -> list[EntryPlan] | None:
         return None
 
 
+def _small_value(node: Any) -> Any:
+    """The one value of a scalar (or one-element) dataset, text decoded; None for anything larger."""
+    from sasdata.dataloader.filereader import decode
+
+    if not isinstance(node, h5py.Dataset) or node.size != 1:
+        return None
+    value = node[()]
+    if isinstance(value, np.ndarray):
+        value = value.reshape(-1)[0]
+    return decode(value) if isinstance(value, bytes) else value
+
+
+#: Groups whose contents sasdata's reader files as instrument description, not as metadata of the measurement.
+_INSTRUMENT_CLASSES = frozenset({"SASinstrument", "SASdetector", "SAScollimation", "SASaperture", "SASsource",
+                                 "SAStransmission_spectrum", "NXinstrument", "NXdetector", "NXcollimator", "NXaperture", "NXsource"})
+
+
+def _read_entry_metadata(entry: h5py.Group, info: Any) -> None:
+    """What sasdata's reader files about the measurement, for one entry: the run; SASsample ``temperature``
+    (with its ``units``); SASprocess ``date``; the scalar datasets of the entry and of its other groups
+    (notes such as IGOR wave notes, also inside SASdata), first key wins, as ``meta_data``. Scalar datasets
+    only, never the curve's arrays; a metadata surprise never costs the curve."""
+    from sasdata.dataloader.data_info import Process
+
+    def visit(group: h5py.Group, in_data: bool) -> None:
+        for key in group.keys():
+            kind = group.get(key, getclass=True)
+            if kind is h5py.Dataset and not in_data and key not in ("title", "definition"):
+                value = _small_value(group[key])
+                if value is None:
+                    continue
+                if key == "run" and group is entry:
+                    info.run.append(value)
+                else:
+                    info.meta_data.setdefault(key, value)
+            elif kind is h5py.Group:
+                child = group[key]
+                name = _attr(child, "canSAS_class") or _attr(child, "NX_class")
+                if name in ("SASsample", "NXsample"):
+                    if "temperature" in child:
+                        info.sample.temperature = _small_value(child["temperature"])
+                        unit = _attr(child["temperature"], "units")
+                        if isinstance(unit, str):
+                            info.sample.temperature_unit = unit
+                elif name in ("SASprocess", "NXprocess"):
+                    if "date" in child and (date := _small_value(child["date"])) is not None:
+                        process = Process()
+                        process.date = date
+                        info.process.append(process)
+                elif name not in _INSTRUMENT_CLASSES:
+                    visit(child, in_data=name in (_DATA, "NXdata"))
+
+    try:
+        visit(entry, in_data=False)
+    except Exception:  # noqa: BLE001 - metadata are a bonus
+        return
+
+
 def read_entry(h5: h5py.File, plan: EntryPlan, filename: str) -> Any:
     """The sasdata ``Data1D`` of one planned entry, post-processed by sasdata itself.
 
@@ -277,6 +335,7 @@ def read_entry(h5: h5py.File, plan: EntryPlan, filename: str) -> Any:
     info.filename = filename
     if plan.title is not None:
         info.title = plan.title
+    _read_entry_metadata(h5[plan.entry], info)
     data = combine_data_info_with_plottable(plottable, info)
     reader = Reader()
     reader.output = [data]

@@ -3,7 +3,15 @@
 For a model with the optional outputs, the title of the probability panel
 names the conformal prediction set, and a third panel shows the probability
 that each anomaly is present (posterior mean, 90 % interval, the model's
-threshold), titled with the anomalies present.
+threshold), titled with the anomalies present. A result explained by
+occlusion (:mod:`sasview_bnn_plugin.explain`) gets its strongest q-range as a
+shaded band on the data (:func:`draw_sensitivity`).
+
+:func:`plot_trend` draws a series of results (:mod:`sasview_bnn_plugin.trend`):
+class probabilities and anomalies-present probabilities with their 90 %
+posterior bands against the frame number or a metadata value, the first
+anomaly frame marked. The perspective draws with the same functions
+(:func:`draw_trend`, :func:`draw_sensitivity`).
 
 matplotlib is optional (not a base dependency); :func:`require_matplotlib`
 raises :class:`PlottingUnavailable` with an installation hint.
@@ -11,9 +19,12 @@ raises :class:`PlottingUnavailable` with an installation hint.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -21,6 +32,10 @@ from .curve import Curve
 from .preprocessing import CurveError, PreprocessingConfig, q_unit_factor
 from .result import ClassificationResult, level_text
 from .taxonomy import ANOMALY_NAMES, CLASS_NAMES
+
+#: One colour per class (taxonomy order), shared by the trend's classes and anomalies.
+CLASS_COLOURS = ("tab:green", "tab:brown", "tab:blue", "tab:purple", "tab:olive", "tab:cyan", "tab:red")
+SENSITIVITY_COLOUR = "tab:orange"
 
 
 class PlottingUnavailable(RuntimeError):
@@ -91,6 +106,8 @@ def plot_result(curve: Curve, result: ClassificationResult, config: Preprocessin
     ax_data.set_xlabel("q (1/Å)")
     ax_data.set_ylabel("I(q)")
     ax_data.set_title(f"{Path(result.file).name} {result.dataset}".strip(), fontsize=9)
+    if result.sensitivity is not None:
+        draw_sensitivity(ax_data, result.sensitivity)
     ax_data.legend(fontsize=8, loc="lower left")
 
     x = np.arange(len(CLASS_NAMES))
@@ -184,3 +201,124 @@ def plot_contact_sheet(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     return path
+
+
+def draw_sensitivity(ax, sensitivity: Any) -> None:
+    """Shade where in q the verdict came from (a :class:`sasview_bnn_plugin.explain.Sensitivity`, q in 1/Å):
+    every window by its mean probability drop (darker: more), the strongest q-range outlined and labelled."""
+    edges = np.asarray(sensitivity.q_edges, dtype=float)
+    drops = np.asarray(sensitivity.drop_mean, dtype=float)
+    peak = float(np.nanmax(drops)) if np.isfinite(drops).any() else 0.0
+    if peak > 0:
+        for k in np.flatnonzero(np.isfinite(drops) & (drops > 0.1 * peak)):
+            ax.axvspan(edges[k], edges[k + 1], color=SENSITIVITY_COLOUR, alpha=0.25 * float(drops[k]) / peak, linewidth=0)
+    lo, hi = sensitivity.strongest_q_range_inverse_angstrom
+    shown_lo, shown_hi = sensitivity.explain_q_range
+    ax.axvspan(lo, hi, facecolor="none", edgecolor=SENSITIVITY_COLOUR, linewidth=1.5,
+               label=f"drove {sensitivity.class_name}: q {shown_lo:.3g}–{shown_hi:.3g} {sensitivity.q_unit} "
+               f"(hidden: p −{max(peak, 0.0):.2f})")
+
+
+def _save_atomically(fig, path: str | Path, dpi: int) -> Path:
+    """Save ``fig`` as PNG through a temporary file and a rename: a reader never sees a half-written image."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def draw_trend(fig, results: Sequence[ClassificationResult], x: str | None = None):
+    """Draw the trend of a series into ``fig`` (a matplotlib Figure, cleared first); return its
+    :class:`~sasview_bnn_plugin.trend.TrendAxis` (with the note when ``x`` could not be used).
+
+    Top panel: each class's posterior-mean probability with its 90 % posterior
+    band; bottom panel (models with anomalies-present outputs): each anomaly's
+    probability of being present with its band. Novel frames are marked with
+    a cross; the first anomaly frame (:data:`~sasview_bnn_plugin.trend.ONSET_RULE`)
+    is a dashed vertical line named, with the rule, in the legend.
+    """
+    from .trend import ONSET_RULE, series_onset, trend_axis
+
+    fig.clear()
+    axis = trend_axis(results, x)
+    ok = [results[i] for i in axis.frames]
+    with_presence = any(np.isfinite(r.presence_probabilities).all() for r in ok)
+    axes = np.atleast_1d(fig.subplots(2 if with_presence else 1, 1, sharex=True))
+    fig.subplots_adjust(left=0.07, right=0.74, bottom=0.11 if with_presence else 0.16, top=0.9, hspace=0.12)
+    xs = axis.values
+    if ok:
+        mean = np.stack([r.probabilities for r in ok])
+        low = np.stack([r.probability_low for r in ok])
+        high = np.stack([r.probability_high for r in ok])
+        for c, name in enumerate(CLASS_NAMES):
+            axes[0].fill_between(xs, low[:, c], high[:, c], color=CLASS_COLOURS[c], alpha=0.15, linewidth=0)
+            axes[0].plot(xs, mean[:, c], ".-", ms=3, lw=1.2, color=CLASS_COLOURS[c], label=name)
+        novel = np.array([bool(r.is_novel) for r in ok])
+        if novel.any():
+            axes[0].plot(xs[novel], np.full(int(novel.sum()), 1.03), "x", color="black", ms=5, clip_on=False, label="novel (label not trusted)")
+    axes[0].set_ylabel("p(class)\n(mean, 90 % band)")
+    if with_presence:
+        presence = np.stack([np.asarray(r.presence_probabilities, dtype=float) for r in ok])
+        p_low = np.stack([np.asarray(r.presence_low, dtype=float) for r in ok])
+        p_high = np.stack([np.asarray(r.presence_high, dtype=float) for r in ok])
+        for j, name in enumerate(ANOMALY_NAMES):
+            colour = CLASS_COLOURS[CLASS_NAMES.index(name)]
+            axes[1].fill_between(xs, p_low[:, j], p_high[:, j], color=colour, alpha=0.15, linewidth=0)
+            axes[1].plot(xs, presence[:, j], ".-", ms=3, lw=1.2, color=colour, label=f"{name} present")
+        axes[1].set_ylabel("p(present)\n(mean, 90 % band)")
+    for ax in axes:
+        ax.set_ylim(0, 1)
+        ax.axhline(0.5, color="gray", linestyle=":", linewidth=0.8)
+    onset = series_onset(results)
+    rule = "\n".join(textwrap.wrap(f"rule: {ONSET_RULE}", 40))
+    if onset.frame is not None:
+        where = float(xs[list(axis.frames).index(onset.frame)])
+        shown = f"frame {onset.frame}" + ("" if axis.kind == "index" else f", {axis.label} {where:.4g}")
+        for k, ax in enumerate(axes):
+            ax.axvline(where, color="black", linestyle="--", linewidth=1.2,
+                       label=f"first anomaly: {shown}\n({onset.criterion})\n{rule}" if k == 0 else None)
+    else:
+        axes[0].plot([], [], " ", label=f"no anomaly onset\n{rule}")
+    for ax in axes:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    axes[-1].set_xlabel(axis.label)
+    n_refused = len(results) - len(ok)
+    title = f"{len(ok)} classified frame(s)" + (f", {n_refused} refused (left out)" if n_refused else "")
+    if axis.note:
+        title += "\n" + axis.note
+    axes[0].set_title(title, fontsize=8, pad=10)
+    if axis.kind == "index":
+        from matplotlib.ticker import MaxNLocator
+
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    if not ok:
+        axes[0].text(0.5, 0.5, "no classified curve yet", ha="center", va="center", transform=axes[0].transAxes)
+    return axis
+
+
+def plot_trend(results: Sequence[ClassificationResult], path: str | Path, x: str | None = None) -> Path:
+    """Write the trend figure of a series (:func:`draw_trend`) to ``path`` as PNG (replaced atomically).
+
+    ``x``: None or "index" (the frame number), "time", "temperature" or a metadata key
+    (see :func:`sasview_bnn_plugin.trend.trend_axis`; the frame number, with a note, when frames lack it).
+    """
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    with_presence = any(r.ok and np.isfinite(r.presence_probabilities).all() for r in results)
+    fig = Figure(figsize=(11, 6.5 if with_presence else 4.2))
+    draw_trend(fig, results, x)
+    return _save_atomically(fig, path, dpi=90)

@@ -68,6 +68,10 @@ CSV_COLUMNS_UNITS: tuple[str, ...] = ("q_unit_used",)
 #: CSV columns, in order.
 CSV_COLUMNS: tuple[str, ...] = CSV_COLUMNS_V1 + CSV_COLUMNS_OPTIONAL + CSV_COLUMNS_UNITS
 
+#: Appended after :data:`CSV_COLUMNS` only when asked for (``classify --explain``): the q-range that drove the
+#: verdict, "q_lo;q_hi" in the unit of ``q_unit_used`` (see :mod:`sasview_bnn_plugin.explain`).
+CSV_COLUMNS_EXPLAIN: tuple[str, ...] = ("strongest_q_range",)
+
 #: Joins class names in a CSV cell ("aggregation;artefact"); human displays use ", " and " or ".
 CSV_LIST_SEPARATOR = ";"
 
@@ -137,6 +141,12 @@ class ClassificationResult:
     q_unit_used: str = ""
     q_unit_source: str = ""
     q_unit_uncertain: bool = False
+    #: What the file says about the measurement (``Curve.metadata``: temperature, time, run, ...); not written
+    #: to CSV or JSON, used for trends (:mod:`sasview_bnn_plugin.trend`).
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: Where in q the verdict came from (a :class:`sasview_bnn_plugin.explain.Sensitivity`), only when asked
+    #: for (``classify --explain``); None otherwise.
+    sensitivity: Any = None
 
     @property
     def ok(self) -> bool:
@@ -300,6 +310,8 @@ class ClassificationResult:
         for name, p in zip(ANOMALY_NAMES, self.presence_probabilities):
             row[f"p_present_{name}"] = float(p)
         row["q_unit_used"] = self.q_unit_used
+        if self.sensitivity is not None:  # only then: the column exists only with --explain
+            row["strongest_q_range"] = CSV_LIST_SEPARATOR.join(f"{v:.6g}" for v in self.sensitivity.explain_q_range)
         return row
 
     def to_dict(self) -> dict[str, Any]:
@@ -341,4 +353,7 @@ class ClassificationResult:
                 "q_unit_uncertain": self.q_unit_uncertain,
             }
         )
+        if self.sensitivity is not None:
+            out["strongest_q_range"] = [clean(float(v)) for v in self.sensitivity.explain_q_range]
+            out["sensitivity"] = self.sensitivity.to_dict()
         return out

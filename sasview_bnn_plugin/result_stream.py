@@ -47,7 +47,7 @@ from types import FrameType
 from typing import Iterator, Sequence
 
 from .output import csv_header, output_format, render_csv_rows, render_json_record
-from .result import CSV_COLUMNS, CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_V1, ClassificationResult
+from .result import CSV_COLUMNS, CSV_COLUMNS_EXPLAIN, CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_V1, ClassificationResult
 
 try:  # POSIX
     import fcntl
@@ -191,11 +191,12 @@ def read_written_rows(path: str | os.PathLike[str], fmt: str) -> WrittenRows:
 
 def _known_header(cells: list[str], path: Path) -> list[str]:
     """The columns of a CSV header this version can continue, or :class:`ResultsFileError` saying why not."""
-    for columns in (CSV_COLUMNS, CSV_COLUMNS_V1 + CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_V1):  # this version's, then older ones
+    # this version's (with and without --explain's column), then older ones
+    for columns in (CSV_COLUMNS, CSV_COLUMNS + CSV_COLUMNS_EXPLAIN, CSV_COLUMNS_V1 + CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_V1):
         if cells == list(columns):
             return cells
     if cells[: len(CSV_COLUMNS)] == list(CSV_COLUMNS):
-        unknown = ", ".join(cells[len(CSV_COLUMNS):])
+        unknown = ", ".join(c for c in cells[len(CSV_COLUMNS):] if c not in CSV_COLUMNS_EXPLAIN)
         raise ResultsFileError(
             f"cannot resume {path}: it was written by a newer sasview-bnn (it has columns this version does not know: "
             f"{unknown}); resume it with that version or write to a new file"
@@ -309,15 +310,18 @@ class ResultStream:
     :meth:`finish`), "resume" (continue ``FILE.partial`` or ``FILE``, rename on
     :meth:`finish`) or "append" (write ``FILE`` itself, as ``watch`` does).
     ``extra`` goes into the head of a ``.json`` document (model, provider).
-    After :meth:`open`, :attr:`written` describes the complete rows already
-    in the file. Use as a context manager: leaving the block without
+    ``columns`` are the CSV columns of a new file (:data:`CSV_COLUMNS`, or
+    with :data:`CSV_COLUMNS_EXPLAIN` appended for ``--explain``); a file
+    being continued keeps its own. After :meth:`open`, :attr:`written`
+    describes the complete rows already in the file. Use as a context manager: leaving the block without
     :meth:`finish` keeps what was written and releases the lock.
     """
 
-    def __init__(self, destination: str, mode: str = "new", extra: dict | None = None) -> None:
+    def __init__(self, destination: str, mode: str = "new", extra: dict | None = None, columns: Sequence[str] = CSV_COLUMNS) -> None:
         if mode not in ("new", "resume", "append"):
             raise ValueError(f"unknown mode {mode!r}")
         self.destination = destination
+        self.columns = tuple(columns)
         self.format = stream_format(destination)
         self.mode = mode
         self.extra = dict(extra or {})
@@ -348,7 +352,8 @@ class ResultStream:
             return self
         self._opened = True
         if self._to_stdout:
-            self._write_text(csv_header())
+            self.written.columns = self.columns
+            self._write_text(csv_header(self.columns))
             return self
         assert self._lock is not None
         try:
@@ -380,9 +385,9 @@ class ResultStream:
         if existing is not None:
             self._cut_to(self.written.end)
         if self.written.end == 0:  # a new file, or one whose header was torn
-            self.written.columns = CSV_COLUMNS
+            self.written.columns = self.columns
             self._cut_to(0)
-            head = csv_header() if self.format == "csv" else self._json_head() if self.format == "json" else ""
+            head = csv_header(self.columns) if self.format == "csv" else self._json_head() if self.format == "json" else ""
             if head:
                 self._write_text(head)
 

@@ -9,6 +9,10 @@
   the conformal prediction set in the title.
 
 :func:`result_figure` puts both side by side in a new Figure (for reports).
+A result explained by occlusion gets its strongest q-range shaded on the curve,
+and :func:`trend_figure` draws a series of results; both with the command
+line's renderer (:func:`sasview_bnn_plugin.plotting.draw_sensitivity`,
+:func:`sasview_bnn_plugin.plotting.draw_trend`), not a copy.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..curve import Curve
+from ..plotting import draw_sensitivity, draw_trend
 from ..preprocessing import CurveError, q_unit_factor
 from ..result import ClassificationResult, level_text
 from ..taxonomy import ANOMALY_NAMES, CLASS_NAMES, CLEAN_INDEX
@@ -66,6 +71,8 @@ def draw_curve(ax: Axes, curve: Curve | None, result: ClassificationResult | Non
     else:
         ax.set_xlim(lo / 1.5, hi * 1.5)
         ax.text(0.5, 0.5, "no positive intensities to plot", transform=ax.transAxes, ha="center", va="center")
+    if q.size and getattr(result, "sensitivity", None) is not None:
+        draw_sensitivity(ax, result.sensitivity)
     ax.set_title(title, fontsize=9)
     ax.legend(loc="lower left", fontsize=7)
 
@@ -109,4 +116,12 @@ def result_figure(curve: Curve | None, result: ClassificationResult | None, q_do
     draw_curve(curve_ax, curve, result, q_domain, title)
     draw_probabilities(bars_ax, result)
     figure.tight_layout()
+    return figure
+
+
+def trend_figure(results: list[ClassificationResult], x: str | None = None) -> Figure:
+    """A new 10 x 5 inch Figure with the trend of a series of results (table order), drawn by
+    :func:`sasview_bnn_plugin.plotting.draw_trend`."""
+    figure = Figure(figsize=(10.0, 5.0))
+    draw_trend(figure, results, x)
     return figure

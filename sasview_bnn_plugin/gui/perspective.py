@@ -7,7 +7,12 @@ classes still plausible (conformal prediction set) for a model with those
 optional outputs, and the fraction of the model's q-range the data cover. Selecting a row shows the curve on log-log
 axes with the model's q-domain shaded, the class probabilities with their
 90 % posterior intervals, and one plain-language line ("aggregation, 97 % ±
-2 %"). Classification runs on a worker thread (see
+2 %"); with *Where in q* ticked, the q-range that drove the verdict is shaded
+on the curve (occlusion, :mod:`sasview_bnn_plugin.explain`, computed for the
+selected row only). *Trend…* draws the table's rows as a series (class and
+anomalies-present probabilities with their posterior bands, the first anomaly
+frame marked; :func:`sasview_bnn_plugin.plotting.draw_trend`), also put in
+the report. Classification runs on a worker thread (see
 :mod:`.classification_service`); the table fills chunk by chunk under a
 progress bar. Results export to CSV with the command line's columns
 (:data:`sasview_bnn_plugin.result.CSV_COLUMNS`), and SasView's report
@@ -48,7 +53,7 @@ from ..preprocessing import PreprocessingConfig
 from ..result import ClassificationResult
 from . import HELP_PAGE
 from .classification_service import SHUTDOWN_TIMEOUT_MS, ClassificationService
-from .figures import draw_curve, draw_probabilities, result_figure
+from .figures import draw_curve, draw_probabilities, result_figure, trend_figure
 from .preferences import BNNPreferencesWidget
 from .results_table import COLUMNS, DatasetEntry, ResultsTableModel
 from .sasview_hooks import communicator
@@ -195,7 +200,12 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
         self.cmdCancel = QtWidgets.QPushButton("Cancel", self)
         self.cmdCancel.clicked.connect(self.cancel)
         self.cmdCancel.setEnabled(False)
-        for button in (self.cmdExport, self.cmdReclassify, self.cmdRemove, self.cmdCancel):
+        self.cmdTrend = QtWidgets.QPushButton("Trend…", self)
+        self.cmdTrend.clicked.connect(self.show_trend)
+        self.chkExplain = QtWidgets.QCheckBox("Where in q", self)
+        self.chkExplain.setToolTip("shade the q-range that drove the selected verdict (occluding q-windows of the model input)")
+        self.chkExplain.toggled.connect(lambda _checked: self._show_entry(self.tableView.currentIndex().row()))
+        for button in (self.cmdExport, self.cmdReclassify, self.cmdRemove, self.cmdCancel, self.cmdTrend, self.chkExplain):
             buttons.addWidget(button)
         buttons.addStretch(1)
         self.cmdHelp = QtWidgets.QPushButton("Help", self)  # on the right, as in SasView's own perspectives
@@ -325,6 +335,9 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
         domain = self._q_domain()
         for entry in entries[:MAX_REPORT_FIGURES]:
             report.add_plot(result_figure(entry.curve, entry.result, domain, title=entry.name))
+        results = self.table_model.classified()
+        if len(results) > 1:
+            report.add_plot(trend_figure(results))
         return report.report_data
 
     # -- classification ---------------------------------------------------------------------------
@@ -485,8 +498,32 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
         self._draw(entry)
         self._update_buttons()
 
+    def show_trend(self) -> None:
+        """A window with the trend of the table's classified rows, in table order (the shared renderer)."""
+        results = self.table_model.classified()
+        if len(results) < 2:
+            self.lblMessage.setText("a trend needs at least two classified datasets in the table")
+            return
+        dialog = QtWidgets.QDialog(self)
+        dialog.setWindowTitle("BNN Anomaly: trend over the table's rows")
+        QtWidgets.QVBoxLayout(dialog).addWidget(FigureCanvasQTAgg(trend_figure(results)))
+        dialog.resize(1000, 520)
+        self._trend_dialog = dialog  # keep it alive
+        dialog.show()
+
+    def _explain(self, entry: DatasetEntry) -> None:
+        """Attach the occlusion map to the entry's result (once; the selected row only)."""
+        from ..explain import explain_result
+
+        try:
+            entry.result.sensitivity = explain_result(self.service.classifier(), entry.curve, entry.result)
+        except Exception as err:  # an explanation is extra: say why it is missing
+            self._report_unexpected("where in q could not be computed", err)
+
     def _draw(self, entry: DatasetEntry | None) -> None:
         result = entry.result if entry is not None else None
+        if result is not None and result.ok and result.sensitivity is None and self.chkExplain.isChecked():
+            self._explain(entry)
         draw_curve(self.curve_axes, entry.curve if entry is not None else None, result, self._q_domain(), entry.name if entry else "")
         draw_probabilities(self.bars_axes, result)
         self.canvas.draw_idle()
