@@ -9,6 +9,10 @@ result; the rest of the batch is classified as usual.
 A model with the optional parts of :mod:`sasview_bnn_plugin.model_format`
 (anomalies present, conformal prediction sets, novelty p-values) gives them in
 every result; a model without them gives the same results as before.
+
+An instrument calibration (:mod:`sasview_bnn_plugin.calibration`, written by
+``sasview-bnn calibrate``) replaces the model's novelty reference -- and, if it
+has them, its prediction-set thresholds -- by those of a user's own curves.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from .calibration import DEFAULT_NOVELTY_LEVEL, InstrumentCalibration, load_calibration
 from .curve import Curve
 from .model_catalog import ModelNotFoundError
 from .model_card import verify_model_file
@@ -28,8 +33,10 @@ from .model_format import (
     INPUT_NAME,
     NOVELTY_OUTPUT,
     PROBABILITIES_OUTPUT,
+    ConformalCalibration,
     ModelFormatError,
     ModelOptionError,
+    NoveltyCalibration,
     check_metadata,
     read_optional_parts,
 )
@@ -80,6 +87,14 @@ class BNNClassifier:
         plausible, by running both readings (see :mod:`sasview_bnn_plugin.q_units`);
         "1/A" or "1/nm" reads every such curve in that unit. A unit given
         with the data is never overridden. Can be changed later (:attr:`q_unit`).
+    calibration:
+        An instrument calibration (:mod:`sasview_bnn_plugin.calibration`): the
+        path of a file written by ``sasview-bnn calibrate`` or an
+        :class:`~sasview_bnn_plugin.calibration.InstrumentCalibration`. Novelty
+        p-values are then computed against its reference scores (also for a
+        model without ``novelty_calibration``; default level the model's, else
+        0.01) and prediction sets use its thresholds if it has them; every
+        result's notes name it. It must have been made with this model's weights.
 
     Raises
     ------
@@ -93,6 +108,8 @@ class BNNClassifier:
     ModelOptionError
         ``set_level`` or ``novelty_level`` is one the model cannot honour (the
         message lists what it offers), or both a novelty threshold and level are given.
+        :class:`~sasview_bnn_plugin.calibration.CalibrationError` (a subclass) for a
+        calibration file that cannot be read or was made for another model.
     """
 
     def __init__(
@@ -107,6 +124,7 @@ class BNNClassifier:
         set_level: float | str | None = None,
         novelty_level: float | None = None,
         q_unit: str = "auto",
+        calibration: "str | os.PathLike[str] | InstrumentCalibration | None" = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -138,7 +156,12 @@ class BNNClassifier:
         self._check_signature()
         #: The optional parts this model has (see :mod:`sasview_bnn_plugin.model_format`).
         self.optional_parts = read_optional_parts(self.metadata, [o.name for o in self._session.get_outputs()])
+        #: The instrument calibration in use (None: the model's own references), see :mod:`sasview_bnn_plugin.calibration`.
+        self.calibration: InstrumentCalibration | None = load_calibration(calibration)
+        if self.calibration is not None:
+            self.calibration.check_model(self.metadata, self.name)
         self._choose_levels(set_level, novelty_threshold, novelty_level)
+        self._calibration_notes = self._describe_calibration()
         self.q_unit = q_unit
 
     @property
@@ -150,14 +173,42 @@ class BNNClassifier:
     def q_unit(self, value: str | None) -> None:
         self._q_unit = q_unit_setting(value)
 
+    @property
+    def conformal(self) -> ConformalCalibration | None:
+        """The prediction-set thresholds in use: the instrument calibration's if it has them, else the model's (None: no sets)."""
+        if self.calibration is not None and self.calibration.conformal is not None:
+            return self.calibration.conformal
+        return self.optional_parts.conformal
+
+    @property
+    def novelty_reference(self) -> NoveltyCalibration | None:
+        """The reference scores of the novelty p-values: the instrument calibration's, else the model's (None: no p-values)."""
+        own = self.optional_parts.novelty_calibration
+        if self.calibration is not None:
+            return self.calibration.novelty_calibration(own.default_level if own is not None else DEFAULT_NOVELTY_LEVEL)
+        return own
+
+    def _describe_calibration(self) -> list[str]:
+        """The note every result gets when an instrument calibration is in use (empty otherwise)."""
+        if self.calibration is None:
+            return []
+        used = "novelty p-value" + (" and prediction set" if self.calibration.conformal is not None and self.set_threshold is not None else "")
+        note = f"{used} from the instrument calibration {self.calibration.describe()}"
+        floor = self.calibration.p_value_floor
+        if self.novelty_level is not None and floor >= self.novelty_level:
+            note += f" (its p-values cannot go below 1/(n+1) = {floor:.3g}, so none is below the level {self.novelty_level:g})"
+            log.warning("the calibration %s has %d curves: no p-value can be below the novelty level %g", self.calibration.label,
+                        self.calibration.n, self.novelty_level)
+        return [note]
+
     def _choose_levels(self, set_level: float | str | None, novelty_threshold: float | None, novelty_level: float | None) -> None:
-        """Set :attr:`set_level`/:attr:`set_threshold` and :attr:`novelty_level` from the options and the model."""
-        parts = self.optional_parts
+        """Set :attr:`set_level`/:attr:`set_threshold` and :attr:`novelty_level` from the options, the model and the calibration."""
+        conformal, reference = self.conformal, self.novelty_reference
         #: Coverage level and APS threshold of the prediction sets (None: the model has no sets).
         self.set_level: float | None = None
         self.set_threshold: float | None = None
-        if parts.conformal is not None:
-            self.set_level, self.set_threshold = parts.conformal.resolve(set_level)
+        if conformal is not None:
+            self.set_level, self.set_threshold = conformal.resolve(set_level)
         elif set_level is not None:
             raise ModelOptionError(f"the model {self.name} has no conformal prediction sets (no 'conformal' metadata), so it takes no set level")
         #: The novelty p-value level deciding ``is_novel`` (None: the novelty threshold decides).
@@ -168,14 +219,14 @@ class BNNClassifier:
                 raise ModelOptionError(f"the novelty level is a p-value between 0 and 1, not {novelty_level}")
             if novelty_threshold is not None:
                 raise ModelOptionError("give either a novelty threshold or a novelty level, not both")
-            if parts.novelty_calibration is None:
+            if reference is None:
                 raise ModelOptionError(
                     f"the model {self.name} has no novelty calibration (no 'novelty_calibration' metadata), so it gives no "
-                    "novelty p-values; use a novelty threshold instead"
+                    "novelty p-values; use a novelty threshold instead, or an instrument calibration (sasview-bnn calibrate)"
                 )
             self.novelty_level = level
-        elif parts.novelty_calibration is not None and novelty_threshold is None:
-            self.novelty_level = parts.novelty_calibration.default_level
+        elif reference is not None and novelty_threshold is None:
+            self.novelty_level = reference.default_level
 
     @property
     def providers(self) -> ProviderDecision:
@@ -338,7 +389,7 @@ class BNNClassifier:
                     q_window=outcome.q_window,
                     n_points=outcome.n_points,
                     model=self.name,
-                    notes=curve.notes + reading.notes + outcome.notes,
+                    notes=curve.notes + reading.notes + outcome.notes + self._calibration_notes,
                     **self._optional_arguments(model_outcome),
                 )
             else:
@@ -380,8 +431,9 @@ class BNNClassifier:
             arguments.update(anomaly_samples=outcome.presence, anomaly_threshold=parts.anomalies.threshold)
         if self.set_threshold is not None:
             arguments.update(set_threshold=self.set_threshold, set_level=self.set_level)
-        if parts.novelty_calibration is not None:
-            arguments.update(novelty_calibration=parts.novelty_calibration.scores, novelty_level=self.novelty_level)
+        reference = self.novelty_reference
+        if reference is not None:
+            arguments.update(novelty_calibration=reference.scores, novelty_level=self.novelty_level)
         return arguments
 
     @staticmethod

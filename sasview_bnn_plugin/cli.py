@@ -20,7 +20,7 @@ from .command_line import OneLineArgumentParser, UsageError, build_command_parse
 __all__ = ["COMMANDS", "OneLineArgumentParser", "UsageError", "build_parser", "main"]
 
 #: Sub-commands in the order ``--help`` lists them.
-COMMANDS: tuple[str, ...] = ("classify", "watch", "models", "gui")
+COMMANDS: tuple[str, ...] = ("classify", "watch", "calibrate", "models", "gui")
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:

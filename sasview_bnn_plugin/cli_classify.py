@@ -89,6 +89,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                          help="novel when the novelty p-value is below P (models with novelty calibration; default: the model's level, e.g. 0.01)")
     parser.add_argument("--set-level", type=_probability_level, default=None, metavar="LEVEL",
                         help="coverage level of the conformal prediction sets, one the model exports (models with sets; default: the model's, e.g. 0.9)")
+    parser.add_argument("--calibration", metavar="FILE.json", default=None,
+                        help="an instrument calibration written by 'sasview-bnn calibrate' for this model: novelty p-values against "
+                        "the reference of your own ordinary curves (also for a model without novelty calibration) and, if it has "
+                        "them, prediction sets with its thresholds; the notes of every result name it")
     parser.add_argument("--q-unit", type=_q_unit_choice, default="auto", metavar="{auto,1/A,1/nm}",
                         help="unit of q for files that give none (plain ASCII columns, jscatter files, PDH files read as ASCII): "
                         "auto (default) decides from the q range and, when both units are plausible, keeps the reading the model "
@@ -112,11 +116,22 @@ def open_classifier(args: argparse.Namespace) -> tuple[ModelSource, BNNClassifie
             set_level=args.set_level,
             novelty_level=None if args.novelty_level is None else float(args.novelty_level),
             q_unit=getattr(args, "q_unit", "auto"),
+            calibration=getattr(args, "calibration", None),
         )
     except (ModelNotFoundError, ModelFormatError, ModelOptionError) as err:
         raise UsageError(str(err)) from None
     log.info("model %s on %s (%s)", source.name, classifier.providers.device, classifier.providers.reason)
+    if classifier.calibration is not None:
+        log.info("instrument calibration %s", classifier.calibration.describe())
     return source, classifier, host
+
+
+def run_information(source: ModelSource, classifier: BNNClassifier) -> dict[str, str]:
+    """The model, its file, the provider and (if any) the instrument calibration: the head of a .json output."""
+    extra = {"model": source.name, "model_path": str(source.path), "provider": classifier.providers.device}
+    if classifier.calibration is not None and classifier.calibration.path is not None:
+        extra["calibration"] = str(classifier.calibration.path)
+    return extra
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -257,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("no data files found in " + ", ".join(args.paths) + (" (use --recursive for sub-folders)" if not args.recursive else ""))
 
     source, classifier, host = open_classifier(args)
-    extra = {"model": source.name, "model_path": str(source.path), "provider": classifier.providers.device}
+    extra = run_information(source, classifier)
     columns = CSV_COLUMNS + CSV_COLUMNS_EXPLAIN if args.explain else CSV_COLUMNS
     stream = ResultStream(args.output, mode="resume" if args.resume else "new", extra=extra, columns=columns)
     series: list[ClassificationResult] | None = [] if args.trend is not None else None

@@ -34,6 +34,7 @@ from .cli_classify import (
     add_trend_options,
     check_trend_options,
     open_classifier,
+    run_information,
     trend_summary,
     write_trend,
 )
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         except PlottingUnavailable as err:
             raise UsageError(str(err).replace("--plot", "--plot and --trend")) from None
     source, classifier, host = open_classifier(args)
-    extra = {"model": source.name, "model_path": str(source.path), "provider": classifier.providers.device}
+    extra = run_information(source, classifier)
     stream = ResultStream(args.output, mode="new" if args.output == "-" else "append", extra=extra)
     try:
         stream.open()

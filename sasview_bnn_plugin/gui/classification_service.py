@@ -26,10 +26,12 @@ import logging
 import threading
 import time
 import weakref
+from pathlib import Path
 from typing import Callable, Sequence
 
 from PySide6 import QtCore
 
+from ..calibration import CalibrationError
 from ..classifier import BNNClassifier
 from ..curve import Curve
 from ..model_catalog import ModelNotFoundError, ModelSource, resolve_model
@@ -250,7 +252,7 @@ class ClassificationService(QtCore.QObject):
         """The open classifier for the current settings (opened once, thread-safe)."""
         with self._lock:
             source = self.model_source()
-            key = (str(source.path), self.settings.provider, self.settings.novelty_threshold, self.settings.q_unit)
+            key = (str(source.path), self.settings.provider, self.settings.novelty_threshold, self.settings.q_unit, self.settings.calibration)
             if self._classifier is None or self._classifier_key != key:
                 try:
                     self._classifier = BNNClassifier(
@@ -260,7 +262,13 @@ class ClassificationService(QtCore.QObject):
                         plugin_host=self.plugin_host,
                         name=source.name,
                         q_unit=self.settings.q_unit,
+                        calibration=self.settings.calibration or None,
                     )
+                except CalibrationError as err:
+                    self._classifier = None
+                    raise ModelUnavailableError(
+                        f"{err}. Choose another calibration file (or none) in Preferences > BNN Anomaly."
+                    ) from None
                 except (ModelFormatError, ModelNotFoundError, OSError) as err:
                     self._classifier = None
                     raise ModelUnavailableError(f"{err}. Choose another model in Preferences > BNN Anomaly.") from None
@@ -275,7 +283,8 @@ class ClassificationService(QtCore.QObject):
             return str(err)
         threshold = "" if self.settings.novelty_threshold is None else f", novelty threshold {self.settings.novelty_threshold:g}"
         unit = "" if self.settings.q_unit == "auto" else f", q of files without a unit read as {shown(self.settings.q_unit)}"
-        return f"Model: {source.name} ({source.path.name}), provider {self.settings.provider}{threshold}{unit}"
+        calibration = f", instrument calibration {Path(self.settings.calibration).name}" if self.settings.calibration else ""
+        return f"Model: {source.name} ({source.path.name}), provider {self.settings.provider}{threshold}{unit}{calibration}"
 
     def apply_settings(self, settings: GuiSettings, save: bool = True) -> None:
         """Use new settings from now on (the model is re-opened on the next job)."""

@@ -26,7 +26,8 @@ Q_UNIT_ITEMS: dict[str, str] = {"auto": "auto", "1/Å": "1/A", "1/nm": "1/nm"}
 
 
 class BNNPreferencesWidget(PreferencesWidget):
-    """Model (name or ONNX file), execution provider, novelty threshold and the q unit of files without one."""
+    """Model (name or ONNX file), execution provider, novelty threshold, the q unit of files without one and the
+    instrument calibration file."""
 
     name = "BNN Anomaly"
 
@@ -54,6 +55,15 @@ class BNNPreferencesWidget(PreferencesWidget):
             "when both are plausible, from the reading the model finds in-distribution (each row says which and why). "
             "A unit the file gives is always used."
         )
+        self.txtCalibration = self.addTextInput("Instrument calibration file")
+        self.txtCalibration.setPlaceholderText("empty: the model's own reference (write one with sasview-bnn calibrate)")
+        self.txtCalibration.setToolTip(
+            "A file written by 'sasview-bnn calibrate' from your instrument's ordinary curves, for this model: novelty "
+            "p-values are computed against those curves (and prediction sets use its thresholds if it has them)."
+        )
+        browse_calibration = QtWidgets.QPushButton("Browse…", self)
+        browse_calibration.clicked.connect(self._browse_calibration)
+        self.verticalLayout.addWidget(browse_calibration)
         self.lblStatus = QtWidgets.QLabel(self)
         self.lblStatus.setWordWrap(True)
         self.verticalLayout.addWidget(self.lblStatus)
@@ -62,6 +72,12 @@ class BNNPreferencesWidget(PreferencesWidget):
         self.cbProvider.currentIndexChanged.connect(self._stage)
         self.txtThreshold.textChanged.connect(self._stage)
         self.cbQUnit.currentIndexChanged.connect(self._stage)
+        self.txtCalibration.textChanged.connect(self._stage)
+
+    def _browse_calibration(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Choose an instrument calibration", "", "sasview-bnn calibrations (*.json)")
+        if path:
+            self.txtCalibration.setText(path)
 
     def _browse(self) -> None:
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Choose a sasview-bnn model", "", "ONNX models (*.onnx)")
@@ -79,7 +95,8 @@ class BNNPreferencesWidget(PreferencesWidget):
         if threshold is not None and not math.isfinite(threshold):
             raise ValueError("the novelty threshold must be a finite number")
         q_unit = Q_UNIT_ITEMS.get(self.cbQUnit.currentText(), "auto")
-        return GuiSettings(model=model, provider=self.cbProvider.currentText(), novelty_threshold=threshold, q_unit=q_unit)
+        return GuiSettings(model=model, provider=self.cbProvider.currentText(), novelty_threshold=threshold, q_unit=q_unit,
+                           calibration=self.txtCalibration.text().strip())
 
     def _stage(self, *_args) -> None:
         if self.parent is None:  # not yet placed in the Preferences panel
@@ -109,7 +126,8 @@ class BNNPreferencesWidget(PreferencesWidget):
         self.lblStatus.setText(self.service.describe_model())
 
     def restoreDefaults(self) -> None:  # noqa: N802
-        """"Restore defaults": first shipped model, automatic provider, the model's threshold, automatic q unit (staged)."""
+        """"Restore defaults": first shipped model, automatic provider, the model's threshold, automatic q unit,
+        no instrument calibration (staged)."""
         self._toggleBlockAllSignaling(True)
         self._show(GuiSettings())
         self._toggleBlockAllSignaling(False)
@@ -132,8 +150,9 @@ class BNNPreferencesWidget(PreferencesWidget):
         self.txtThreshold.setText("" if settings.novelty_threshold is None else repr(settings.novelty_threshold))
         shown = next((text for text, value in Q_UNIT_ITEMS.items() if value == settings.q_unit), "auto")
         self.cbQUnit.setCurrentIndex(max(0, self.cbQUnit.findText(shown)))
+        self.txtCalibration.setText(settings.calibration)
         self.lblStatus.setText(self.service.describe_model())
 
     def _toggleBlockAllSignaling(self, toggle: bool) -> None:  # noqa: N802
-        for widget in (self.cbModel, self.txtModelFile, self.cbProvider, self.txtThreshold, self.cbQUnit):
+        for widget in (self.cbModel, self.txtModelFile, self.cbProvider, self.txtThreshold, self.cbQUnit, self.txtCalibration):
             widget.blockSignals(toggle)

@@ -1,5 +1,5 @@
 """The BNN Anomaly perspective's user settings: which model, which provider, which novelty threshold,
-which q unit for files without one.
+which q unit for files without one, which instrument calibration.
 
 SasView's own configuration (``sas.system.config``) refuses keys it does not
 know, so these settings live in their own small JSON file,
@@ -50,13 +50,16 @@ class GuiSettings:
     ``q_unit`` is the unit of q for data whose file gives none (plain ASCII
     columns, PDH files): "auto" (decided per curve from its q range and the
     model, see :mod:`sasview_bnn_plugin.q_units`), "1/A" or "1/nm". A unit the
-    file gives is never overridden.
+    file gives is never overridden. ``calibration`` is the path of an
+    instrument calibration file written by ``sasview-bnn calibrate`` for the
+    model ("" for none, see :mod:`sasview_bnn_plugin.calibration`).
     """
 
     model: str = ""
     provider: str = "auto"
     novelty_threshold: float | None = None
     q_unit: str = "auto"
+    calibration: str = ""
     path: Path | None = field(default=None, compare=False, repr=False)
 
     def validate(self) -> None:
@@ -70,6 +73,8 @@ class GuiSettings:
     def to_json(self) -> str:
         data = asdict(self)
         data.pop("path")
+        if not data["calibration"]:  # written only when set: files without one stay as before
+            data.pop("calibration")
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
@@ -91,6 +96,8 @@ class GuiSettings:
             settings.q_unit = q_unit_setting(data.get("q_unit"))
         except ValueError:
             settings.q_unit = "auto"
+        calibration = data.get("calibration", "")
+        settings.calibration = calibration.strip() if isinstance(calibration, str) else ""
         return settings
 
     @classmethod
