@@ -103,6 +103,11 @@ def card_from_metadata(meta: Mapping[str, str], sidecar_dir: Path | None = None,
     return card
 
 
+#: The shipped model used when none is named (simulator 2.0, taxonomy version 2). The
+#: version-1 model ``sasview_bnn_vi16_1m`` stays loadable with ``--model sasview_bnn_vi16_1m``.
+DEFAULT_MODEL = "sasview_bnn_vi16_sim2_1m"
+
+
 def shipped_models(package: str = SHIPPED_MODELS_PACKAGE) -> list[ModelSource]:
     """Every model installed with the package, with its card.
 
@@ -110,7 +115,10 @@ def shipped_models(package: str = SHIPPED_MODELS_PACKAGE) -> list[ModelSource]:
     :mod:`~sasview_bnn_plugin.model_card`), gets an error card.
     """
     sources = []
-    for path in shipped_model_files(package):
+    files = shipped_model_files(package)
+    # The default model first; the others stay loadable by name, for comparison.
+    files = sorted(files, key=lambda p: p.stem != DEFAULT_MODEL)
+    for path in files:
         try:
             verify_model_file(path, require_card=True)
             card = card_from_metadata(read_metadata(path), path.parent, path.stem)
@@ -123,7 +131,7 @@ def shipped_models(package: str = SHIPPED_MODELS_PACKAGE) -> list[ModelSource]:
 def resolve_model(name_or_path: str | os.PathLike[str] | None, available: Iterable[ModelSource]) -> ModelSource:
     """Pick a model: an existing file path, else a model name among ``available``.
 
-    None picks the first shipped model (plugin models are used only when named,
+    None picks the first shipped model, :data:`DEFAULT_MODEL` (plugin models are used only when named,
     so installing a plugin never changes the default). Raises
     :class:`ModelNotFoundError` with :data:`NO_MODEL_MESSAGE` when no model is shipped.
     """

@@ -31,7 +31,8 @@ FRESH_SEED = 90_210
 def shipped() -> Path:
     files = shipped_model_files()
     assert files, "no model is shipped in onnx_models/"
-    return files[0]
+    # The default model (the one `classify` uses without --model), not the first file by name.
+    return resolve_model(None, shipped_models()).path
 
 
 def test_the_shipped_model_is_complete_and_matches_its_card(shipped):
@@ -72,9 +73,16 @@ def test_the_shipped_model_classifies_fresh_simulated_curves(shipped, tmp_path):
     accuracy = float(np.mean(probs.argmax(axis=1) == labels))
     ece = expected_calibration_error(labels, probs)
     print(f"fresh 700 curves (seed {FRESH_SEED}): accuracy {accuracy:.4f}, ECE {ece:.4f}")
-    assert accuracy >= 0.95
+    # Simulator 2.0 (mixtures, visibility-checked labels from just visible to strong, 24 shape
+    # families) is harder than 1.1, for which this bound was 0.95: the default model measured
+    # 0.906 on 20,000 curves of seed 6006 (model card), the version-1 model 0.839 on these 700.
+    # 0.88 is about 2.4 standard errors of a 700-curve accuracy below the card's figure.
+    assert accuracy >= 0.88
     assert ece <= 0.03
-    assert np.bincount(labels, minlength=len(CLASS_NAMES)).min() == 100
+    # Balanced by the planned class; a mixture's label is its most visible anomaly (taxonomy v2).
+    with CurveReader(data) as reader:
+        planned = [str(v) for v in reader.column("params", "planned_class")]
+    assert [planned.count(n) for n in CLASS_NAMES] == [100] * len(CLASS_NAMES)
 
 
 @pytest.mark.slow

@@ -49,6 +49,19 @@ def _loco_entry(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _study_entry(row: dict[str, Any]) -> dict[str, Any]:
+    """A leave-one-class-out row of the novelty study in the card's per-class layout (exported score = feature score)."""
+    return {
+        "left_out_class": ", ".join(row["excluded"]),
+        "n_curves": row["n_novel"],
+        "flagged_by_threshold": None,
+        "mutual_information": row["mutual_information"],
+        "predictive_entropy": row["entropy"],
+        "feature_score": row["exported"],
+        "in_distribution_accuracy": row["id_accuracy"],
+    }
+
+
 def build_card(
     model_path: str | Path,
     test_metrics: dict[str, Any],
@@ -66,7 +79,7 @@ def build_card(
     model_path = Path(model_path)
     meta = read_metadata(model_path)
     training_data = _json(meta.get("training_data", "{}"))
-    loco = [_loco_entry(m) for m in loco_metrics]
+    loco = [_loco_entry(m) for m in loco_metrics] or [_study_entry(r) for r in loco_study]
     loco_mean = {
         score: sum(e[score]["auroc"] for e in loco) / len(loco) for score in NOVELTY_SCORES if loco and all(score in e for e in loco)
     }

@@ -88,10 +88,10 @@ def _whitening(features: np.ndarray, labels: np.ndarray, ridge: float = 1e-3) ->
 
 def _mahalanobis(features: np.ndarray, means: np.ndarray, whiten: np.ndarray) -> np.ndarray:
     """mean over samples of min over classes of the squared Mahalanobis distance, (n,)."""
-    z = np.einsum("sij,nsj->nsi", whiten, features)
-    zm = np.einsum("sij,scj->sci", whiten, means)
-    d = (z**2).sum(-1)[:, :, None] - 2 * np.einsum("nsi,sci->nsc", z, zm) + (zm**2).sum(-1)[None]
-    return np.maximum(d, 0).min(axis=2).mean(axis=1)
+    z = np.matmul(features.transpose(1, 0, 2), whiten.transpose(0, 2, 1))  # (S, n, D)
+    zm = np.matmul(means, whiten.transpose(0, 2, 1))  # (S, C, D)
+    d = (z**2).sum(-1)[:, :, None] - 2 * np.matmul(z, zm.transpose(0, 2, 1)) + (zm**2).sum(-1)[:, None, :]  # (S, n, C)
+    return np.maximum(d, 0).min(axis=2).mean(axis=0)
 
 
 class ClassGaussians:
@@ -114,10 +114,10 @@ class ClassGaussians:
                 self.log_norm[k, j] = -np.sum(np.log(np.diag(chol))) - 0.5 * d * math.log(2 * math.pi)
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        diff = features[:, :, None, :] - self.means[None]  # (n, S, C, D)
-        z = np.einsum("scij,nscj->nsci", self.whiten, diff)
-        log_density = self.log_norm[None] - 0.5 * (z**2).sum(-1)  # (n, S, C)
-        return -log_density.max(axis=2).mean(axis=1)
+        f = features.transpose(1, 0, 2)[:, None]  # (S, 1, n, D)
+        z = np.matmul(f - self.means[:, :, None, :], self.whiten.transpose(0, 1, 3, 2))  # (S, C, n, D)
+        log_density = self.log_norm[:, :, None] - 0.5 * (z**2).sum(-1)  # (S, C, n)
+        return -log_density.max(axis=1).mean(axis=0)
 
 
 def _normalised(hidden: np.ndarray) -> np.ndarray:
