@@ -159,7 +159,9 @@ def plot_contact_sheet(
     """Many curves on one page: one small log-log panel per curve (q in 1/Å), titled with its verdict.
 
     Panels are coloured by outcome: blue for a confident label, orange for low
-    confidence, red for novel, grey for a refused curve.
+    confidence, red for novel, grey for a refused curve; a legend under the title
+    lists the outcomes that occur. The left column and the bottom panels carry
+    axis labels (q in each curve's unit used, I in the file's scale).
     """
     require_matplotlib()
     import matplotlib
@@ -172,11 +174,16 @@ def plot_contact_sheet(
 
     n = max(len(items), 1)
     rows = (n + columns - 1) // columns
-    fig = Figure(figsize=(2.6 * columns, 2.1 * rows + (0.4 if title else 0.0)))
+    header = 0.9 if title else 0.5  # inches reserved above the panels for the title and the legend
+    height = 2.1 * rows + header
+    fig = Figure(figsize=(2.6 * columns, height))
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    outcomes = {"tab:blue": "confident label", "tab:orange": f"low confidence (top p < {LOW_CONFIDENCE_THRESHOLD})",
+                "tab:red": "novel", "tab:gray": "refused"}
+    used: list[str] = []
     for ax in axes[len(items):]:
         ax.set_axis_off()
-    for ax, (curve, result) in zip(axes, items):
+    for k, (ax, (curve, result)) in enumerate(zip(axes, items)):
         q, i = _q_and_intensity(curve, result.q_unit_used)
         keep = np.isfinite(q) & np.isfinite(i) & (q > 0) & (i > 0)
         if not result.ok:
@@ -187,16 +194,27 @@ def plot_contact_sheet(
             colour, verdict = "tab:orange", f"unsure: {result.label} {result.confidence:.2f}"
         else:
             colour, verdict = "tab:blue", f"{result.label} {result.confidence:.2f}"
+        if colour not in used:
+            used.append(colour)
         if keep.any():
             ax.loglog(q[keep], i[keep], ".", ms=1.5, color=colour)
         name = f"{Path(result.file).name} {result.dataset}".strip()
         ax.set_title(f"{name[:34]}\n{verdict}", fontsize=7, color=colour)
-        ax.tick_params(labelsize=5)
+        ax.tick_params(labelsize=6)
+        if k % columns == 0:
+            ax.set_ylabel("I", fontsize=7)
+        if k + columns >= len(items):
+            ax.set_xlabel(f"q ({result.q_unit_used or '1/A'})", fontsize=7)
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.yaxis.set_minor_formatter(NullFormatter())
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=10, y=1.0 - 0.15 / height)
+    from matplotlib.lines import Line2D
+
+    order = [c for c in outcomes if c in used]
+    fig.legend([Line2D([], [], marker="o", ls="", color=c) for c in order], [outcomes[c] for c in order],
+               loc="upper center", ncol=len(order) or 1, fontsize=8, frameon=False, bbox_to_anchor=(0.5, 1.0 - 0.45 / height))
+    fig.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - header / height))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)

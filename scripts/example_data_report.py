@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                     result.file = name
                     shown.append((curve, result))
     plot_contact_sheet(shown, args.out / "contact_sheet.png", columns=8,
-                       title=f"SasView example data classified by {source.name} (blue: label, orange: low confidence, red: novel, grey: refused)")
+                       title=f"SasView example data classified by {source.name}")
     print(summary_line(labels, n_novel, n_refused, len(files)))
     if not args.sheet_only:
         print(f"wrote {args.out / 'results.csv'} and {args.out / 'contact_sheet.png'}")
