@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sasview_bnn_plugin.model_catalog import shipped_models
 from sasview_bnn_plugin.curve import Curve
 from sasview_bnn_plugin.hookspecs import hookimpl
 from sasview_bnn_plugin.model_catalog import ModelSource
@@ -295,7 +296,7 @@ class Broken:
 def test_a_raising_plugin_is_isolated_with_its_name_and_the_others_still_run():
     calls: list[str] = []
     host = build_plugin_host(load_entry_points=False, extra_plugins=[Plain1(calls), Broken(), Plain2(calls)])
-    assert [m.provider for m in host.models()] == ["shipped"]
+    assert [m.provider for m in host.models()] == ["shipped"] * len(shipped_models())
     out = host.prepare_raw_curve(raw_curve("beam.dat"))
     assert out.notes == ["Plain2", "Plain1"]
     host.publish_result(a_result())
@@ -336,7 +337,7 @@ def test_a_wrapper_that_raises_is_reported_and_lets_the_result_through():
 
     calls: list[str] = []
     host = build_plugin_host(load_entry_points=False, extra_plugins=[ReceiptSink(), Plain1(calls), BrokenWrappers(), NoYield()])
-    assert [m.provider for m in host.models()] == ["shipped"]
+    assert [m.provider for m in host.models()] == ["shipped"] * len(shipped_models())
     assert host.manager.hook.sasview_bnn_result(result=a_result("r.txt")) == ["stored r.txt"]
     assert host.prepare_raw_curve(raw_curve("w.dat")).notes == ["Plain1", "inspected"]
     assert host.grid_columns() == []
