@@ -282,7 +282,8 @@ def test_report_holds_the_table_and_one_figure_per_dataset(qtbot, perspective):
     classify(qtbot, perspective, explorer_items())
     report = perspective.getReport()
     html = report.html
-    assert html.count("<img") == 4
+    # One figure per dataset, plus the trend over the classified datasets (more than one).
+    assert html.count("<img") == 4 + 1
     for entry in perspective.table_model.entries:
         assert entry.name in html and entry.result.label in html
     assert "BNN anomaly classification" in report.text

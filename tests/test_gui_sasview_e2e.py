@@ -294,8 +294,8 @@ def test_real_sasview_with_the_plugin(tmp_path: Path) -> None:
     assert seen["after_grid_classify"] == {"current": "BNN Anomaly", "checked": ["BNN Anomaly"]}
     assert len(seen["bnn_rows_after_grid"]) == 2 and all(BATCH_FIT_TAG in name for name in seen["bnn_rows_after_grid"])
 
-    # SasView's report: a figure per dataset (4 sent + 2 from the grid) and the verdicts.
-    assert seen["report_html_images"] == 6
+    # SasView's report: a figure per dataset (4 sent + 2 from the grid), the trend over them, and the verdicts.
+    assert seen["report_html_images"] == 6 + 1
     assert all(r.label in seen["report_html"] for r in expected)
     assert screenshot.is_file() and screenshot.stat().st_size > 10000
     print(f"SasView end-to-end: {elapsed:.1f} s (window {seen['window_build_s']:.1f} s, batch fit {seen['fit_s']:.2f} s)")
