@@ -174,10 +174,17 @@ def add_trend_options(parser: argparse.ArgumentParser, series: str) -> None:
                         "(with a note)")
 
 
-def check_trend_options(args: argparse.Namespace) -> None:
-    """A :class:`UsageError` for --trend-x without --trend."""
+def check_figure_options(args: argparse.Namespace) -> None:
+    """A :class:`UsageError` for --trend-x without --trend, or for --plot/--trend without matplotlib."""
     if getattr(args, "trend_x", None) is not None and getattr(args, "trend", None) is None:
         raise UsageError("--trend-x needs --trend FILE.png")
+    if getattr(args, "plot", None) is not None or getattr(args, "trend", None) is not None:
+        from .plotting import PlottingUnavailable, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlottingUnavailable as err:
+            raise UsageError(str(err).replace("--plot", "--plot and --trend")) from None
 
 
 def write_trend(path: Path, series: list[ClassificationResult], x: str | None, host: PluginHost, say_note: bool = True) -> str | None:
@@ -257,14 +264,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--resume needs --output FILE.csv or FILE.jsonl (standard output cannot be resumed)")
     if args.resume and stream_format(args.output) == "json":
         raise UsageError("--resume needs a .csv or .jsonl output: a .json file is one document that cannot be continued")
-    check_trend_options(args)
-    if args.plot is not None or args.trend is not None:
-        from .plotting import PlottingUnavailable, require_matplotlib
-
-        try:
-            require_matplotlib()
-        except PlottingUnavailable as err:
-            raise UsageError(str(err).replace("--plot", "--plot and --trend")) from None
+    check_figure_options(args)
     files, missing = find_data_files(args.paths, args.recursive)
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")

@@ -32,7 +32,7 @@ from .cli_classify import (
     _plot_batch,
     add_model_options,
     add_trend_options,
-    check_trend_options,
+    check_figure_options,
     open_classifier,
     run_information,
     trend_summary,
@@ -136,14 +136,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("watch appends rows: use --output FILE.csv or FILE.jsonl (a .json file is one document)")
     if not args.folder.is_dir():
         raise UsageError(f"no such folder: {args.folder}")
-    check_trend_options(args)
-    if args.plot is not None or args.trend is not None:
-        from .plotting import PlottingUnavailable, require_matplotlib
-
-        try:
-            require_matplotlib()
-        except PlottingUnavailable as err:
-            raise UsageError(str(err).replace("--plot", "--plot and --trend")) from None
+    check_figure_options(args)
     source, classifier, host = open_classifier(args)
     extra = run_information(source, classifier)
     stream = ResultStream(args.output, mode="new" if args.output == "-" else "append", extra=extra)
