@@ -1,32 +1,124 @@
-"""Speed of an exported sasview-bnn ONNX model with onnxruntime on CPU.
+"""Speed of an exported sasview-bnn ONNX model with onnxruntime on CPU, old graph layout against the new.
 
-Prints, from one run: curves/s at a large batch (default 1024) and the latency
-of a single curve (batch 1), best of ``--repeat`` timings, plus the same for the
-model's packed torch module run eagerly when ``--run`` (the training run
-directory) is given, as a ratio. Inputs are real preprocessed curves when
-``--features`` names a features file, otherwise random normal features.
+Prints, all measured in one run (timings on a shared machine are noisy; the
+layouts are timed alternately, best of ``--repeat`` rounds, so their ratios are
+fair):
 
-Usage: python benchmarks/exported_model_throughput.py MODEL.onnx [--features F.h5] [--threads 2] [--batch 1024] [--repeat 5]
+- FLOPs per curve counted from the graph (2 x multiply-adds of every Conv,
+  MatMul and Gemm at batch 1, from ONNX shape inference);
+- curves/s per batch size (default 1, 32, 256, 1024) for the model as given
+  and for the same weights rebuilt in each new layout
+  (:func:`sasview_bnn_trainer.export.rebuild_model_file`, written to a
+  temporary folder; the given file is only read);
+- the numpy float32 sgemm rate (2048 x 2048 matmul, best of the
+  measurements taken before, between and after the models) and the
+  efficiency = achieved GFLOP/s / sgemm GFLOP/s;
+- the single-curve latency (batch 1, best of ``--latency-repeat`` calls);
+- the largest difference of every output between each layout and the given file.
+
+With ``--explore`` it also times the default new layout at other onnxruntime
+graph optimisation levels and intra-op thread counts (batch 1 and 256), the
+measurement the session settings are chosen by.
+
+Inputs are real preprocessed curves when ``--features`` names a features file
+(*.features.h5), otherwise random normal features.
+
+Usage: python benchmarks/exported_model_throughput.py MODEL.onnx [--features F.h5] [--threads 2]
+       [--batches 1,32,256,1024] [--layouts sample-major,batch-major] [--repeat 3] [--explore]
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import shape_inference
 
-from sasview_bnn_trainer.export import onnx_session, read_metadata
+from sasview_bnn_trainer.export import read_metadata, rebuild_model_file
+from sasview_bnn_trainer.onnx_graph import DEFAULT_LAYOUT, LAYOUTS
+
+LEVELS = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+}
 
 
-def best_time(fn, repeat: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
+def graph_flops(path: str | Path) -> float:
+    """FLOPs of one curve: 2 x multiply-adds of Conv, MatMul and Gemm, shapes inferred at batch 1."""
+    model = onnx.load(str(path))
+    for value in list(model.graph.input) + list(model.graph.output):
+        dim = value.type.tensor_type.shape.dim
+        if dim and not dim[0].HasField("dim_value"):
+            dim[0].dim_value = 1
+    model = shape_inference.infer_shapes(model, data_prop=True)
+    # An axis shape inference cannot resolve (dim_value 0) follows from the batch axis, so it is 1 here.
+    shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output)}
+    shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
+    flops = 0.0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            out, weight = shapes[node.output[0]], shapes[node.input[1]]
+            flops += 2.0 * np.prod(out) * np.prod(weight[1:])  # weight (out, in/group, *kernel)
+        elif node.op_type in ("MatMul", "Gemm"):
+            a, out = shapes[node.input[0]], shapes[node.output[0]]
+            k = a[-1] if not (node.op_type == "Gemm" and any(x.name == "transA" and x.i for x in node.attribute)) else a[0]
+            flops += 2.0 * np.prod(out) * k
+    return float(flops)
+
+
+def sgemm_gflops(n: int = 2048, repeat: int = 3) -> float:
+    a = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    b = np.random.default_rng(2).random((n, n), dtype=np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeat))
+    return 2.0 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def session(path: str | Path, threads: int, level: str = "all") -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = LEVELS[level]
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def alternate(sessions: dict[str, ort.InferenceSession], x: np.ndarray, repeat: int) -> dict[str, float]:
+    """Best time of one run of each session on ``x``, the sessions timed in turn ``repeat`` times."""
+    feed = {"features": x}
+    for s in sessions.values():
+        s.run(None, feed)  # warm-up
+    best = {name: float("inf") for name in sessions}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
+        for name, s in sessions.items():
+            best[name] = min(best[name], _timed(lambda: s.run(None, feed)))
     return best
+
+
+def max_differences(ref: ort.InferenceSession, other: ort.InferenceSession, x: np.ndarray) -> dict[str, float]:
+    """Max abs difference of every output; for the novelty score also relative to max(1, |score|)."""
+    names = [o.name for o in ref.get_outputs()]
+    a, b = ref.run(names, {"features": x}), other.run(names, {"features": x})
+    out = {}
+    for name, u, v in zip(names, a, b):
+        d = np.abs(u.astype(np.float64) - v)
+        out[name] = float(d.max())
+        if name == "novelty_score":
+            out[name + " (relative)"] = float(np.max(d / np.maximum(1.0, np.abs(u))))
+    return out
 
 
 def main() -> None:
@@ -34,23 +126,81 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--features", help="features file (*.features.h5) to take inputs from")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--batches", default="1,32,256,1024", help="comma-separated batch sizes (default 1,32,256,1024)")
+    parser.add_argument("--layouts", default=",".join(LAYOUTS), help=f"new layouts to rebuild the model in (default {','.join(LAYOUTS)})")
+    parser.add_argument("--repeat", type=int, default=3, help="timing rounds per batch size (default 3)")
+    parser.add_argument("--latency-repeat", type=int, default=50, help="single-curve calls timed (default 50)")
+    parser.add_argument("--explore", action="store_true", help="also time optimisation levels and thread counts")
     args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    layouts = [name for name in args.layouts.split(",") if name]
     meta = read_metadata(args.model)
+    n = max(batches)
     if args.features:
         from sasview_bnn_trainer.features import FeatureFile
 
         with FeatureFile(args.features) as ff:
-            x = ff.read_rows(np.arange(min(args.batch, len(ff))))
+            x = ff.read_rows(np.arange(min(n, len(ff))))
+        x = np.concatenate([x] * int(np.ceil(n / x.shape[0])))[:n]
+        source = f"{args.features}"
     else:
-        x = np.random.default_rng(0).standard_normal((args.batch, 4, 256)).astype(np.float32)
-    session = onnx_session(args.model, args.threads)
-    big = best_time(lambda: session.run(None, {"features": x}), args.repeat)
-    one = best_time(lambda: session.run(None, {"features": x[:1]}), max(args.repeat, 20))
-    print(f"{args.model}: {meta['inference_method']}, S = {meta['n_samples']}, {args.threads} onnxruntime threads")
-    print(f"batch {x.shape[0]}: {big:.4f} s -> {x.shape[0] / big:.0f} curves/s")
-    print(f"batch 1: {one * 1e3:.2f} ms per curve")
+        x = np.random.default_rng(0).standard_normal((n, 4, 256)).astype(np.float32)
+        source = "random normal features"
+
+    sgemm = [sgemm_gflops()]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"as given": Path(args.model)}
+        for layout in layouts:
+            paths[layout] = rebuild_model_file(args.model, Path(tmp) / f"{layout}.onnx", layout)
+        flops = {name: graph_flops(p) for name, p in paths.items()}
+        sessions = {name: session(p, args.threads) for name, p in paths.items()}
+        diffs = {name: max_differences(sessions["as given"], s, x[: min(n, 1024)]) for name, s in sessions.items() if name != "as given"}
+
+        rates: dict[int, dict[str, float]] = {}
+        for batch in batches:
+            times = alternate(sessions, x[:batch], args.repeat if batch > 1 else 5 * args.repeat)
+            rates[batch] = {name: batch / t for name, t in times.items()}
+            sgemm.append(sgemm_gflops())
+        one = {name: t for name, t in alternate(sessions, x[:1], args.latency_repeat).items()}
+        sgemm.append(sgemm_gflops())
+
+        explore = []
+        if args.explore:
+            variants = {}
+            for level in LEVELS:
+                for threads in sorted({1, args.threads}):
+                    variants[f"{DEFAULT_LAYOUT}, {level}, {threads} threads"] = session(paths[DEFAULT_LAYOUT], threads, level)
+            variants["as given, all, %d threads" % args.threads] = sessions["as given"]
+            for batch in (1, 256):
+                times = alternate(variants, x[:batch], args.repeat if batch > 1 else 10 * args.repeat)
+                explore.append((batch, {k: batch / t for k, t in times.items()}))
+            sgemm.append(sgemm_gflops())
+
+    peak = max(sgemm)
+    print(f"{args.model}: {meta.get('inference_method')}, S = {meta.get('n_samples')}, {args.threads} onnxruntime threads, "
+          f"inputs: {source}")
+    print(f"numpy float32 sgemm (2048^3): {peak:.1f} GFLOP/s (best of {len(sgemm)} in this run: "
+          f"{', '.join(f'{v:.0f}' for v in sgemm)})")
+    for name in paths:
+        print(f"FLOPs per curve, {name}: {flops[name] / 1e6:.2f} MFLOP")
+    header = f"{'batch':>6} " + " ".join(f"{name + ' curves/s':>24} {'eff.':>5}" for name in paths)
+    print(header)
+    for batch in batches:
+        cells = []
+        for name in paths:
+            gf = rates[batch][name] * flops[name] / 1e9
+            cells.append(f"{rates[batch][name]:>24.0f} {gf / peak:>5.2f}")
+        ratio = " ".join(f"{name}/given {rates[batch][name] / rates[batch]['as given']:.2f}x" for name in layouts)
+        print(f"{batch:>6} " + " ".join(cells) + "   " + ratio)
+    for name in paths:
+        best_batch = max(batches, key=lambda b: rates[b][name])
+        gf = rates[best_batch][name] * flops[name] / 1e9
+        print(f"{name}: best {rates[best_batch][name]:.0f} curves/s at batch {best_batch} = {gf:.1f} GFLOP/s = "
+              f"{gf / peak:.2f} of sgemm; single curve {one[name] * 1e3:.3f} ms")
+    for name, d in diffs.items():
+        print(f"max |{name} - as given| on {min(n, 1024)} curves: " + ", ".join(f"{k} {v:.2g}" for k, v in d.items()))
+    for batch, row in explore:
+        print(f"explore, batch {batch}: " + "; ".join(f"{k}: {v:.0f} curves/s" for k, v in row.items()))
 
 
 if __name__ == "__main__":

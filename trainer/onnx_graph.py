@@ -1,0 +1,255 @@
+"""The ONNX graph of an exported ensemble, built from its weights with ``onnx.helper``.
+
+:func:`build_graph` writes the graph that :mod:`sasview_bnn_trainer.export`
+ships, from :class:`EnsembleWeights` -- the packed network parameters of S
+posterior samples (:data:`~sasview_bnn_trainer.network.PARAMETER_NAMES`, shapes
+as in :class:`~sasview_bnn_trainer.network.PackedCNN`), the novelty head
+(:class:`~sasview_bnn_trainer.novelty.MahalanobisNovelty`) and the two novelty
+scales. The same weights can be read back from any exported file
+(:meth:`EnsembleWeights.from_onnx`), so an old file can be rebuilt in the new
+layout without the run that produced it.
+
+Layout ``"sample-major"`` (the default; the fastest measured with onnxruntime on
+CPU, ``benchmarks/exported_model_throughput.py``):
+
+- activations are NCHW tensors (1, S*C, batch, L): the curves of a batch are
+  the rows of one image, the samples' channels its channels; every conv is a
+  2D conv with a (1, k) kernel, so each curve is convolved on its own with
+  'same' padding, and onnxruntime runs one large GEMM per sample (N = batch*L)
+  instead of one small GEMM per sample per curve;
+- the first layer is ONE dense conv producing all samples' channels from the
+  shared input (no tiling of the input S times);
+- the later convs are grouped (groups = S), MaxPool (1, 2) and ReLU as before;
+- the fully connected layer is a grouped conv whose kernel spans the whole
+  remaining length (1, L/8): per sample the dot product over (channel, q),
+  exactly the flatten + Linear of the network;
+- the output layer and the novelty whitening read the same hidden activations
+  and run as ONE batched MatMul over samples (S, n_out + hidden, hidden) @
+  (S, hidden, batch); the projection on the whitened class means follows as a
+  second batched MatMul.
+
+Layout ``"batch-major"`` keeps the old axis order (batch, S*C, 1, L) with the
+same dense first layer and fused heads (measured for comparison).
+
+The outputs are those of the old graph (:class:`~sasview_bnn_trainer.novelty.ExportedModel`
+exported by torch): ``probabilities`` (batch, S, 7), ``novelty_score`` (batch,)
+and, for a network with presence outputs, ``anomaly_probabilities`` (batch, S, 6);
+only the order of the floating-point sums inside the products differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from sasview_bnn_plugin.core.model_format import ANOMALY_OUTPUT, INPUT_NAME, NOVELTY_OUTPUT, PROBABILITIES_OUTPUT
+
+from .network import PARAMETER_NAMES, NetworkConfig
+
+OPSET = 17
+LAYOUTS: tuple[str, ...] = ("sample-major", "batch-major")
+DEFAULT_LAYOUT = "sample-major"
+
+
+@dataclass
+class EnsembleWeights:
+    """Everything the exported graph computes with, as float32 numpy arrays.
+
+    ``params``: packed network parameters by name (PARAMETER_NAMES, PackedCNN
+    shapes, the S samples stacked along the first axis); ``whiten`` (S, H, H),
+    ``project`` (S, C, H) (whitened class means), ``mean_norms`` (S, C):
+    the novelty head; ``scales``: (q_M, q_H), the divisors of the two novelty
+    components.
+    """
+
+    config: NetworkConfig
+    samples: int
+    params: dict[str, np.ndarray]
+    whiten: np.ndarray
+    project: np.ndarray
+    mean_norms: np.ndarray
+    scales: tuple[float, float]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.config.n_classes + self.config.n_anomalies
+
+    @classmethod
+    def from_model(cls, model) -> "EnsembleWeights":
+        """The weights of an :class:`~sasview_bnn_trainer.novelty.ExportedModel`."""
+        net, nov = model.network, model.novelty
+        params = {name: net.get_parameter(name).detach().cpu().numpy().astype(np.float32) for name in PARAMETER_NAMES}
+        return cls(config=net.config, samples=net.members, params=params, whiten=nov.whitening_matrices(),
+                   project=nov.white_means(), mean_norms=nov.mean_square_norms(),
+                   scales=tuple(float(v) for v in model.scales.detach().cpu().numpy()))
+
+    @classmethod
+    def from_onnx(cls, proto: onnx.ModelProto, config: NetworkConfig | None = None) -> "EnsembleWeights":
+        """The weights held by an exported file, in either layout (the old torch-exported graph or :func:`build_graph`).
+
+        ``config`` defaults to the ``network`` metadata entry of the file. The
+        network parameters come back bit for bit (only reshaped), so their
+        :func:`~sasview_bnn_trainer.export.weights_sha256` matches the file's.
+        """
+        if config is None:
+            meta = {p.key: p.value for p in proto.metadata_props}
+            config = NetworkConfig.from_json(meta["network"])
+        init = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        h, n_out = config.hidden, config.n_classes + config.n_anomalies
+        if "heads.weight" in init:  # written by build_graph
+            samples = init["heads.weight"].shape[0]
+            heads, heads_bias = init["heads.weight"], init["heads.bias"]
+            params = {name: init[name] for name in PARAMETER_NAMES if not name.startswith("out.")}
+            params["out.weight"] = heads[:, :n_out].reshape(samples * n_out, h, 1)
+            params["out.bias"] = heads_bias[:, :n_out, 0].reshape(samples * n_out)
+            for name in ("conv1.weight", "conv2.weight", "conv3.weight"):
+                params[name] = params[name][:, :, 0, :]
+            params["fc.weight"] = params["fc.weight"].reshape(samples * h, -1, 1)
+            scales = init["novelty.scales"]
+            return cls(config, samples, {n: params[n] for n in PARAMETER_NAMES}, heads[:, n_out:], init["novelty.project"],
+                       init["novelty.mean_norms"][:, :, 0], (float(scales[0]), float(scales[1])))
+        params = {name: init[f"network.{name}"] for name in PARAMETER_NAMES}
+        samples = params["conv1.bias"].shape[0] // config.channels[0]
+        whiten = init["novelty.whiten.weight"].reshape(samples, h, h)
+        project = init["novelty.project.weight"].reshape(samples, -1, h)
+        mean_norms = init["novelty.mean_norms"].reshape(samples, -1)
+        # The two scales are the divisors of the Div nodes that feed the novelty_score Max:
+        # the first reads the Mahalanobis term (from the novelty head), the second the entropy.
+        producers = {out: node for node in proto.graph.node for out in node.output}
+        (score,) = [n for n in proto.graph.node if NOVELTY_OUTPUT in n.output]
+        divs = [producers[name] for name in score.input]
+        if not all(d.op_type == "Div" for d in divs):
+            raise ValueError("the file's novelty score is not max(M / q_M, H / q_H); it cannot be read back")
+        if "novelty" not in divs[0].input[0] and "novelty" in divs[1].input[0]:
+            divs.reverse()
+        q_m, q_h = (_constant(d.input[1], init, producers) for d in divs)
+        return cls(config, samples, params, whiten, project, mean_norms, (q_m, q_h))
+
+
+def _constant(name: str, init: dict[str, np.ndarray], producers: dict) -> float:
+    if name in init:
+        return float(init[name])
+    node = producers[name]
+    assert node.op_type == "Constant"
+    return float(numpy_helper.to_array(node.attribute[0].t))
+
+
+class _Graph:
+    """A small helper collecting nodes and initializers with unique names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        value = np.asarray(value)
+        if value.dtype == np.float64:
+            value = value.astype(np.float32)
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def ints(self, values) -> str:
+        self._count += 1
+        return self.const(f"c{self._count}", np.asarray(values, dtype=np.int64))
+
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs) -> str:
+        self._count += 1
+        out = out or f"{op_type.lower()}{self._count}"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"{op_type}_{self._count}", **attrs))
+        return out
+
+
+def build_graph(weights: EnsembleWeights, layout: str = DEFAULT_LAYOUT) -> onnx.ModelProto:
+    """The ONNX model (no metadata) computing the exported outputs from ``weights`` in ``layout``."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown graph layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    cfg, s, p = weights.config, weights.samples, weights.params
+    c3 = cfg.channels[2]
+    k, pad, hdim, n_out, n_cls = cfg.kernel, cfg.kernel // 2, cfg.hidden, weights.n_outputs, cfg.n_classes
+    length = cfg.n_bins // 8
+    g = _Graph()
+    # Every weight is stored once, in the shape the graph uses (conv weights (out, in, 1, k); the FC as a
+    # conv over the whole remaining length, (S*H, c3, 1, L/8), flatten order channel then q; the output
+    # layer and the whitening stacked per sample); EnsembleWeights.from_onnx undoes the reshapes.
+    w1 = g.const("conv1.weight", p["conv1.weight"][:, :, None, :])
+    w2 = g.const("conv2.weight", p["conv2.weight"][:, :, None, :])
+    w3 = g.const("conv3.weight", p["conv3.weight"][:, :, None, :])
+    fc_in = c3 if cfg.pooling == "average" else c3 * length
+    assert p["fc.weight"].shape == (s * hdim, fc_in, 1), p["fc.weight"].shape
+    wfc = g.const("fc.weight", p["fc.weight"].reshape(s * hdim, c3, 1, fc_in // c3))
+    b1, b2, b3, bfc = (g.const(f"{n}.bias", p[f"{n}.bias"]) for n in ("conv1", "conv2", "conv3", "fc"))
+    w_heads = np.concatenate([p["out.weight"].reshape(s, n_out, hdim), weights.whiten], axis=1)
+    b_heads = np.concatenate([p["out.bias"].reshape(s, n_out), np.zeros((s, hdim), np.float32)], axis=1)[:, :, None]
+    w_heads, b_heads = g.const("heads.weight", w_heads), g.const("heads.bias", b_heads)
+    project = g.const("novelty.project", weights.project)
+    mean_norms = g.const("novelty.mean_norms", weights.mean_norms[:, :, None])
+    scales = g.const("novelty.scales", np.asarray(weights.scales, dtype=np.float32))
+    conv = dict(kernel_shape=[1, k], pads=[0, pad, 0, pad], strides=[1, 1], dilations=[1, 1])
+    pool = dict(kernel_shape=[1, 2], strides=[1, 2])
+
+    if layout == "sample-major":
+        x = g.op("Transpose", [INPUT_NAME], perm=[1, 0, 2])  # (4, B, L)
+        x = g.op("Unsqueeze", [x, g.ints([0])])  # (1, 4, B, L)
+    else:
+        x = g.op("Unsqueeze", [INPUT_NAME, g.ints([2])])  # (B, 4, 1, L)
+    # ReLU before the pooling: relu(max(a, b)) == max(relu(a), relu(b)) exactly, and onnxruntime fuses Conv + ReLU.
+    h = g.op("Conv", [x, w1, b1], group=1, **conv)  # dense: all samples' channels from the shared input
+    h = g.op("MaxPool", [g.op("Relu", [h])], **pool)
+    h = g.op("Conv", [h, w2, b2], group=s, **conv)
+    h = g.op("MaxPool", [g.op("Relu", [h])], **pool)
+    h = g.op("Conv", [h, w3, b3], group=s, **conv)
+    h = g.op("MaxPool", [g.op("Relu", [h])], **pool)
+    if cfg.pooling == "average":
+        h = g.op("ReduceMean", [h], axes=[3], keepdims=1)
+        fc_kernel = [1, 1]
+    else:
+        fc_kernel = [1, length]
+    h = g.op("Conv", [h, wfc, bfc], group=s, kernel_shape=fc_kernel, pads=[0, 0, 0, 0], strides=[1, 1])
+    h = g.op("Relu", [h])  # sample-major (1, S*H, B, 1); batch-major (B, S*H, 1, 1)
+
+    # Heads: [out; whiten] of every sample in one batched MatMul, (S, n_out + H, H) @ (S, H, B).
+    if layout == "sample-major":
+        hid = g.op("Reshape", [h, g.ints([s, hdim, -1])])  # (S, H, B)
+    else:
+        hid = g.op("Transpose", [g.op("Reshape", [h, g.ints([-1, s, hdim])])], perm=[1, 2, 0])  # (S, H, B)
+    heads = g.op("Add", [g.op("MatMul", [w_heads, hid]), b_heads])  # (S, n_out + H, B)
+    logits = g.op("Slice", [heads, g.ints([0]), g.ints([n_out]), g.ints([1])])
+    z = g.op("Slice", [heads, g.ints([n_out]), g.ints([n_out + hdim]), g.ints([1])])  # whitened hidden (S, H, B)
+
+    # Novelty: mean_s min_c |z - W mu_c|^2 = |z|^2 - 2 z.(W mu_c) + |W mu_c|^2, clipped at 0.
+    dots = g.op("MatMul", [project, z])  # (S, C, B)
+    z_norms = g.op("ReduceSumSquare", [z], axes=[1], keepdims=1)  # (S, 1, B)
+    two = g.const("two", np.asarray(2.0, np.float32))
+    dist = g.op("Sub", [z_norms, g.op("Mul", [dots, two])])
+    dist = g.op("Add", [dist, mean_norms])
+    dist = g.op("Clip", [dist, g.const("zero", np.asarray(0.0, np.float32)), ""])
+    mahalanobis = g.op("ReduceMean", [g.op("ReduceMin", [dist], axes=[1], keepdims=0)], axes=[0], keepdims=0)  # (B,)
+
+    logits = g.op("Transpose", [logits], perm=[2, 0, 1])  # (B, S, n_out)
+    cls = g.op("Slice", [logits, g.ints([0]), g.ints([n_cls]), g.ints([2])])
+    probs = g.op("Softmax", [cls], PROBABILITIES_OUTPUT, axis=-1)
+    mean = g.op("ReduceMean", [probs], axes=[1], keepdims=0)
+    log = g.op("Log", [g.op("Clip", [mean, g.const("tiny", np.asarray(1e-12, np.float32)), ""])])
+    entropy = g.op("Neg", [g.op("ReduceSum", [g.op("Mul", [mean, log]), g.ints([1])], keepdims=0)])
+    scale_m = g.op("Gather", [scales, g.ints(0)], axis=0)
+    scale_h = g.op("Gather", [scales, g.ints(1)], axis=0)
+    g.op("Max", [g.op("Div", [mahalanobis, scale_m]), g.op("Div", [entropy, scale_h])], NOVELTY_OUTPUT)
+    outputs = [helper.make_tensor_value_info(PROBABILITIES_OUTPUT, TensorProto.FLOAT, ["batch", s, n_cls]),
+               helper.make_tensor_value_info(NOVELTY_OUTPUT, TensorProto.FLOAT, ["batch"])]
+    if cfg.n_anomalies:
+        presence = g.op("Slice", [logits, g.ints([n_cls]), g.ints([n_out]), g.ints([2])])
+        g.op("Sigmoid", [presence], ANOMALY_OUTPUT)
+        outputs.append(helper.make_tensor_value_info(ANOMALY_OUTPUT, TensorProto.FLOAT, ["batch", s, cfg.n_anomalies]))
+    graph = helper.make_graph(
+        g.nodes, "sasview_bnn_ensemble",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", cfg.in_channels, cfg.n_bins])],
+        outputs, g.inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sasview-bnn-train")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
