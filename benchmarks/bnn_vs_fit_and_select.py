@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sasview_bnn_plugin.classifier import BNNClassifier
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin import CLASS_NAMES, BNNClassifier
 from sasview_bnn_trainer.evaluation import metrics as M
 from sasview_bnn_trainer.simulation.store import CurveReader
 

@@ -103,7 +103,7 @@ from sasmodels import core as sas_core
 from sasmodels import direct_model as sas_direct
 from sasmodels import resolution as sas_resolution
 
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 from sasview_bnn_trainer.simulation.classes import LATTICES  # Bragg peak position ratios q_hkl/q_1, as simulated
 from sasview_bnn_trainer.simulation.instrument import BandedPinhole
 

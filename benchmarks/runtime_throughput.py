@@ -22,8 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from onnx_test_models import write_model  # noqa: E402
-from sasview_bnn_plugin.classifier import BNNClassifier  # noqa: E402
-from sasview_bnn_plugin.loading import CurveLoader, find_data_files  # noqa: E402
+from sasview_bnn_plugin import BNNClassifier, CurveLoader, find_data_files  # noqa: E402
 
 
 def main() -> None:

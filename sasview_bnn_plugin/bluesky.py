@@ -33,7 +33,7 @@ onnxruntime session for all runs) and:
   them beside the data) or one ``(name, doc)`` pair (``list.append``);
 - writes the usual results file if ``output`` is given (``.csv`` or
   ``.jsonl``, appended one row per curve through
-  :class:`~sasview_bnn_plugin.result_stream.ResultStream`, one locked writer);
+  :class:`~sasview_bnn_plugin.io.result_stream.ResultStream`, one locked writer);
   the ``file`` column is the run's uid, ``dataset`` "<stream> event <seq_num>";
 - publishes the result through the plugin host: the ``sasview_bnn_result``
   hook, and ``sasview_bnn_anomaly`` for an anomalous or novel curve.
@@ -73,10 +73,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from .command_line import extra_install_hint
-from .hookspecs import hookimpl
-from .plugin_host import PluginHost, build_plugin_host, is_anomalous
-from .result import ClassificationResult
+from .core.extras import extra_install_hint
+from .plugins.hookspecs import hookimpl
+from .plugins.host import PluginHost, build_plugin_host, is_anomalous
+from .core.result import ClassificationResult
 
 try:
     import event_model
@@ -85,7 +85,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(f"sasview_bnn_plugin.bluesky needs event-model and bluesky: {extra_install_hint('bluesky')}") from err
 
 if TYPE_CHECKING:
-    from .classifier import BNNClassifier
+    from .model.classifier import BNNClassifier
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class BNNCallback(DocumentRouter):
         callback signature) or ``emit((name, doc))`` (e.g. ``list.append``).
         Held by a strong reference (a lambda is fine). None: no documents.
     classifier:
-        An open :class:`~sasview_bnn_plugin.classifier.BNNClassifier`; by
+        An open :class:`~sasview_bnn_plugin.model.classifier.BNNClassifier`; by
         default one is opened once here on ``model`` (a name or ONNX file;
         None: the shipped model) with ``classifier_options``.
     plugin_host:
@@ -223,7 +223,7 @@ class BNNCallback(DocumentRouter):
     output:
         A results file (``.csv`` or ``.jsonl``, appended; ``-``: CSV on
         standard output), opened once here and written one row per curve.
-        Raises :class:`~sasview_bnn_plugin.result_stream.ResultsFileError`
+        Raises :class:`~sasview_bnn_plugin.io.result_stream.ResultsFileError`
         here (not during a scan) if it cannot be opened or is in use.
     """
 
@@ -255,8 +255,8 @@ class BNNCallback(DocumentRouter):
         for plugin in plugins:
             self.host.manager.register(plugin)
         if classifier is None:
-            from .classifier import BNNClassifier
-            from .model_catalog import resolve_model
+            from .model.classifier import BNNClassifier
+            from .model.catalog import resolve_model
 
             source = resolve_model(model, self.host.models())
             classifier = BNNClassifier(source.path, plugin_host=self.host, name=source.name, **classifier_options)
@@ -281,7 +281,7 @@ class BNNCallback(DocumentRouter):
         self._own_descriptors: set[str] = set()
         self._stream = None
         if output is not None:
-            from .result_stream import ResultStream
+            from .io.result_stream import ResultStream
 
             destination = os.fspath(output)
             extra = {"model": classifier.name, "model_path": str(classifier.model_path), "provider": classifier.providers.device}

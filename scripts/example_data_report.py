@@ -27,11 +27,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from sasview_bnn_plugin.classifier import BNNClassifier
-from sasview_bnn_plugin.loading import CurveLoader, find_data_files
-from sasview_bnn_plugin.model_catalog import resolve_model
-from sasview_bnn_plugin.plotting import plot_contact_sheet
-from sasview_bnn_plugin.plugin_host import build_plugin_host
+from sasview_bnn_plugin import BNNClassifier, build_plugin_host, CurveLoader, find_data_files, plot_contact_sheet, resolve_model
 
 COLUMNS = ("file", "dataset", "label", "confidence", "anomaly_probability", "novelty_score", "is_novel", "status", "message")
 

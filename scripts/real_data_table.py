@@ -10,7 +10,7 @@ classified; each gets a verdict:
 
 - ``right``: the model's label is our primary class; for a curve we call
   ``ambiguous`` or ``novel``: the model flags it (novel) or is unsure
-  (top probability below :data:`~sasview_bnn_plugin.model_format.LOW_CONFIDENCE_THRESHOLD`),
+  (top probability below :data:`~sasview_bnn_plugin.core.model_format.LOW_CONFIDENCE_THRESHOLD`),
   or refuses it;
 - ``flagged``: the label is wrong, but the model says novel, is unsure, or
   refuses the curve (no label is given);
@@ -42,14 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from sasview_bnn_plugin.classifier import BNNClassifier
-from sasview_bnn_plugin.curve import Curve
-from sasview_bnn_plugin.loading import CurveLoader
-from sasview_bnn_plugin.model_catalog import resolve_model
-from sasview_bnn_plugin.model_format import LOW_CONFIDENCE_THRESHOLD
-from sasview_bnn_plugin.plugin_host import build_plugin_host
-from sasview_bnn_plugin.result import ClassificationResult
-from sasview_bnn_plugin.taxonomy import ANOMALY_NAMES, CLASS_NAMES
+from sasview_bnn_plugin import ANOMALY_NAMES, CLASS_NAMES, LOW_CONFIDENCE_THRESHOLD, BNNClassifier, build_plugin_host, ClassificationResult, Curve, CurveLoader, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LABELS = ROOT / "docs" / "real_data" / "labels.csv"

@@ -5,7 +5,7 @@ features with fixed random weights: the input (batch, 4, 256) is averaged in 8
 blocks of 32 bins per channel -> (batch, 32); head s computes
 softmax(x W_s + b_s) -> probabilities (batch, S, 7); the novelty score is the
 mean squared distance of x from a fixed centre, (batch,). Metadata is complete
-(see ``sasview_bnn_plugin.model_format.REQUIRED_METADATA``). No torch needed.
+(see ``sasview_bnn_plugin.core.model_format.REQUIRED_METADATA``). No torch needed.
 
 With ``v2=True`` (or the separate ``anomalies``/``conformal``/``novelty_calibration``
 arguments) the model also has the optional parts of the contract
@@ -30,7 +30,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from sasview_bnn_plugin import __version__
-from sasview_bnn_plugin.model_format import (
+from sasview_bnn_plugin.core.model_format import (
     ANOMALIES_KEY,
     ANOMALY_OUTPUT,
     ANOMALY_THRESHOLD_KEY,
@@ -42,8 +42,8 @@ from sasview_bnn_plugin.model_format import (
     PROBABILITIES_OUTPUT,
     REQUIRED_METADATA,
 )
-from sasview_bnn_plugin.preprocessing import PreprocessingConfig
-from sasview_bnn_plugin.taxonomy import ANOMALY_NAMES, CLASS_NAMES
+from sasview_bnn_plugin.core.preprocessing import PreprocessingConfig
+from sasview_bnn_plugin.core.taxonomy import ANOMALY_NAMES, CLASS_NAMES
 
 N_BLOCKS = 8
 

@@ -32,11 +32,11 @@ from sasview_bnn_plugin.bluesky import (  # noqa: E402
     bnn_run_router,
     emit_to_run_engine,
 )
-from sasview_bnn_plugin.classifier import BNNClassifier  # noqa: E402
-from sasview_bnn_plugin.hookspecs import hookimpl  # noqa: E402
-from sasview_bnn_plugin.plugin_host import build_plugin_host  # noqa: E402
-from sasview_bnn_plugin.result import CSV_COLUMNS  # noqa: E402
-from sasview_bnn_plugin.taxonomy import ANOMALY_NAMES, CLASS_NAMES  # noqa: E402
+from sasview_bnn_plugin.model.classifier import BNNClassifier  # noqa: E402
+from sasview_bnn_plugin.plugins.hookspecs import hookimpl  # noqa: E402
+from sasview_bnn_plugin.plugins.host import build_plugin_host  # noqa: E402
+from sasview_bnn_plugin.core.result import CSV_COLUMNS  # noqa: E402
+from sasview_bnn_plugin.core.taxonomy import ANOMALY_NAMES, CLASS_NAMES  # noqa: E402
 
 MODEL = Path(__file__).resolve().parents[1] / "onnx_models" / "sasview_bnn_vi16_1m.onnx"
 Q = np.logspace(np.log10(3e-3), np.log10(0.5), 200)  # 1/Å
@@ -415,8 +415,8 @@ def test_a_failing_reducer_is_skipped_and_a_bad_answer_is_an_error_verdict(RE, c
 
 
 def test_the_anomaly_hook_gets_anomalous_or_novel_results_only():
-    from sasview_bnn_plugin.plugin_host import is_anomalous
-    from sasview_bnn_plugin.result import ClassificationResult
+    from sasview_bnn_plugin.plugins.host import is_anomalous
+    from sasview_bnn_plugin.core.result import ClassificationResult
 
     samples = np.tile(np.eye(len(CLASS_NAMES))[0], (4, 1))  # certain: clean
     clean = ClassificationResult.from_samples(samples, 0.1, 1.0, file="f", dataset="d", coverage=1.0, q_window=(1e-3, 0.5), n_points=200)
@@ -435,8 +435,8 @@ def test_the_rest_of_the_package_does_not_import_bluesky():
     import sys
 
     probe = (
-        "import sys, sasview_bnn_plugin.cli, sasview_bnn_plugin.classifier, sasview_bnn_plugin.plugin_host, "
-        "sasview_bnn_plugin.cli_watch, sasview_bnn_plugin.cli_classify;"
+        "import sys, sasview_bnn_plugin.cli, sasview_bnn_plugin.model.classifier, sasview_bnn_plugin.plugins.host, "
+        "sasview_bnn_plugin.cli.watch, sasview_bnn_plugin.cli.classify;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('bluesky', 'event_model', 'ophyd')))"
     )
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout

@@ -41,20 +41,20 @@ from sasview_bnn_trainer.evaluation.novel_inputs import novel_curves  # noqa: E4
 from sasview_bnn_trainer.simulation import instrument as instrument_module  # noqa: E402
 
 from onnx_test_models import write_model  # noqa: E402
-from sasview_bnn_plugin.calibration import (  # noqa: E402
+from sasview_bnn_plugin.model.calibration import (  # noqa: E402
     CALIBRATION_FORMAT,
     CalibrationError,
     InstrumentCalibration,
     LabelTable,
     calibrate,
 )
-from sasview_bnn_plugin.classifier import BNNClassifier  # noqa: E402
+from sasview_bnn_plugin.model.classifier import BNNClassifier  # noqa: E402
 from sasview_bnn_plugin.cli import build_parser, main  # noqa: E402
-from sasview_bnn_plugin.cli_classify import open_classifier  # noqa: E402
-from sasview_bnn_plugin.conformal import novelty_p_values  # noqa: E402
+from sasview_bnn_plugin.cli.classify import open_classifier  # noqa: E402
+from sasview_bnn_plugin.core.conformal import novelty_p_values  # noqa: E402
 from sasview_bnn_plugin.gui.settings import GuiSettings  # noqa: E402
-from sasview_bnn_plugin.model_catalog import read_metadata  # noqa: E402
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES  # noqa: E402
+from sasview_bnn_plugin.model.catalog import read_metadata  # noqa: E402
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "onnx_models" / "sasview_bnn_vi16_1m.onnx"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from sasview_bnn_plugin.model_catalog import shipped_model_files
+from sasview_bnn_plugin.model.catalog import shipped_model_files
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "example_data_report.py"

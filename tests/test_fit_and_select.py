@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES, class_index
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 from sasview_bnn_trainer.simulation.classes import simulate_curve
 from sasview_bnn_trainer.simulation.record import SimulatedCurve
 from sasview_bnn_trainer.simulation.store import CurveWriter

@@ -39,10 +39,10 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from onnx_test_models import write_model
-from sasview_bnn_plugin.classifier import BNNClassifier
-from sasview_bnn_plugin.curve import Curve
-from sasview_bnn_plugin.loading import DATA_SUFFIXES, CurveLoader
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin.model.classifier import BNNClassifier
+from sasview_bnn_plugin.core.curve import Curve
+from sasview_bnn_plugin.io.loading import DATA_SUFFIXES, CurveLoader
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 EXAMPLES = Path(__import__("sasdata").__file__).parent / "example_data" / "1d_data"
 SCALE = float(os.environ.get("SASVIEW_BNN_FUZZ_SCALE", "1"))

@@ -20,9 +20,9 @@ from sasview_bnn_plugin.gui.launch import build_gui_plugin_host  # noqa: E402
 from sasview_bnn_plugin.gui.perspective import BNNAnomalyPerspective  # noqa: E402
 from sasview_bnn_plugin.gui.settings import GuiSettings  # noqa: E402
 from sasview_bnn_plugin.gui.summary import grid_cell  # noqa: E402
-from sasview_bnn_plugin.hookspecs import hookimpl  # noqa: E402
-from sasview_bnn_plugin.plugin_host import build_plugin_host  # noqa: E402
-from sasview_bnn_plugin.result import ClassificationResult  # noqa: E402
+from sasview_bnn_plugin.plugins.hookspecs import hookimpl  # noqa: E402
+from sasview_bnn_plugin.plugins.host import build_plugin_host  # noqa: E402
+from sasview_bnn_plugin.core.result import ClassificationResult  # noqa: E402
 
 pytestmark = pytest.mark.gui
 

@@ -32,18 +32,19 @@ from sasdata.dataloader.loader import Loader  # noqa: E402
 import sas.qtgui.Utilities.GuiUtils as GuiUtils  # noqa: E402
 from sas.qtgui.MainWindow.DataManager import DataManager  # noqa: E402
 from sas.qtgui.Plotting.PlotterData import Data1D, Data2D  # noqa: E402
-from sasview_bnn_plugin.classifier import BNNClassifier  # noqa: E402
+from sasview_bnn_plugin.model.classifier import BNNClassifier  # noqa: E402
 from sasview_bnn_plugin.cli import main as cli_main  # noqa: E402
 from sasview_bnn_plugin.gui.classification_service import ClassificationService  # noqa: E402
-from sasview_bnn_plugin.gui.perspective import CANCELLED_MESSAGE, TWO_D_MESSAGE, BNNAnomalyPerspective  # noqa: E402
+from sasview_bnn_plugin.gui.perspective import CANCELLED_MESSAGE, BNNAnomalyPerspective  # noqa: E402
+from sasview_bnn_plugin.gui.sasview_hooks import TWO_D_MESSAGE  # noqa: E402
 from sasview_bnn_plugin.gui.preferences import BNNPreferencesWidget  # noqa: E402
 from sasview_bnn_plugin.gui.results_table import COLOUR_NOVEL, COLUMNS  # noqa: E402
 from sasview_bnn_plugin.gui.settings import GuiSettings  # noqa: E402
 from sasview_bnn_plugin.gui.summary import NOVEL_SENTENCE, percent  # noqa: E402
-from sasview_bnn_plugin.hookspecs import hookimpl  # noqa: E402
-from sasview_bnn_plugin.plugin_host import build_plugin_host  # noqa: E402
-from sasview_bnn_plugin.result import CSV_COLUMNS  # noqa: E402
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES  # noqa: E402
+from sasview_bnn_plugin.plugins.hookspecs import hookimpl  # noqa: E402
+from sasview_bnn_plugin.plugins.host import build_plugin_host  # noqa: E402
+from sasview_bnn_plugin.core.result import CSV_COLUMNS  # noqa: E402
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES  # noqa: E402
 
 pytestmark = pytest.mark.gui
 

@@ -50,7 +50,7 @@ pytest.importorskip("onnx")
 
 from onnx_test_models import write_model  # noqa: E402
 
-from sasview_bnn_plugin.hookspecs import hookimpl  # noqa: E402
+from sasview_bnn_plugin.plugins.hookspecs import hookimpl  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -135,7 +135,7 @@ def explorer_items(datasets: list) -> list[QtGui.QStandardItem]:
 def make_service(settings_path: Path, model: Path, *plugins, parent=None):
     from sasview_bnn_plugin.gui.classification_service import ClassificationService
     from sasview_bnn_plugin.gui.settings import GuiSettings
-    from sasview_bnn_plugin.plugin_host import build_plugin_host
+    from sasview_bnn_plugin.plugins.host import build_plugin_host
 
     return ClassificationService(
         GuiSettings(model=str(model), path=settings_path),
@@ -231,7 +231,7 @@ def test_closing_the_perspective_mid_run_stops_the_worker_promptly(qtbot, qtlog,
     data = replicated_gui_data(8)
     with qtbot.waitSignal(fresh.idle, timeout=20000):
         fresh.classify_data(data)
-    from sasview_bnn_plugin.classifier import BNNClassifier
+    from sasview_bnn_plugin.model.classifier import BNNClassifier
 
     expected = BNNClassifier(model_path).classify(data)
     assert [e.result.label for e in fresh.table_model.entries] == [r.label for r in expected]

@@ -239,7 +239,7 @@ def test_real_sasview_with_the_plugin(tmp_path: Path) -> None:
     from onnx_test_models import write_model
     from sasdata.dataloader.loader import Loader
 
-    from sasview_bnn_plugin.classifier import BNNClassifier
+    from sasview_bnn_plugin.model.classifier import BNNClassifier
     from sasview_bnn_plugin.gui.summary import grid_cell
 
     model = write_model(tmp_path / "model.onnx", n_samples=4, seed=3)

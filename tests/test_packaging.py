@@ -49,7 +49,7 @@ def test_wheel_ships_onnx_models_and_the_runtime_finds_them(tmp_path):
         capture_output=True,
     )
     probe = (
-        "import sasview_bnn_plugin, sasview_bnn_plugin.model_catalog as c;"
+        "import sasview_bnn_plugin, sasview_bnn_plugin.model.catalog as c;"
         "print(sasview_bnn_plugin.__file__);"
         "print([p.name for p in c.shipped_model_files()])"
     )

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sasview_bnn_plugin.model_catalog import shipped_models
-from sasview_bnn_plugin.curve import Curve
-from sasview_bnn_plugin.hookspecs import hookimpl
-from sasview_bnn_plugin.model_catalog import ModelSource
-from sasview_bnn_plugin.plugin_host import PREPARE_HOOK, build_plugin_host
-from sasview_bnn_plugin.result import ClassificationResult
+from sasview_bnn_plugin.model.catalog import shipped_models
+from sasview_bnn_plugin.core.curve import Curve
+from sasview_bnn_plugin.plugins.hookspecs import hookimpl
+from sasview_bnn_plugin.model.catalog import ModelSource
+from sasview_bnn_plugin.plugins.host import PREPARE_HOOK, build_plugin_host
+from sasview_bnn_plugin.core.result import ClassificationResult
 
 
 def raw_curve(source: str = "raw.txt") -> Curve:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sasview_bnn_plugin.preprocessing import (
+from sasview_bnn_plugin.core.preprocessing import (
     CHANNELS,
     CurveError,
     ModelInput,

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sasview_bnn_plugin.model_format import LOW_CONFIDENCE_THRESHOLD
-from sasview_bnn_plugin.result import ClassificationResult
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES, class_index
+from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD
+from sasview_bnn_plugin.core.result import ClassificationResult
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 
 ROOT = Path(__file__).resolve().parents[1]
 _PATH = ROOT / "scripts" / "real_data_table.py"
@@ -149,7 +149,7 @@ def example_data() -> Path:
 def test_the_hand_labels_cover_every_example_curve(example_data):
     labels = rdt.read_labels(rdt.DEFAULT_LABELS)
     assert all(lab.reason for lab in labels), "every label needs its physical reason"
-    from sasview_bnn_plugin.loading import CurveLoader, find_data_files
+    from sasview_bnn_plugin.io.loading import CurveLoader, find_data_files
 
     files, _ = find_data_files([str(example_data)], recursive=True)
     loader = CurveLoader()
@@ -165,8 +165,8 @@ def test_the_hand_labels_cover_every_example_curve(example_data):
 
 
 def test_core_function_on_three_labelled_curves_with_the_shipped_model(example_data, tmp_path):
-    from sasview_bnn_plugin.classifier import BNNClassifier
-    from sasview_bnn_plugin.model_catalog import shipped_model_files
+    from sasview_bnn_plugin.model.classifier import BNNClassifier
+    from sasview_bnn_plugin.model.catalog import shipped_model_files
 
     models = shipped_model_files()
     if not models:

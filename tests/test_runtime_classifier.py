@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from onnx_test_models import build_linear_heads_model, write_model, write_truncated_model
-from sasview_bnn_plugin.classifier import BNNClassifier
-from sasview_bnn_plugin.curve import Curve
-from sasview_bnn_plugin.model_format import ModelFormatError
-from sasview_bnn_plugin.preprocessing import prepare_curve
-from sasview_bnn_plugin.result import CSV_COLUMNS
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin.model.classifier import BNNClassifier
+from sasview_bnn_plugin.core.curve import Curve
+from sasview_bnn_plugin.core.model_format import ModelFormatError
+from sasview_bnn_plugin.core.preprocessing import prepare_curve
+from sasview_bnn_plugin.core.result import CSV_COLUMNS
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -201,7 +201,7 @@ def test_bad_models_are_refused_before_any_curve(tmp_path, make_model, fragment)
 
 
 def test_a_model_with_the_wrong_input_shape_is_refused(tmp_path):
-    from sasview_bnn_plugin.preprocessing import PreprocessingConfig
+    from sasview_bnn_plugin.core.preprocessing import PreprocessingConfig
     import onnx
 
     model = build_linear_heads_model(config=PreprocessingConfig(n_bins=128))
@@ -220,7 +220,7 @@ def test_the_runtime_never_imports_torch(model_path, tmp_path):
     script = textwrap.dedent(
         f"""
         import sys
-        from sasview_bnn_plugin.classifier import BNNClassifier
+        from sasview_bnn_plugin.model.classifier import BNNClassifier
         from sasview_bnn_plugin.cli import main
         result = BNNClassifier({str(model_path)!r}).classify_curve([0.01 * k for k in range(1, 60)], [1.0 / k for k in range(1, 60)])
         assert result.ok, result.message
@@ -247,7 +247,7 @@ def test_bad_settings_are_refused_as_such(model_path, tmp_path):
         BNNClassifier(model_path, provider="gpu")
     with pytest.raises(ValueError, match="batch_size"):
         BNNClassifier(model_path, batch_size=0)
-    from sasview_bnn_plugin.model_catalog import ModelNotFoundError
+    from sasview_bnn_plugin.model.catalog import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="does not exist"):
         BNNClassifier(tmp_path / "absent.onnx")
@@ -288,7 +288,7 @@ def test_a_preprocessing_bug_costs_one_curve_an_error_row_not_the_batch(classifi
             raise RuntimeError("boom")
 
     q, i, di = sphere_curve()
-    with caplog.at_level("ERROR", logger="sasview_bnn_plugin.classifier"):
+    with caplog.at_level("ERROR", logger="sasview_bnn_plugin.model.classifier"):
         results = classifier.classify([Curve(q=Exploding(), intensity=i, q_unit="1/A", source="odd.txt"), (q, i, di, None, "1/A")])
     assert results[1].ok
     assert results[0].status == "error" and results[0].label is None

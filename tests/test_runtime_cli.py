@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from onnx_test_models import write_model, write_truncated_model
-from sasview_bnn_plugin import output as output_module
+from sasview_bnn_plugin.io import output as output_module
 from sasview_bnn_plugin.cli import main
-from sasview_bnn_plugin.model_catalog import shipped_model_files
-from sasview_bnn_plugin.result import CSV_COLUMNS
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin.model.catalog import shipped_model_files
+from sasview_bnn_plugin.core.result import CSV_COLUMNS
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 ONE_D = Path(__import__("sasdata").__file__).parent / "example_data" / "1d_data"
 TWO_D = ONE_D.parent / "2d_data"
@@ -222,7 +222,7 @@ def test_models_lists_the_example_plugin_and_its_model_classifies_into_the_sink(
 
 
 def test_models_labels_the_two_validation_counts(capsys):
-    from sasview_bnn_plugin.cli_models import count_labels
+    from sasview_bnn_plugin.cli.models import count_labels
 
     assert count_labels("training_data", '{"n_train": 90, "n_validation": 10}') == [
         "n_train 90: training curves", "n_validation 10: validation curves in training (held out of the fit)"]

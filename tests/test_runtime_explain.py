@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sasview_bnn_plugin.classifier import BNNClassifier
+from sasview_bnn_plugin.model.classifier import BNNClassifier
 from sasview_bnn_plugin.cli import main
-from sasview_bnn_plugin.curve import Curve
-from sasview_bnn_plugin.explain import (
+from sasview_bnn_plugin.core.curve import Curve
+from sasview_bnn_plugin.model.explain import (
     DEFAULT_WINDOW_BINS,
     explain_result,
     occlude_window,
@@ -28,8 +28,8 @@ from sasview_bnn_plugin.explain import (
     occlusion_windows,
     strongest_windows,
 )
-from sasview_bnn_plugin.model_catalog import shipped_model_files
-from sasview_bnn_plugin.result import CSV_COLUMNS
+from sasview_bnn_plugin.model.catalog import shipped_model_files
+from sasview_bnn_plugin.core.result import CSV_COLUMNS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 Q = np.geomspace(3e-3, 0.5, 400)

@@ -24,8 +24,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx_test_models import build_linear_heads_model, write_model
-from sasview_bnn_plugin.classifier import BNNClassifier
-from sasview_bnn_plugin.model_format import NOVELTY_OUTPUT
+from sasview_bnn_plugin.model.classifier import BNNClassifier
+from sasview_bnn_plugin.core.model_format import NOVELTY_OUTPUT
 
 SEED, SAMPLES = 7, 4
 
@@ -142,7 +142,7 @@ def test_onnxruntime_failing_mid_batch_costs_only_the_curves_it_fails_on(healthy
     covers_all[:, 1, :] = 1.0
     with pytest.raises(Exception, match="out of bounds|out of data bounds|indices"):
         model.predict_features(covers_all)  # the unprotected path: onnxruntime really fails
-    with caplog.at_level(logging.WARNING, logger="sasview_bnn_plugin.classifier"):
+    with caplog.at_level(logging.WARNING, logger="sasview_bnn_plugin.model.classifier"):
         results = model.classify(curves)
     reference = healthy.classify(curves)
     assert len(results) == len(curves)

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sasview_bnn_plugin.classifier import BNNClassifier
-from sasview_bnn_plugin.model_catalog import shipped_model_files
-from sasview_bnn_plugin.model_format import LOW_CONFIDENCE_THRESHOLD
+from sasview_bnn_plugin.model.classifier import BNNClassifier
+from sasview_bnn_plugin.model.catalog import shipped_model_files
+from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD
 
 LOW_CONFIDENCE = LOW_CONFIDENCE_THRESHOLD
 REQUIRED_RATE = 0.95

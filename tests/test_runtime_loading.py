@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sasview_bnn_plugin.loading import CurveLoader, find_data_files
+from sasview_bnn_plugin.io.loading import CurveLoader, find_data_files
 
 EXAMPLES = Path(__import__("sasdata").__file__).parent / "example_data"
 ONE_D = EXAMPLES / "1d_data"

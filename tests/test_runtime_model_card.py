@@ -11,9 +11,9 @@ pytest.importorskip("onnx")
 
 from onnx_test_models import write_model
 
-from sasview_bnn_plugin.model_card import card_path, file_sha256, read_card, verify_model_file
-from sasview_bnn_plugin.model_catalog import shipped_models
-from sasview_bnn_plugin.model_format import ModelFormatError
+from sasview_bnn_plugin.model.card import card_path, file_sha256, read_card, verify_model_file
+from sasview_bnn_plugin.model.catalog import shipped_models
+from sasview_bnn_plugin.core.model_format import ModelFormatError
 
 
 def _write_card(model) -> dict:
@@ -83,7 +83,7 @@ def test_the_catalog_lists_a_tampered_shipped_model_with_an_error_card(tmp_path,
 
 
 def test_the_classifier_refuses_a_model_changed_after_its_card(tmp_path):
-    from sasview_bnn_plugin.classifier import BNNClassifier
+    from sasview_bnn_plugin.model.classifier import BNNClassifier
 
     model = write_model(tmp_path / "m.onnx", seed=1)
     card = _write_card(model)

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from onnx_test_models import write_model
-from sasview_bnn_plugin.model_catalog import shipped_models
-from sasview_bnn_plugin.classifier import BNNClassifier
-from sasview_bnn_plugin.curve import Curve
-from sasview_bnn_plugin.hookspecs import hookimpl
-from sasview_bnn_plugin.model_catalog import ModelSource
-from sasview_bnn_plugin.plugin_host import build_plugin_host
+from sasview_bnn_plugin.model.catalog import shipped_models
+from sasview_bnn_plugin.model.classifier import BNNClassifier
+from sasview_bnn_plugin.core.curve import Curve
+from sasview_bnn_plugin.plugins.hookspecs import hookimpl
+from sasview_bnn_plugin.model.catalog import ModelSource
+from sasview_bnn_plugin.plugins.host import build_plugin_host
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +163,8 @@ def test_the_example_plugin_ships_the_model_its_readme_says_how_to_rebuild():
 
 
 def test_shipped_models_are_found_as_package_resources_with_their_cards(tmp_path, monkeypatch):
-    from sasview_bnn_plugin.model_card import card_path, file_sha256
-    from sasview_bnn_plugin.model_catalog import resolve_model, shipped_models
+    from sasview_bnn_plugin.model.card import card_path, file_sha256
+    from sasview_bnn_plugin.model.catalog import resolve_model, shipped_models
 
     package = tmp_path / "fake_shipped_models"
     package.mkdir()

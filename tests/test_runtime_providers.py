@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 
 from onnx_test_models import write_model
-from sasview_bnn_plugin.providers import CPU, CUDA, choose_providers, open_session
+from sasview_bnn_plugin.model.providers import CPU, CUDA, choose_providers, open_session
 
 WITH_CUDA = [CUDA, CPU]
 
@@ -40,7 +40,7 @@ def test_cpu_forced_even_when_cuda_is_offered():
 
 
 def test_cuda_requested_but_missing_falls_back_with_a_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="sasview_bnn_plugin.providers"):
+    with caplog.at_level(logging.WARNING, logger="sasview_bnn_plugin.model.providers"):
         decision = choose_providers("cuda", [CPU])
     assert decision.providers == (CPU,)
     assert "CUDA was requested" in caplog.text
@@ -53,7 +53,7 @@ def test_unknown_provider_is_refused():
 
 def test_cuda_silently_dropped_by_onnxruntime_falls_back_to_cpu(model_path, caplog):
     # This onnxruntime has no CUDA: the real session drops the provider it was asked for.
-    with caplog.at_level(logging.WARNING, logger="sasview_bnn_plugin.providers"):
+    with caplog.at_level(logging.WARNING, logger="sasview_bnn_plugin.model.providers"):
         session, decision = open_session(model_path, "auto", available=WITH_CUDA)
     assert decision.providers == (CPU,) and "dropped" in decision.reason
     assert "dropped" in caplog.text

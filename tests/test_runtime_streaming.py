@@ -24,8 +24,8 @@ import pytest
 
 from onnx_test_models import write_model
 from sasview_bnn_plugin.cli import main
-from sasview_bnn_plugin.result import CSV_COLUMNS
-from sasview_bnn_plugin.result_stream import ResultsLock, ResultStream, read_written_rows
+from sasview_bnn_plugin.core.result import CSV_COLUMNS
+from sasview_bnn_plugin.io.result_stream import ResultsLock, ResultStream, read_written_rows
 
 ONE_D = Path(__import__("sasdata").__file__).parent / "example_data" / "1d_data"
 SOURCES = ("apoferritin.txt", "conalbumin.txt", "sphere_80.txt", "PolySpheres.txt", "ISIS_Polymer_Blend_TK49.xml", "latex_smeared.xml")
@@ -156,7 +156,7 @@ def test_json_is_one_document_and_not_resumable(model, folder, tmp_path, capsys)
 def test_a_second_writer_fails_fast_naming_the_first(model, folder, tmp_path):
     out = tmp_path / "results.csv"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom sasview_bnn_plugin.result_stream import ResultsLock\n"
+        [sys.executable, "-c", "import sys, time\nfrom sasview_bnn_plugin.io.result_stream import ResultsLock\n"
          "lock = ResultsLock(sys.argv[1]); lock.acquire(); print('locked', flush=True); time.sleep(60)", str(out)],
         stdout=subprocess.PIPE, text=True,
     )

@@ -19,14 +19,14 @@ import h5py
 import numpy as np
 import pytest
 
-from sasview_bnn_plugin.classifier import BNNClassifier
+from sasview_bnn_plugin.model.classifier import BNNClassifier
 from sasview_bnn_plugin.cli import main
-from sasview_bnn_plugin.curve import Curve, data1d_metadata
-from sasview_bnn_plugin.loading import CurveLoader
-from sasview_bnn_plugin.model_catalog import shipped_model_files
-from sasview_bnn_plugin.result import ClassificationResult
-from sasview_bnn_plugin.taxonomy import ANOMALY_NAMES, CLASS_NAMES
-from sasview_bnn_plugin.trend import ONSET_RULE, anomaly_onset, first_sustained, series_onset, trend_axis
+from sasview_bnn_plugin.core.curve import Curve, data1d_metadata
+from sasview_bnn_plugin.io.loading import CurveLoader
+from sasview_bnn_plugin.model.catalog import shipped_model_files
+from sasview_bnn_plugin.core.result import ClassificationResult
+from sasview_bnn_plugin.core.taxonomy import ANOMALY_NAMES, CLASS_NAMES
+from sasview_bnn_plugin.core.trend import ONSET_RULE, anomaly_onset, first_sustained, series_onset, trend_axis
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ONE_D = Path(__import__("sasdata").__file__).parent / "example_data" / "1d_data"
@@ -228,7 +228,7 @@ def test_the_perspective_draws_the_trend_with_the_same_renderer(shipped):
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure
 
-    from sasview_bnn_plugin import plotting
+    from sasview_bnn_plugin.io import plotting
     from sasview_bnn_plugin.gui import figures
 
     assert figures.draw_trend is plotting.draw_trend and figures.draw_sensitivity is plotting.draw_sensitivity

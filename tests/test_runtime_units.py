@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sasview_bnn_plugin.classifier import BNNClassifier
+from sasview_bnn_plugin.model.classifier import BNNClassifier
 from sasview_bnn_plugin.cli import build_parser, main
-from sasview_bnn_plugin.cli_classify import open_classifier
-from sasview_bnn_plugin.command_line import UsageError
-from sasview_bnn_plugin.curve import Curve
+from sasview_bnn_plugin.cli.classify import open_classifier
+from sasview_bnn_plugin.cli.command_line import UsageError
+from sasview_bnn_plugin.core.curve import Curve
 from sasview_bnn_plugin.gui.settings import GuiSettings
-from sasview_bnn_plugin.loading import CurveLoader, header_q_unit
-from sasview_bnn_plugin.q_units import ModelVerdict, QUnitResolution, decide_q_unit, resolve_q_unit
-from sasview_bnn_plugin.result import CSV_COLUMNS, CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_V1
+from sasview_bnn_plugin.io.loading import CurveLoader, header_q_unit
+from sasview_bnn_plugin.core.q_units import ModelVerdict, QUnitResolution, decide_q_unit, resolve_q_unit
+from sasview_bnn_plugin.core.result import CSV_COLUMNS, CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_V1
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "onnx_models" / "sasview_bnn_vi16_1m.onnx"
@@ -77,7 +77,7 @@ def classify_rows(paths, tmp_path: Path, *options: str, name: str = "out.csv") -
 
 
 def probabilities(row: dict) -> np.ndarray:
-    from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+    from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
     return np.array([float(row[f"p_{c}"]) for c in CLASS_NAMES])
 

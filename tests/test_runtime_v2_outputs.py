@@ -24,10 +24,10 @@ import onnxruntime as ort
 import pytest
 
 from onnx_test_models import TEST_CONFORMAL, write_model
-from sasview_bnn_plugin.classifier import BNNClassifier
+from sasview_bnn_plugin.model.classifier import BNNClassifier
 from sasview_bnn_plugin.cli import main
-from sasview_bnn_plugin.conformal import aps_scores, aps_sets, conformal_quantile, novelty_p_values
-from sasview_bnn_plugin.model_format import (
+from sasview_bnn_plugin.core.conformal import aps_scores, aps_sets, conformal_quantile, novelty_p_values
+from sasview_bnn_plugin.core.model_format import (
     ANOMALY_OUTPUT,
     NOVELTY_OUTPUT,
     OPTIONAL_METADATA,
@@ -35,10 +35,10 @@ from sasview_bnn_plugin.model_format import (
     ModelFormatError,
     ModelOptionError,
 )
-from sasview_bnn_plugin.output import render_csv_rows
-from sasview_bnn_plugin.preprocessing import prepare_curve
-from sasview_bnn_plugin.result import CSV_COLUMNS, CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_UNITS, CSV_COLUMNS_V1
-from sasview_bnn_plugin.taxonomy import ANOMALY_NAMES, CLASS_NAMES
+from sasview_bnn_plugin.io.output import render_csv_rows
+from sasview_bnn_plugin.core.preprocessing import prepare_curve
+from sasview_bnn_plugin.core.result import CSV_COLUMNS, CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_UNITS, CSV_COLUMNS_V1
+from sasview_bnn_plugin.core.taxonomy import ANOMALY_NAMES, CLASS_NAMES
 
 ONE_D = Path(__import__("sasdata").__file__).parent / "example_data" / "1d_data"
 FILES = [ONE_D / n for n in ("apoferritin.txt", "conalbumin.txt", "sphere_80.txt", "PolySpheres.txt", "ISIS_Polymer_Blend_TK49.xml", "latex_smeared.xml")]

@@ -19,8 +19,8 @@ import pytest
 
 from onnx_test_models import write_model
 from sasview_bnn_plugin.cli import main
-from sasview_bnn_plugin.folder_watch import FolderWatcher
-from sasview_bnn_plugin.result import CSV_COLUMNS
+from sasview_bnn_plugin.io.folder_watch import FolderWatcher
+from sasview_bnn_plugin.core.result import CSV_COLUMNS
 
 ONE_D = Path(__import__("sasdata").__file__).parent / "example_data" / "1d_data"
 EXE = str(Path(sys.executable).with_name("sasview-bnn"))

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sasview_bnn_plugin.classifier import BNNClassifier
-from sasview_bnn_plugin.model_card import card_path, file_sha256, markdown_card_path, verify_model_file
-from sasview_bnn_plugin.model_catalog import read_metadata, resolve_model, shipped_model_files, shipped_models
-from sasview_bnn_plugin.model_format import REQUIRED_METADATA, check_metadata
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin.model.classifier import BNNClassifier
+from sasview_bnn_plugin.model.card import card_path, file_sha256, markdown_card_path, verify_model_file
+from sasview_bnn_plugin.model.catalog import read_metadata, resolve_model, shipped_model_files, shipped_models
+from sasview_bnn_plugin.core.model_format import REQUIRED_METADATA, check_metadata
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Seed of the fresh test set: not used by the shipped model's training, validation or test data.

@@ -16,8 +16,8 @@ from sasmodels import data as sas_data
 from sasmodels import direct_model as sas_direct
 from sasmodels import resolution as sas_resolution
 
-from sasview_bnn_plugin.preprocessing import prepare_curve
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES, class_index
+from sasview_bnn_plugin.core.preprocessing import prepare_curve
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 from sasview_bnn_trainer.simulation import criteria as crit
 from sasview_bnn_trainer.simulation.classes import (
     CLASS_GENERATORS,

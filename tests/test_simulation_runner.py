@@ -11,7 +11,7 @@ import pytest
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("sasmodels")
 
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 from sasview_bnn_trainer.simulation import runner
 from sasview_bnn_trainer.simulation.classes import SIMULATOR_VERSION
 from sasview_bnn_trainer.simulation.runner import (

@@ -16,9 +16,9 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("sasmodels")
 
-from sasview_bnn_plugin.model_card import verify_model_file
-from sasview_bnn_plugin.model_format import REQUIRED_METADATA, check_metadata, read_optional_parts
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES, class_index
+from sasview_bnn_plugin.model.card import verify_model_file
+from sasview_bnn_plugin.core.model_format import REQUIRED_METADATA, check_metadata, read_optional_parts
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 from sasview_bnn_trainer.cli import main
 from sasview_bnn_trainer.export import (
     export_run,

@@ -136,7 +136,7 @@ def test_outlier_rows_are_pulled_towards_the_uniform_answer():
 
 
 def test_outlier_curves_are_model_input_and_not_scattering_curves():
-    from sasview_bnn_plugin.preprocessing import prepare_curve
+    from sasview_bnn_plugin.core.preprocessing import prepare_curve
     from sasview_bnn_trainer.evaluation.novel_inputs import KINDS
     from sasview_bnn_trainer.simulation.outliers import OUTLIER_KINDS, outlier_curves
 

@@ -6,7 +6,7 @@ commands wrote: the ONNX metadata (data, method, S, novelty threshold), the
 leave-one-class-out reports, an optional fit-and-select baseline summary, the
 recorded training command and stage timings, and hand-written known weaknesses.
 It records the sha256 and size of the ONNX file, which the runtime checks
-(:func:`sasview_bnn_plugin.model_card.verify_model_file`).
+(:func:`sasview_bnn_plugin.model.card.verify_model_file`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from sasview_bnn_plugin.model_card import card_path, file_sha256, markdown_card_path
-from sasview_bnn_plugin.model_format import LOW_CONFIDENCE_THRESHOLD
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin.model.card import card_path, file_sha256, markdown_card_path
+from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 from .export import read_metadata
 

@@ -3,7 +3,7 @@
 Each sub-command lives in its own module ``sasview_bnn_trainer.cli_<name>``
 exposing ``add_parser(subparsers)``, which registers the sub-command and sets
 ``run=<function(args) -> int>`` as its default (the frame is shared with the
-runtime's CLI: :mod:`sasview_bnn_plugin.command_line`). Usage errors print one
+runtime's CLI: :mod:`sasview_bnn_plugin.cli.command_line`). Usage errors print one
 line and exit with code 2.
 """
 
@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from sasview_bnn_plugin.command_line import OneLineArgumentParser, UsageError, build_command_parser, run_command_line
+from sasview_bnn_plugin.cli.command_line import OneLineArgumentParser, UsageError, build_command_parser, run_command_line
 
 __all__ = ["COMMANDS", "OneLineArgumentParser", "UsageError", "build_parser", "main"]
 

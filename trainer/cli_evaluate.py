@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

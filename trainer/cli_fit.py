@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 
 def _channels(text: str) -> tuple[int, int, int]:

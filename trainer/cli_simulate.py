@@ -8,9 +8,9 @@ import os
 import sys
 import time
 
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
-from sasview_bnn_plugin.command_line import UsageError
+from sasview_bnn_plugin.cli.command_line import UsageError
 
 DESCRIPTION = """\
 Simulate N labelled SAS curves, balanced over the chosen classes, into one HDF5

@@ -1,7 +1,7 @@
 """Curve file -> model inputs, through the shared preprocessing, streamed and cached.
 
 A curve file written by :class:`~sasview_bnn_trainer.simulation.store.CurveWriter`
-is mapped curve by curve with :func:`sasview_bnn_plugin.preprocessing.prepare_curve`
+is mapped curve by curve with :func:`sasview_bnn_plugin.core.preprocessing.prepare_curve`
 (the one preprocessing used at inference too) into a *features file* next to it
 (``<data>.features.h5`` by default)::
 
@@ -40,8 +40,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from sasview_bnn_plugin.preprocessing import CurveError, PreprocessingConfig, prepare_curve
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES, CLEAN_INDEX
+from sasview_bnn_plugin.core.preprocessing import CurveError, PreprocessingConfig, prepare_curve
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX
 
 ANOMALY_NAMES: tuple[str, ...] = CLASS_NAMES[1:]
 N_ANOMALIES = len(ANOMALY_NAMES)

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from sasview_bnn_plugin import __version__
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES, N_CLASSES, class_index
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, N_CLASSES, class_index
 
 from .evaluation.metrics import classification_summary, presence_summary
 from .features import FeatureFile, build_features, split_rows
@@ -48,7 +48,7 @@ LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 def outlier_pool(n: int, seed: int, preprocessing_json: str) -> np.ndarray:
     """Features (n, channels, bins) float32 of ``n`` synthetic outliers, with the run's preprocessing."""
-    from sasview_bnn_plugin.preprocessing import CurveError, PreprocessingConfig, prepare_curve
+    from sasview_bnn_plugin.core.preprocessing import CurveError, PreprocessingConfig, prepare_curve
 
     from .simulation.outliers import outlier_curves
 

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sasview_bnn_plugin.taxonomy import N_CLASSES
+from sasview_bnn_plugin.core.taxonomy import N_CLASSES
 
 
 @dataclass(frozen=True)

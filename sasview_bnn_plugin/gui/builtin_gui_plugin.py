@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..hookspecs import hookimpl
-from ..result import ClassificationResult
-from .perspective import PERSPECTIVE_NAME, BNNAnomalyPerspective
-from .sasview_hooks import switch_to_perspective
+from ..plugins.hookspecs import hookimpl
+from ..core.result import ClassificationResult
+from .perspective import BNNAnomalyPerspective
+from .sasview_hooks import PERSPECTIVE_NAME, switch_to_perspective
 from .summary import grid_cell
 
 GRID_COLUMN_HEADER = "BNN anomaly"

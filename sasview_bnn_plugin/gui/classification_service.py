@@ -31,14 +31,14 @@ from typing import Callable, Sequence
 
 from PySide6 import QtCore
 
-from ..calibration import CalibrationError
-from ..classifier import BNNClassifier
-from ..curve import Curve
-from ..model_catalog import ModelNotFoundError, ModelSource, resolve_model
-from ..model_format import ModelFormatError
-from ..plugin_host import PluginHost, build_plugin_host
-from ..q_units import shown
-from ..result import ClassificationResult
+from ..model.calibration import CalibrationError
+from ..model.classifier import BNNClassifier
+from ..core.curve import Curve
+from ..model.catalog import ModelNotFoundError, ModelSource, resolve_model
+from ..core.model_format import ModelFormatError
+from ..plugins.host import PluginHost, build_plugin_host
+from ..core.q_units import shown
+from ..core.result import ClassificationResult
 from .settings import GuiSettings
 
 log = logging.getLogger(__name__)
@@ -249,11 +249,14 @@ class ClassificationService(QtCore.QObject):
             raise ModelUnavailableError(f"{err}. Choose another model in Preferences > BNN Anomaly.") from None
 
     def classifier(self) -> BNNClassifier:
-        """The open classifier for the current settings (opened once, thread-safe)."""
+        """The open classifier for the current settings (opened once, thread-safe).
+
+        The model catalog is read when the classifier is (re)opened, not on every job.
+        """
         with self._lock:
-            source = self.model_source()
-            key = (str(source.path), self.settings.provider, self.settings.novelty_threshold, self.settings.q_unit, self.settings.calibration)
+            key = (self.settings.model, self.settings.provider, self.settings.novelty_threshold, self.settings.q_unit, self.settings.calibration)
             if self._classifier is None or self._classifier_key != key:
+                source = self.model_source()
                 try:
                     self._classifier = BNNClassifier(
                         source.path,
@@ -274,6 +277,10 @@ class ClassificationService(QtCore.QObject):
                     raise ModelUnavailableError(f"{err}. Choose another model in Preferences > BNN Anomaly.") from None
                 self._classifier_key = key
             return self._classifier
+
+    def loaded_classifier(self) -> BNNClassifier | None:
+        """The classifier of the last job if one is open (never opens one)."""
+        return self._classifier
 
     def describe_model(self) -> str:
         """One line naming the model in use, or why there is none."""

@@ -11,8 +11,8 @@
 :func:`result_figure` puts both side by side in a new Figure (for reports).
 A result explained by occlusion gets its strongest q-range shaded on the curve,
 and :func:`trend_figure` draws a series of results; both with the command
-line's renderer (:func:`sasview_bnn_plugin.plotting.draw_sensitivity`,
-:func:`sasview_bnn_plugin.plotting.draw_trend`), not a copy.
+line's renderer (:func:`sasview_bnn_plugin.io.plotting.draw_sensitivity`,
+:func:`sasview_bnn_plugin.io.plotting.draw_trend`), not a copy.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..curve import Curve
-from ..plotting import draw_sensitivity, draw_trend
-from ..preprocessing import CurveError, q_unit_factor
-from ..result import ClassificationResult, level_text
-from ..taxonomy import ANOMALY_NAMES, CLASS_NAMES, CLEAN_INDEX
+from ..core.curve import Curve
+from ..io.plotting import draw_sensitivity, draw_trend
+from ..core.preprocessing import CurveError, q_unit_factor
+from ..core.result import ClassificationResult, level_text
+from ..core.taxonomy import ANOMALY_NAMES, CLASS_NAMES, CLEAN_INDEX
 
 DOMAIN_COLOUR = "#90caf9"
 WINDOW_COLOUR = "#1565c0"
@@ -121,7 +121,7 @@ def result_figure(curve: Curve | None, result: ClassificationResult | None, q_do
 
 def trend_figure(results: list[ClassificationResult], x: str | None = None) -> Figure:
     """A new 10 x 5 inch Figure with the trend of a series of results (table order), drawn by
-    :func:`sasview_bnn_plugin.plotting.draw_trend`."""
+    :func:`sasview_bnn_plugin.io.plotting.draw_trend`."""
     figure = Figure(figsize=(10.0, 5.0))
     draw_trend(figure, results, x)
     return figure

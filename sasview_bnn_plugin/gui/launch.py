@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Sequence
 
-from ..plugin_host import PluginHost, build_plugin_host
+from ..plugins.host import PluginHost, build_plugin_host
 from .settings import SETTINGS_VARIABLE
 
 _START_COMMAND = "from sasview_bnn_plugin.gui.launch import start_sasview_with_plugins; start_sasview_with_plugins()"
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import sas.cli
     except ImportError:
-        from ..command_line import extra_install_hint
+        from ..core.extras import extra_install_hint
 
         print(f"sasview-bnn gui: error: SasView is not installed; {extra_install_hint('gui')}", file=sys.stderr)
         return 2

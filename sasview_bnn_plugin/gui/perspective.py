@@ -8,14 +8,14 @@ optional outputs, and the fraction of the model's q-range the data cover. Select
 axes with the model's q-domain shaded, the class probabilities with their
 90 % posterior intervals, and one plain-language line ("aggregation, 97 % ±
 2 %"); with *Where in q* ticked, the q-range that drove the verdict is shaded
-on the curve (occlusion, :mod:`sasview_bnn_plugin.explain`, computed for the
+on the curve (occlusion, :mod:`sasview_bnn_plugin.model.explain`, computed for the
 selected row only). *Trend…* draws the table's rows as a series (class and
 anomalies-present probabilities with their posterior bands, the first anomaly
-frame marked; :func:`sasview_bnn_plugin.plotting.draw_trend`), also put in
+frame marked; :func:`sasview_bnn_plugin.io.plotting.draw_trend`), also put in
 the report. Classification runs on a worker thread (see
 :mod:`.classification_service`); the table fills chunk by chunk under a
 progress bar. Results export to CSV with the command line's columns
-(:data:`sasview_bnn_plugin.result.CSV_COLUMNS`), and SasView's report
+(:data:`sasview_bnn_plugin.core.result.CSV_COLUMNS`), and SasView's report
 (File > Report) holds the table and the figures.
 
 Bad input never raises into SasView: 2D data, too few points, a q-range
@@ -43,31 +43,26 @@ from PySide6.QtGui import QStandardItem
 
 import sas.qtgui.Utilities.GuiUtils as GuiUtils
 from sas.qtgui.Perspectives.perspective import Perspective
-from sas.qtgui.Plotting.PlotterData import Data2D
 from sas.qtgui.Utilities.Reports.reportdata import ReportData
 from sas.qtgui.Utilities.Reports.reports import ReportBase
 
-from ..curve import Curve
-from ..output import render_csv, write_atomically
-from ..preprocessing import PreprocessingConfig
-from ..result import ClassificationResult
+from ..io.output import render_csv, write_atomically
+from ..core.preprocessing import PreprocessingConfig
+from ..core.result import ClassificationResult
 from . import HELP_PAGE
 from .classification_service import SHUTDOWN_TIMEOUT_MS, ClassificationService
 from .figures import draw_curve, draw_probabilities, result_figure, trend_figure
 from .preferences import BNNPreferencesWidget
 from .results_table import COLUMNS, DatasetEntry, ResultsTableModel
-from .sasview_hooks import communicator
+from .sasview_hooks import PERSPECTIVE_NAME, communicator, curve_from_sasview_data
 from .summary import plain_language
 
 log = logging.getLogger(__name__)
-
-PERSPECTIVE_NAME = "BNN Anomaly"
 
 #: Figures put in a report at most (one per dataset), to keep the report readable.
 MAX_REPORT_FIGURES = 20
 
 CANCELLED_MESSAGE = "cancelled before it was classified (press Classify again)"
-TWO_D_MESSAGE = "this is 2D data; the BNN classifies 1D curves I(q): send a 1D dataset (or a circular average)"
 
 
 def _data_name(data: Any, fallback: str = "") -> str:
@@ -76,16 +71,6 @@ def _data_name(data: Any, fallback: str = "") -> str:
         if value:
             return str(value)
     return fallback or "unnamed dataset"
-
-
-def curve_from_sasview_data(data: Any, name: str) -> Curve:
-    """A :class:`Curve` from a SasView/sasdata data object; 2D or empty data give a failed curve with a message."""
-    if data is None:
-        return Curve.failed(name, "", "the Data Explorer item holds no data")
-    if isinstance(data, Data2D) or getattr(data, "qx_data", None) is not None:
-        return Curve.failed(name, "", TWO_D_MESSAGE)
-    curve = Curve.from_data1d(data, source=name, dataset=str(getattr(data, "title", "") or ""))
-    return curve
 
 
 def _stop_service(service: ClassificationService, _destroyed: object = None) -> None:
@@ -489,7 +474,7 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
         self._update_buttons()
 
     def _q_domain(self) -> tuple[float, float]:
-        classifier = getattr(self.service, "_classifier", None)
+        classifier = self.service.loaded_classifier()
         config = classifier.config if classifier is not None else PreprocessingConfig()
         return (config.q_min, config.q_max)
 
@@ -513,7 +498,7 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
 
     def _explain(self, entry: DatasetEntry) -> None:
         """Attach the occlusion map to the entry's result (once; the selected row only)."""
-        from ..explain import explain_result
+        from ..model.explain import explain_result
 
         try:
             entry.result.sensitivity = explain_result(self.service.classifier(), entry.curve, entry.result)
@@ -539,7 +524,7 @@ class BNNAnomalyPerspective(QtWidgets.QDialog, Perspective):
             self.lblSummary.setStyleSheet("color: #b71c1c;" if (novel or not result.ok) else "color: #1b5e20;")
 
     def export_csv(self, path: str | Path) -> int:
-        """Write the classified rows as CSV (columns :data:`~sasview_bnn_plugin.result.CSV_COLUMNS`); returns the row count."""
+        """Write the classified rows as CSV (columns :data:`~sasview_bnn_plugin.core.result.CSV_COLUMNS`); returns the row count."""
         results = self.table_model.classified()
         write_atomically(path, render_csv(results))
         return len(results)

@@ -15,13 +15,13 @@ import math
 from PySide6 import QtWidgets
 from sas.qtgui.Utilities.Preferences.PreferencesWidget import PreferencesWidget
 
-from ..providers import PROVIDER_CHOICES
+from ..model.providers import PROVIDER_CHOICES
 from .classification_service import ClassificationService
 from .settings import GuiSettings
 
 DEFAULT_MODEL_ITEM = "(first shipped model)"
 
-#: The q-unit choices as shown, and the setting each stands for (see :mod:`sasview_bnn_plugin.q_units`).
+#: The q-unit choices as shown, and the setting each stands for (see :mod:`sasview_bnn_plugin.core.q_units`).
 Q_UNIT_ITEMS: dict[str, str] = {"auto": "auto", "1/Å": "1/A", "1/nm": "1/nm"}
 
 

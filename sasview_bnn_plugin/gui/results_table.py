@@ -1,9 +1,9 @@
 """The perspective's table of datasets and their verdicts (a Qt item model).
 
 One :class:`DatasetEntry` per dataset sent to the perspective: its name, the
-:class:`~sasview_bnn_plugin.curve.Curve` built from it, the Data Explorer item
+:class:`~sasview_bnn_plugin.core.curve.Curve` built from it, the Data Explorer item
 it came from (to honour "delete data") and, once classified, its
-:class:`~sasview_bnn_plugin.result.ClassificationResult`.
+:class:`~sasview_bnn_plugin.core.result.ClassificationResult`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 
 from PySide6 import QtCore, QtGui
 
-from ..curve import Curve
-from ..result import ClassificationResult, level_text
-from ..taxonomy import CLEAN_INDEX, CLASS_NAMES
+from ..core.curve import Curve
+from ..core.result import ClassificationResult, level_text
+from ..core.taxonomy import CLEAN_INDEX, CLASS_NAMES
 from .summary import anomalies_present_text, percent, plain_language, plausible_text
 
 #: The conformal prediction set's column; its header shows the level in use when it is not 90 %.

@@ -39,7 +39,7 @@ is listed here; when SasView changes, this is the only file to revisit.
    the running SasView (:func:`switch_to_perspective`).
 
 What is contributed comes from the pluggy UI hooks of
-:mod:`sasview_bnn_plugin.hookspecs` (perspectives, menu actions, grid
+:mod:`sasview_bnn_plugin.plugins.hookspecs` (perspectives, menu actions, grid
 columns); the project's own pieces are the hook implementations in
 :mod:`sasview_bnn_plugin.gui.builtin_gui_plugin`.
 """
@@ -52,8 +52,10 @@ from typing import Any, Callable
 import shiboken6
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from ..plugin_host import PluginHost
-from ..result import ClassificationResult
+from ..core.curve import Curve
+from ..core.result import ClassificationResult
+from ..plugins.host import PluginHost
+from .classification_service import ClassificationService
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,20 @@ INTEGRATION_OBJECT_NAME = "sasview_bnn"
 CLASSIFY_ACTION_TEXT = "Classify with BNN"
 PLOT_ACTION_TEXT = "Plot selected fits."  # SasView's own grid entry, kept in the replaced menu
 PENDING_TEXT = "classifying…"
+#: The perspective's name in SasView's perspective list and its Analysis menu.
+PERSPECTIVE_NAME = "BNN Anomaly"
+TWO_D_MESSAGE = "this is 2D data; the BNN classifies 1D curves I(q): send a 1D dataset (or a circular average)"
+
+
+def curve_from_sasview_data(data: Any, name: str) -> Curve:
+    """A :class:`Curve` from a SasView/sasdata data object; 2D or empty data give a failed curve with a message."""
+    from sas.qtgui.Plotting.PlotterData import Data2D
+
+    if data is None:
+        return Curve.failed(name, "", "the Data Explorer item holds no data")
+    if isinstance(data, Data2D) or getattr(data, "qx_data", None) is not None:
+        return Curve.failed(name, "", TWO_D_MESSAGE)
+    return Curve.from_data1d(data, source=name, dataset=str(getattr(data, "title", "") or ""))
 
 
 def communicator(gui_manager: Any = None) -> Any:
@@ -286,8 +302,6 @@ class BatchGridColumns(QtCore.QObject):
 
     def service(self) -> Any:
         """The BNN perspective's service (so Preferences apply), or an own one if it is not loaded."""
-        from .classification_service import ClassificationService
-        from .perspective import PERSPECTIVE_NAME
 
         perspective = self.integration.perspective(PERSPECTIVE_NAME)
         service = getattr(perspective, "service", None)
@@ -318,8 +332,6 @@ class BatchGridColumns(QtCore.QObject):
 
     def add_columns(self, table: QtWidgets.QTableWidget, data: list[Any]) -> None:
         """Append one column per contribution to ``table`` (rows = ``data``) and classify the rows."""
-        from .perspective import curve_from_sasview_data
-
         self.row_data[table] = list(data)
         first = table.columnCount()
         for offset, (header, _) in enumerate(self.columns):
@@ -400,8 +412,6 @@ class BatchGridColumns(QtCore.QObject):
 
     def classify_selected(self) -> int:
         """Send the selected rows' data to the BNN perspective and show it; returns the number sent."""
-        from .perspective import PERSPECTIVE_NAME
-
         table = self.grid.currentTable()
         data = self.row_data.get(table, [])
         rows = sorted({index.row() for index in table.selectionModel().selectedRows()})

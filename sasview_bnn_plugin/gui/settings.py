@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..providers import PROVIDER_CHOICES
-from ..q_units import q_unit_setting
+from ..model.providers import PROVIDER_CHOICES
+from ..core.q_units import q_unit_setting
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,14 @@ class GuiSettings:
 
     ``model`` is a model name (shipped or from a plugin) or the path of an
     ONNX file; "" picks the first shipped model. ``provider`` is one of
-    :data:`~sasview_bnn_plugin.providers.PROVIDER_CHOICES`.
+    :data:`~sasview_bnn_plugin.model.providers.PROVIDER_CHOICES`.
     ``novelty_threshold`` overrides the model's own threshold (None keeps it).
     ``q_unit`` is the unit of q for data whose file gives none (plain ASCII
     columns, PDH files): "auto" (decided per curve from its q range and the
-    model, see :mod:`sasview_bnn_plugin.q_units`), "1/A" or "1/nm". A unit the
+    model, see :mod:`sasview_bnn_plugin.core.q_units`), "1/A" or "1/nm". A unit the
     file gives is never overridden. ``calibration`` is the path of an
     instrument calibration file written by ``sasview-bnn calibrate`` for the
-    model ("" for none, see :mod:`sasview_bnn_plugin.calibration`).
+    model ("" for none, see :mod:`sasview_bnn_plugin.model.calibration`).
     """
 
     model: str = ""

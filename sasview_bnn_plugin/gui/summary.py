@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from ..result import ClassificationResult, level_text
-from ..taxonomy import ANOMALY_NAMES
+from ..core.result import ClassificationResult, level_text
+from ..core.taxonomy import ANOMALY_NAMES
 
 NOVEL_SENTENCE = "novel: this curve is unlike anything the model was trained on"
 

@@ -34,10 +34,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sasview_bnn_plugin.conformal import aps_sets, novelty_p_values
-from sasview_bnn_plugin.model_format import LOW_CONFIDENCE_THRESHOLD, check_metadata, read_optional_parts
-from sasview_bnn_plugin.preprocessing import prepare_batch
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
+from sasview_bnn_plugin.core.conformal import aps_sets, novelty_p_values
+from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD, check_metadata, read_optional_parts
+from sasview_bnn_plugin.core.preprocessing import prepare_batch
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
 
 from ..export import onnx_session, read_metadata, run_onnx, run_onnx_all
 from ..features import FeatureFile, build_features

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES, class_index
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 
 from ..features import FeatureFile, build_features, split_rows
 from ..fit import load_run
@@ -206,7 +206,7 @@ def study_run(run_dir: str | Path, test_path: str | Path, *, n_samples: int = 8,
         val_act = activations(net, ff.read_rows(val_rows))
     score_model = fit_scores(fit_act, fit_labels, val_act)
     test_path = Path(test_path)
-    from sasview_bnn_plugin.preprocessing import PreprocessingConfig
+    from sasview_bnn_plugin.core.preprocessing import PreprocessingConfig
 
     cfg = PreprocessingConfig.from_json(data["preprocessing"])
     with FeatureFile(build_features(test_path, test_path.with_name(test_path.stem + ".eval-features.h5"), cfg, progress=False)) as tf:

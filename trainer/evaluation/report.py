@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES, CLEAN_INDEX  # noqa: E402
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX  # noqa: E402
 
 from . import metrics as M  # noqa: E402
 from .evaluate import Evaluation  # noqa: E402

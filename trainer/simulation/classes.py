@@ -72,7 +72,7 @@ from typing import Callable
 
 import numpy as np
 
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES, class_index
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 
 from . import criteria as crit
 from .instrument import Instrument, counting_noise, draw_instrument, interpolate_loglog

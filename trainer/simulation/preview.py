@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullLocator
 
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 from .record import SimulatedCurve
 from .store import CurveReader

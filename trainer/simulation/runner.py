@@ -54,7 +54,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from sasview_bnn_plugin import __version__ as PACKAGE_VERSION
-from sasview_bnn_plugin.taxonomy import CLASS_NAMES, class_index
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 
 from .record import SimulatedCurve
 from .store import CurveReader, CurveWriter

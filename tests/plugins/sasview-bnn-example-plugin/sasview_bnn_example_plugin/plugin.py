@@ -6,8 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from sasview_bnn_plugin.hookspecs import hookimpl
-from sasview_bnn_plugin.model_catalog import ModelSource, card_from_metadata, read_metadata
+from sasview_bnn_plugin import ModelSource, card_from_metadata, hookimpl, read_metadata
 
 MODEL_NAME = "example-linear-heads"
 MODEL_PATH = Path(__file__).with_name("example_model.onnx")

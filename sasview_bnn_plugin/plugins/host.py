@@ -40,10 +40,10 @@ from typing import Any
 
 import pluggy
 
-from . import builtin_plugin, hookspecs
-from .curve import Curve
-from .model_catalog import ModelSource
-from .result import ClassificationResult
+from . import builtin as builtin_plugin, hookspecs
+from ..core.curve import Curve
+from ..model.catalog import ModelSource
+from ..core.result import ClassificationResult
 
 log = logging.getLogger(__name__)
 

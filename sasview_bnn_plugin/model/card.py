@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .model_format import ModelFormatError
+from ..core.model_format import ModelFormatError
 
 #: Keys every JSON card has (the trainer's ``card`` command writes more).
 REQUIRED_CARD_KEYS: tuple[str, ...] = ("name", "file", "sha256", "size_bytes")

@@ -9,7 +9,7 @@ information-theoretic split of uncertainty (natural logarithm, in nats):
 - expected entropy mean_s H[p_s] (aleatoric: the data are ambiguous),
 - mutual information = predictive - expected (epistemic: the samples disagree).
 
-Models with the optional outputs of :mod:`sasview_bnn_plugin.model_format`
+Models with the optional outputs of :mod:`sasview_bnn_plugin.core.model_format`
 add, for the same curve:
 
 - the posterior mean, standard deviation and 90 % interval of the probability
@@ -62,14 +62,14 @@ CSV_COLUMNS_OPTIONAL: tuple[str, ...] = (
     "novelty_p_value",
 ) + tuple(f"p_present_{name}" for name in ANOMALY_NAMES)
 
-#: The q unit the curve was read in ("1/A" or "1/nm"; see :mod:`sasview_bnn_plugin.q_units`), appended last.
+#: The q unit the curve was read in ("1/A" or "1/nm"; see :mod:`sasview_bnn_plugin.core.q_units`), appended last.
 CSV_COLUMNS_UNITS: tuple[str, ...] = ("q_unit_used",)
 
 #: CSV columns, in order.
 CSV_COLUMNS: tuple[str, ...] = CSV_COLUMNS_V1 + CSV_COLUMNS_OPTIONAL + CSV_COLUMNS_UNITS
 
 #: Appended after :data:`CSV_COLUMNS` only when asked for (``classify --explain``): the q-range that drove the
-#: verdict, "q_lo;q_hi" in the unit of ``q_unit_used`` (see :mod:`sasview_bnn_plugin.explain`).
+#: verdict, "q_lo;q_hi" in the unit of ``q_unit_used`` (see :mod:`sasview_bnn_plugin.model.explain`).
 CSV_COLUMNS_EXPLAIN: tuple[str, ...] = ("strongest_q_range",)
 
 #: Joins class names in a CSV cell ("aggregation;artefact"); human displays use ", " and " or ".
@@ -99,7 +99,7 @@ class ClassificationResult:
     Probability arrays have shape (7,) in taxonomy order. ``coverage`` is the
     fraction of the model's log-q domain covered by the data; ``q_window`` the
     (min, max) q used, in 1/Å. Presence arrays have shape (6,), in
-    :data:`~sasview_bnn_plugin.taxonomy.ANOMALY_NAMES` order.
+    :data:`~sasview_bnn_plugin.core.taxonomy.ANOMALY_NAMES` order.
     """
 
     file: str
@@ -136,15 +136,15 @@ class ClassificationResult:
     #: The p-value level that decided ``is_novel`` (NaN: the novelty-threshold rule decided).
     novelty_level: float = math.nan
     #: The unit q was read in ("1/A", "1/nm"; "" when no curve was read), where it came from ("file",
-    #: "user", "assumed": decided by the runtime, see :mod:`sasview_bnn_plugin.q_units`) and whether
+    #: "user", "assumed": decided by the runtime, see :mod:`sasview_bnn_plugin.core.q_units`) and whether
     #: that decision is uncertain (the note in ``message`` says why).
     q_unit_used: str = ""
     q_unit_source: str = ""
     q_unit_uncertain: bool = False
     #: What the file says about the measurement (``Curve.metadata``: temperature, time, run, ...); not written
-    #: to CSV or JSON, used for trends (:mod:`sasview_bnn_plugin.trend`).
+    #: to CSV or JSON, used for trends (:mod:`sasview_bnn_plugin.core.trend`).
     metadata: dict[str, Any] = field(default_factory=dict)
-    #: Where in q the verdict came from (a :class:`sasview_bnn_plugin.explain.Sensitivity`), only when asked
+    #: Where in q the verdict came from (a :class:`sasview_bnn_plugin.model.explain.Sensitivity`), only when asked
     #: for (``classify --explain``); None otherwise.
     sensitivity: Any = None
 

@@ -1,11 +1,11 @@
 """``sasview-bnn classify``: classify data files and write one row per curve.
 
 Rows are streamed: each batch is appended to the output as soon as it is
-classified (see :mod:`sasview_bnn_plugin.result_stream` for the guarantees:
+classified (see :mod:`sasview_bnn_plugin.io.result_stream` for the guarantees:
 whole rows only, ``FILE.partial`` until the run completes, ``--resume``, one
 writer per file). Memory does not grow with the number of curves (``--trend``
 keeps a small summary of each result for its figure). ``--explain`` adds where
-in q each verdict came from (:mod:`sasview_bnn_plugin.explain`).
+in q each verdict came from (:mod:`sasview_bnn_plugin.model.explain`).
 
 Exit codes: 0 every curve classified, 1 some curves refused (their rows say
 why) or the output could not be completed (disk full: the rows written stay
@@ -22,17 +22,17 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from .classifier import BNNClassifier
+from ..model.classifier import BNNClassifier
 from .command_line import UsageError
-from .curve import Curve
-from .loading import CurveLoader, find_data_files
-from .model_catalog import ModelNotFoundError, ModelSource, resolve_model
-from .model_format import ModelFormatError, ModelOptionError
-from .plugin_host import PluginHost, build_plugin_host
-from .providers import PROVIDER_CHOICES
-from .q_units import q_unit_setting
-from .result import CSV_COLUMNS, CSV_COLUMNS_EXPLAIN, ClassificationResult
-from .result_stream import ResultsFileError, ResultStream, stream_format
+from ..core.curve import Curve
+from ..io.loading import CurveLoader, find_data_files
+from ..model.catalog import ModelNotFoundError, ModelSource, resolve_model
+from ..core.model_format import ModelFormatError, ModelOptionError
+from ..plugins.host import PluginHost, build_plugin_host
+from ..model.providers import PROVIDER_CHOICES
+from ..core.q_units import q_unit_setting
+from ..core.result import CSV_COLUMNS, CSV_COLUMNS_EXPLAIN, ClassificationResult
+from ..io.result_stream import ResultsFileError, ResultStream, stream_format
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def check_figure_options(args: argparse.Namespace) -> None:
     if getattr(args, "trend_x", None) is not None and getattr(args, "trend", None) is None:
         raise UsageError("--trend-x needs --trend FILE.png")
     if getattr(args, "plot", None) is not None or getattr(args, "trend", None) is not None:
-        from .plotting import PlottingUnavailable, require_matplotlib
+        from ..io.plotting import PlottingUnavailable, require_matplotlib
 
         try:
             require_matplotlib()
@@ -190,8 +190,8 @@ def check_figure_options(args: argparse.Namespace) -> None:
 def write_trend(path: Path, series: list[ClassificationResult], x: str | None, host: PluginHost, say_note: bool = True) -> str | None:
     """Draw the trend of ``series`` to ``path`` (a problem for ``host`` if it cannot be written); print and
     return the note saying the x axis fell back to the frame number, if it did."""
-    from .plotting import plot_trend
-    from .trend import trend_axis
+    from ..io.plotting import plot_trend
+    from ..core.trend import trend_axis
 
     note = trend_axis(series, x).note
     if note and say_note:
@@ -209,8 +209,8 @@ def trend_summary(result: ClassificationResult) -> ClassificationResult:
 
 
 def explain_batch(batch: list[Curve], results: list[ClassificationResult], classifier: BNNClassifier, host: PluginHost) -> None:
-    """Attach the occlusion map (:func:`sasview_bnn_plugin.explain.explain_result`) to every classified result."""
-    from .explain import explain_result
+    """Attach the occlusion map (:func:`sasview_bnn_plugin.model.explain.explain_result`) to every classified result."""
+    from ..model.explain import explain_result
 
     for curve, result in zip(batch, results):
         if not result.ok:
@@ -330,7 +330,7 @@ def _rows(n: int) -> str:
 
 def _plot_batch(folder: Path, batch: list[Curve], results: list[ClassificationResult], first_index: int, classifier: BNNClassifier, host: PluginHost) -> None:
     """One PNG per curve that was read (classified or refused), numbered from ``first_index``."""
-    from .plotting import plot_file_name, plot_result
+    from ..io.plotting import plot_file_name, plot_result
 
     for offset, (curve, result) in enumerate(zip(batch, results)):
         if curve.error is None:

@@ -2,7 +2,7 @@
 
 Plain ASCII columns, jscatter's files and Anton Paar PDH files read by
 sasdata's ASCII fallback carry no q unit (sasdata labels them 1/Å by default).
-A curve's ``q_unit_source`` (:class:`~sasview_bnn_plugin.curve.Curve`) says
+A curve's ``q_unit_source`` (:class:`~sasview_bnn_plugin.core.curve.Curve`) says
 whether its unit was given ("file"), set by the user ("user") or is only a
 reader's default ("assumed"). For an assumed unit the runtime decides here, in
 two steps, and the result row always says which unit was used and why:
@@ -62,9 +62,9 @@ _SHOWN = {INVERSE_ANGSTROM: "1/Å", INVERSE_NANOMETRE: "1/nm"}
 
 
 def canonical_q_unit(unit: Any) -> str | None:
-    """"1/A" or "1/nm" for any spelling :func:`~sasview_bnn_plugin.preprocessing.q_unit_factor` knows; None for no unit.
+    """"1/A" or "1/nm" for any spelling :func:`~sasview_bnn_plugin.core.preprocessing.q_unit_factor` knows; None for no unit.
 
-    Raises :class:`~sasview_bnn_plugin.preprocessing.CurveError` for a unit it does not understand.
+    Raises :class:`~sasview_bnn_plugin.core.preprocessing.CurveError` for a unit it does not understand.
     """
     if unit is None or not str(unit).strip():
         return None
@@ -268,7 +268,7 @@ class QUnitReading:
     ``unit`` is "1/A" or "1/nm" (the file's own spelling when the
     preprocessing does not understand it, None when there is no curve);
     ``source`` is where it comes from ("file", "user" or "assumed", as
-    :attr:`Curve.q_unit_source <sasview_bnn_plugin.curve.Curve>`); ``note`` the
+    :attr:`Curve.q_unit_source <sasview_bnn_plugin.core.curve.Curve>`); ``note`` the
     sentence for the row. A reading that is one of two hypotheses keeps the
     ``resolution`` and the note's ``subject`` until :func:`decide_q_unit` has
     chosen.

@@ -30,7 +30,7 @@ class Curve:
     the curve), "user" (set by the user for data without one) or "assumed"
     (nobody gave it: ``q_unit`` is at most a reader's default, e.g. sasdata's
     1/Å for plain ASCII columns, and the classifier decides the unit, see
-    :mod:`sasview_bnn_plugin.q_units`). Left as None it is "file" when
+    :mod:`sasview_bnn_plugin.core.q_units`). Left as None it is "file" when
     ``q_unit`` is set and "assumed" when not. ``d_intensity`` and ``dq`` are
     one-sigma uncertainties or None. ``source`` names the file (or any label)
     and ``dataset`` the entry inside it. ``notes`` collects remarks made before

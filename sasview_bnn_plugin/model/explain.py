@@ -1,7 +1,7 @@
 """Where in q: the q-ranges that drove a verdict, by occluding windows of the model input.
 
 A classified curve's model input, ``features`` of shape (4, 256) (see
-:mod:`sasview_bnn_plugin.preprocessing`), is copied once per window of
+:mod:`sasview_bnn_plugin.core.preprocessing`), is copied once per window of
 ``window_bins`` consecutive q bins (default 8: 32 windows over the model's
 q-domain, 1/8 decade each for 256 bins over 1e-4 to 1 1/Å), and in each copy
 the window is replaced by a neutral value, channel by channel:
@@ -44,13 +44,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .preprocessing import CurveError, ModelInput, q_unit_factor
-from .taxonomy import CLASS_NAMES
+from ..core.preprocessing import CurveError, ModelInput, q_unit_factor
+from ..core.taxonomy import CLASS_NAMES
 
 if TYPE_CHECKING:
     from .classifier import BNNClassifier
-    from .curve import Curve
-    from .result import ClassificationResult
+    from ..core.curve import Curve
+    from ..core.result import ClassificationResult
 
 #: Bins per occluded window (256 bins: 32 windows).
 DEFAULT_WINDOW_BINS = 8

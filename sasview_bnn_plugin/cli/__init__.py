@@ -1,9 +1,9 @@
 """``sasview-bnn``: the runtime's command line.
 
-Each sub-command lives in its own module ``sasview_bnn_plugin.cli_<name>``
+Each sub-command lives in its own module ``sasview_bnn_plugin.cli.<name>``
 exposing ``add_parser(subparsers)``, which registers the sub-command and sets
 ``run=<function(args) -> int>`` as its default (the frame is in
-:mod:`sasview_bnn_plugin.command_line`). Usage errors print one line and exit
+:mod:`sasview_bnn_plugin.cli.command_line`). Usage errors print one line and exit
 with code 2.
 """
 
@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from typing import Sequence
 
-from . import __version__
+from .. import __version__
 from .command_line import OneLineArgumentParser, UsageError, build_command_parser, run_command_line
 
 __all__ = ["COMMANDS", "OneLineArgumentParser", "UsageError", "build_parser", "main"]
@@ -34,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
         "sasview-bnn",
         "Classify small-angle scattering curves I(q) (clean or which anomaly) with a Bayesian neural "
         "network, with uncertainty and a novelty flag.",
-        "sasview_bnn_plugin",
+        "sasview_bnn_plugin.cli",
         COMMANDS,
         _common_arguments,
+        module_template="{package}.{name}",
     )
 
 
@@ -47,7 +47,3 @@ def _configure_logging(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     return run_command_line("sasview-bnn", build_parser, argv, _configure_logging)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,7 +18,7 @@ CSV) grows by one *batch* of rows at a time. The guarantees:
   keeping its complete rows and skipping the curves, keyed by (file,
   dataset), that already have one. ``.json`` is one document and cannot be
   resumed; use ``.csv`` or ``.jsonl``. A CSV file written by an older
-  sasview-bnn (the columns :data:`~sasview_bnn_plugin.result.CSV_COLUMNS_V1`,
+  sasview-bnn (the columns :data:`~sasview_bnn_plugin.core.result.CSV_COLUMNS_V1`,
   before the optional model outputs) is continued with its own columns, so
   every row of it has the same cells; a note says which columns it lacks.
 - **One writer.** A writer holds an exclusive advisory lock
@@ -47,7 +47,7 @@ from types import FrameType
 from typing import Iterator, Sequence
 
 from .output import csv_header, output_format, render_csv_rows, render_json_record
-from .result import CSV_COLUMNS, CSV_COLUMNS_EXPLAIN, CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_V1, ClassificationResult
+from ..core.result import CSV_COLUMNS, CSV_COLUMNS_EXPLAIN, CSV_COLUMNS_OPTIONAL, CSV_COLUMNS_V1, ClassificationResult
 
 try:  # POSIX
     import fcntl

@@ -1,6 +1,7 @@
 """The frame shared by both command lines (``sasview-bnn`` and ``sasview-bnn-train``).
 
-Each sub-command lives in its own module ``<package>.cli_<name>`` exposing
+Each sub-command lives in its own module (``sasview_bnn_plugin.cli.<name>``,
+``sasview_bnn_trainer.cli_<name>``: see ``module_template``) exposing
 ``add_parser(subparsers)``, which registers the sub-command and sets
 ``run=<function(args) -> int>`` as its default. Usage errors print one line
 and exit with code 2; Ctrl-C exits with 130. No command at all lists the
@@ -15,13 +16,12 @@ import importlib
 import sys
 from typing import Callable, Sequence
 
-#: Top-level packages of this project: a missing module of these is a bug, not a missing extra.
-OWN_PACKAGES = ("sasview_bnn_plugin", "sasview_bnn_trainer")
+from ..core.extras import OWN_PACKAGES, extra_install_hint
 
-
-def extra_install_hint(extra: str) -> str:
-    """How to install an optional extra (sasview-bnn is installed from a clone, not from a package registry)."""
-    return f'install the [{extra}] extra: in your sasview-bnn clone, run pip install -e ".[{extra}]"'
+__all__ = [
+    "OWN_PACKAGES", "OneLineArgumentParser", "UsageError", "build_command_parser", "command_list",
+    "extra_install_hint", "run_command_line",
+]
 
 
 class UsageError(Exception):
@@ -41,8 +41,9 @@ def build_command_parser(
     package: str,
     commands: Sequence[str],
     common_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    module_template: str = "{package}.cli_{name}",
 ) -> OneLineArgumentParser:
-    """A parser with the sub-commands ``package.cli_<name>`` for each name in ``commands``.
+    """A parser with the sub-commands ``module_template`` (default ``package.cli_<name>``) for each name in ``commands``.
 
     ``common_arguments`` adds options that come before the sub-command (e.g. ``--version``).
     """
@@ -52,7 +53,7 @@ def build_command_parser(
     # Not required: run_command_line lists the commands when none is given (argparse would only name "command").
     sub = parser.add_subparsers(dest="command", parser_class=OneLineArgumentParser)
     for name in commands:
-        importlib.import_module(f"{package}.cli_{name}").add_parser(sub)
+        importlib.import_module(module_template.format(package=package, name=name)).add_parser(sub)
     return parser
 
 

@@ -9,7 +9,7 @@ through an entry point in the group ``"sasview_bnn"``::
 
 The runtime consumes the model, raw-curve and result hooks. The three UI hooks
 describe pieces that the SasView integration places in its window; they are
-collected by :class:`~sasview_bnn_plugin.plugin_host.PluginHost` and placed
+collected by :class:`~sasview_bnn_plugin.plugins.host.PluginHost` and placed
 into SasView by :mod:`sasview_bnn_plugin.gui.sasview_hooks` (the project's own
 perspective, menu action and grid column come from
 :mod:`sasview_bnn_plugin.gui.builtin_gui_plugin` through the same hooks).
@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .curve import Curve
-    from .model_catalog import ModelSource
-    from .result import ClassificationResult
+    from ..core.curve import Curve
+    from ..model.catalog import ModelSource
+    from ..core.result import ClassificationResult
 
 PROJECT_NAME = "sasview_bnn"
 ENTRY_POINT_GROUP = "sasview_bnn"
@@ -53,7 +53,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 def sasview_bnn_models() -> list["ModelSource"]:
     """Contribute classification models.
 
-    Return a list of :class:`~sasview_bnn_plugin.model_catalog.ModelSource`
+    Return a list of :class:`~sasview_bnn_plugin.model.catalog.ModelSource`
     (unique name, path to an ONNX file following ``model_format``, card: a
     dict of strings shown by ``sasview-bnn models``); items that are not
     ``ModelSource`` are reported and dropped. The host sets each model's
@@ -78,7 +78,7 @@ def sasview_bnn_prepare_raw_curve(curve: "Curve") -> "Curve | None":
     receives the previous one's output (the first the raw curve): the host's
     plugin manager passes the chain's current curve as ``curve``, also when
     the hook is called directly through ``manager.hook``. Return a new or
-    modified :class:`~sasview_bnn_plugin.curve.Curve` (e.g. with
+    modified :class:`~sasview_bnn_plugin.core.curve.Curve` (e.g. with
     instrument-specific unit fixes, a notes entry saying what was done), or
     None to leave it unchanged; anything else is reported and ignored. Arrays
     are in the curve's own ``q_unit``; shape (points,).
@@ -105,9 +105,9 @@ def sasview_bnn_anomaly(result: "ClassificationResult") -> None:
     """Receive every result that is anomalous or novel, right after :func:`sasview_bnn_result`.
 
     For closed-loop control: pause a scan, alert someone, re-measure. Called
-    by :meth:`~sasview_bnn_plugin.plugin_host.PluginHost.publish_result` for
+    by :meth:`~sasview_bnn_plugin.plugins.host.PluginHost.publish_result` for
     each classified curve that
-    :func:`~sasview_bnn_plugin.plugin_host.is_anomalous`: its label is not
+    :func:`~sasview_bnn_plugin.plugins.host.is_anomalous`: its label is not
     ``clean``, or it is novel, or (models with the optional output) it shows
     any anomaly present; never for a refused curve. Called in pluggy's order;
     the return value is ignored; an exception is logged and stops nothing.
@@ -165,6 +165,6 @@ def sasview_bnn_grid_columns() -> list[Any]:
 
     Return a list of ``(header, function)`` pairs: ``header`` the column title,
     ``function`` mapping a
-    :class:`~sasview_bnn_plugin.result.ClassificationResult` to the cell's text.
+    :class:`~sasview_bnn_plugin.core.result.ClassificationResult` to the cell's text.
     The host concatenates the lists in pluggy's call order.
     """

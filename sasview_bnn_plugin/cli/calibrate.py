@@ -2,7 +2,7 @@
 
 Classifies every curve of the given files and folders -- an instrument's
 ordinary, known-good curves, say 50 to 500 -- and writes their calibration
-file (:mod:`sasview_bnn_plugin.calibration`): the sorted novelty scores that
+file (:mod:`sasview_bnn_plugin.model.calibration`): the sorted novelty scores that
 replace the model's own reference in the p-values, and with ``--labels`` the
 prediction-set thresholds recalibrated on their true classes. Use it with
 ``classify --calibration FILE``, ``watch --calibration FILE``,
@@ -19,12 +19,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .calibration import DEFAULT_SET_LEVEL, RECOMMENDED_MIN_CURVES, CalibrationError, InstrumentCalibration, LabelTable, calibrate_results
-from .cli_classify import _batches, _positive_int, _q_unit_choice, open_classifier
+from ..model.calibration import DEFAULT_SET_LEVEL, RECOMMENDED_MIN_CURVES, CalibrationError, InstrumentCalibration, LabelTable, calibrate_results
+from .classify import _batches, _positive_int, _q_unit_choice, open_classifier
 from .command_line import UsageError
-from .loading import CurveLoader, find_data_files
-from .providers import PROVIDER_CHOICES
-from .result import level_text
+from ..io.loading import CurveLoader, find_data_files
+from ..model.providers import PROVIDER_CHOICES
+from ..core.result import level_text
 
 #: Refused curves listed one by one on standard error (all are in the file).
 LISTED_REFUSALS = 20

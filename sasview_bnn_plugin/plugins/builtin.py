@@ -1,6 +1,6 @@
 """The project's own features, registered through the same hooks as any plugin.
 
-:func:`~sasview_bnn_plugin.plugin_host.build_plugin_host` registers this module
+:func:`~sasview_bnn_plugin.plugins.host.build_plugin_host` registers this module
 first, under :data:`PLUGIN_NAME`; models it contributes get the provider
 ``"shipped"`` (the host records every model's contributor, so no other plugin
 can pose as the shipped models).
@@ -9,7 +9,7 @@ can pose as the shipped models).
 from __future__ import annotations
 
 from .hookspecs import hookimpl
-from .model_catalog import ModelSource, shipped_models
+from ..model.catalog import ModelSource, shipped_models
 
 PLUGIN_NAME = "sasview_bnn.builtin"
 

@@ -1,7 +1,7 @@
 """Rendering results as CSV or JSON text, and writing a whole results file atomically.
 
 Streaming a results file batch by batch (classify, watch) is in
-:mod:`sasview_bnn_plugin.result_stream`, which renders with these functions.
+:mod:`sasview_bnn_plugin.io.result_stream`, which renders with these functions.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from .result import CSV_COLUMNS, ClassificationResult
+from ..core.result import CSV_COLUMNS, ClassificationResult
 
 OUTPUT_FORMATS = ("csv", "json")
 

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from .classifier import BNNClassifier
-from .cli_classify import (
+from ..model.classifier import BNNClassifier
+from .classify import (
     _finite_float,
     _plot_batch,
     add_model_options,
@@ -39,11 +39,11 @@ from .cli_classify import (
     write_trend,
 )
 from .command_line import UsageError
-from .curve import Curve
-from .folder_watch import FolderWatcher
-from .loading import CurveLoader
-from .plugin_host import PluginHost
-from .result_stream import ResultsFileError, ResultStream, lock_path, partial_path, stream_format
+from ..core.curve import Curve
+from ..io.folder_watch import FolderWatcher
+from ..io.loading import CurveLoader
+from ..plugins.host import PluginHost
+from ..io.result_stream import ResultsFileError, ResultStream, lock_path, partial_path, stream_format
 
 log = logging.getLogger(__name__)
 

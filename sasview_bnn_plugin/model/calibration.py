@@ -17,13 +17,13 @@ drawn like the curves to come, and the guarantee holds again for them.
 - ``created`` (UTC, ISO 8601), ``sasview_bnn_version``;
 - ``n`` and ``novelty.scores``: the sorted novelty scores of the n curves used,
   which replace the model's own reference in the p-value
-  (:func:`sasview_bnn_plugin.conformal.novelty_p_values`); p-values cannot go
+  (:func:`sasview_bnn_plugin.core.conformal.novelty_p_values`); p-values cannot go
   below 1/(n+1) (``novelty.p_value_floor``);
 - ``conformal`` (or null): with the curves' true classes (``--labels``), APS
   thresholds in the model format's ``conformal`` layout, one per level the model
   exports (or 0.8, 0.9, 0.95, 0.99 for a model without sets), from
-  :func:`~sasview_bnn_plugin.conformal.conformal_quantile` of
-  :func:`~sasview_bnn_plugin.conformal.aps_scores`;
+  :func:`~sasview_bnn_plugin.core.conformal.conformal_quantile` of
+  :func:`~sasview_bnn_plugin.core.conformal.aps_scores`;
 - ``instrument``: the q-window, number of points, q coverage and q units of the
   curves (min / median / max), and the number of files;
 - ``model_rule``: how many of these curves the model's own rule flagged novel
@@ -53,10 +53,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from . import __version__
-from .conformal import aps_scores, conformal_quantile
-from .model_format import ConformalCalibration, ModelFormatError, ModelOptionError, NoveltyCalibration, read_optional_parts
-from .taxonomy import CLASS_NAMES
+from .. import __version__
+from ..core.conformal import aps_scores, conformal_quantile
+from ..core.model_format import ConformalCalibration, ModelFormatError, ModelOptionError, NoveltyCalibration, read_optional_parts
+from ..core.taxonomy import CLASS_NAMES
 
 #: The ``format`` entry of a calibration file.
 CALIBRATION_FORMAT = "sasview-bnn instrument calibration"
@@ -362,7 +362,7 @@ def calibrate_results(
     sources: Sequence[str] = (),
     labels_source: str = "",
 ) -> InstrumentCalibration:
-    """A calibration from the :class:`~sasview_bnn_plugin.result.ClassificationResult` of an instrument's ordinary curves.
+    """A calibration from the :class:`~sasview_bnn_plugin.core.result.ClassificationResult` of an instrument's ordinary curves.
 
     Refused results are listed, not used. With ``labels`` (a :class:`LabelTable`
     or a mapping (file, dataset) -> class index), APS thresholds are computed at
@@ -439,7 +439,7 @@ def calibrate_results(
 
 
 def calibrate(classifier: Any, curves: Iterable[Any], labels: Any = None, sources: Sequence[str] = ()) -> InstrumentCalibration:
-    """Classify an instrument's ordinary curves with ``classifier`` (a :class:`~sasview_bnn_plugin.classifier.BNNClassifier`
+    """Classify an instrument's ordinary curves with ``classifier`` (a :class:`~sasview_bnn_plugin.model.classifier.BNNClassifier`
     without a calibration) and return their calibration; curves as :meth:`BNNClassifier.classify` takes them."""
     if getattr(classifier, "calibration", None) is not None:
         raise CalibrationError("calibrate with a classifier that uses no calibration of its own")

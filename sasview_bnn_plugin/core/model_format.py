@@ -5,7 +5,7 @@ ensemble members) and no random operator.
 
 Input
     ``features``: float32 (batch, channels, bins), the output of
-    :func:`sasview_bnn_plugin.preprocessing.prepare_curve`, batch axis dynamic.
+    :func:`sasview_bnn_plugin.core.preprocessing.prepare_curve`, batch axis dynamic.
 
 Outputs
     ``probabilities``: float32 (batch, S, n_classes), softmax of each posterior sample.
@@ -24,7 +24,7 @@ Optional parts (format version still "1")
        Output ``anomaly_probabilities`` (:data:`ANOMALY_OUTPUT`): float32
        (batch, S, 6), per posterior sample the sigmoid probability that each
        anomaly -- classes 1-6 in taxonomy order,
-       :data:`~sasview_bnn_plugin.taxonomy.ANOMALY_NAMES` -- is present.
+       :data:`~sasview_bnn_plugin.core.taxonomy.ANOMALY_NAMES` -- is present.
        Metadata ``anomalies``: JSON list of those six names (required with the
        output); ``anomaly_threshold``: a number as text (default "0.5"); an
        anomaly is *present* when its posterior-mean probability is >= it.
@@ -33,12 +33,12 @@ Optional parts (format version still "1")
        "n_calibration": n, "default_level": "0.9"}`` -- split-conformal
        adaptive prediction sets (non-randomised) on the posterior-mean class
        probabilities, one threshold ``t`` per coverage level; the set rule and
-       the calibration score are :func:`sasview_bnn_plugin.conformal.aps_sets`
-       and :func:`~sasview_bnn_plugin.conformal.aps_scores`.
+       the calibration score are :func:`sasview_bnn_plugin.core.conformal.aps_sets`
+       and :func:`~sasview_bnn_plugin.core.conformal.aps_scores`.
     3. **Novelty p-values**. Metadata ``novelty_calibration``: JSON
        ``{"scores": [sorted in-distribution calibration novelty scores],
        "default_level": 0.01}``; a curve's p-value is
-       :func:`sasview_bnn_plugin.conformal.novelty_p_values` of its novelty
+       :func:`sasview_bnn_plugin.core.conformal.novelty_p_values` of its novelty
        score, and it is novel when p < level. Without this entry the
        ``novelty_threshold`` rule applies.
 """

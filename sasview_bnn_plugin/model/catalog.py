@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .model_card import verify_model_file
-from .model_format import ModelFormatError
+from .card import verify_model_file
+from ..core.model_format import ModelFormatError
 
 SHIPPED_MODELS_PACKAGE = "sasview_bnn_plugin.onnx_models"
 
@@ -95,7 +95,7 @@ def card_from_metadata(meta: Mapping[str, str], sidecar_dir: Path | None = None,
             try:
                 extra = json.loads(js.read_text(encoding="utf-8"))
                 if isinstance(extra, dict):
-                    # A full model card (sasview_bnn_plugin.model_card) is long: show its summary.
+                    # A full model card (sasview_bnn_plugin.model.card) is long: show its summary.
                     shown = extra.get("summary", extra) if isinstance(extra.get("summary"), dict) else extra
                     card.update({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in shown.items()})
             except json.JSONDecodeError:
@@ -112,7 +112,7 @@ def shipped_models(package: str = SHIPPED_MODELS_PACKAGE) -> list[ModelSource]:
     """Every model installed with the package, with its card.
 
     A damaged file, or one whose sha256 differs from its JSON card's (see
-    :mod:`~sasview_bnn_plugin.model_card`), gets an error card.
+    :mod:`~sasview_bnn_plugin.model.card`), gets an error card.
     """
     sources = []
     files = shipped_model_files(package)

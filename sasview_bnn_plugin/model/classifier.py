@@ -2,15 +2,15 @@
 
 :class:`BNNClassifier` opens the model once, checks its metadata against this
 runtime, maps curves through the shared preprocessing
-(:func:`sasview_bnn_plugin.preprocessing.prepare_curve`) and runs them in
+(:func:`sasview_bnn_plugin.core.preprocessing.prepare_curve`) and runs them in
 float32 batches of shape (batch, 4, 256). A refused curve becomes an error
 result; the rest of the batch is classified as usual.
 
-A model with the optional parts of :mod:`sasview_bnn_plugin.model_format`
+A model with the optional parts of :mod:`sasview_bnn_plugin.core.model_format`
 (anomalies present, conformal prediction sets, novelty p-values) gives them in
 every result; a model without them gives the same results as before.
 
-An instrument calibration (:mod:`sasview_bnn_plugin.calibration`, written by
+An instrument calibration (:mod:`sasview_bnn_plugin.model.calibration`, written by
 ``sasview-bnn calibrate``) replaces the model's novelty reference -- and, if it
 has them, its prediction-set thresholds -- by those of a user's own curves.
 """
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 import numpy as np
 
 from .calibration import DEFAULT_NOVELTY_LEVEL, InstrumentCalibration, load_calibration
-from .curve import Curve
-from .model_catalog import ModelNotFoundError
-from .model_card import verify_model_file
-from .model_format import (
+from ..core.curve import Curve
+from .catalog import ModelNotFoundError
+from .card import verify_model_file
+from ..core.model_format import (
     ANOMALY_OUTPUT,
     INPUT_NAME,
     NOVELTY_OUTPUT,
@@ -40,14 +40,14 @@ from .model_format import (
     check_metadata,
     read_optional_parts,
 )
-from .preprocessing import CurveError, ModelInput, prepare_curve
+from ..core.preprocessing import CurveError, ModelInput, prepare_curve
 from .providers import PROVIDER_CHOICES, ProviderDecision, open_session
-from .q_units import ModelVerdict, QUnitReading, canonical_q_unit, decide_q_unit, forced_note, q_unit_setting, resolve_q_unit
-from .result import ClassificationResult
-from .taxonomy import ANOMALY_NAMES, N_CLASSES
+from ..core.q_units import ModelVerdict, QUnitReading, canonical_q_unit, decide_q_unit, forced_note, q_unit_setting, resolve_q_unit
+from ..core.result import ClassificationResult
+from ..core.taxonomy import ANOMALY_NAMES, N_CLASSES
 
 if TYPE_CHECKING:
-    from .plugin_host import PluginHost
+    from ..plugins.host import PluginHost
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ class BNNClassifier:
     Parameters
     ----------
     model_path:
-        ONNX file following :mod:`sasview_bnn_plugin.model_format`.
+        ONNX file following :mod:`sasview_bnn_plugin.core.model_format`.
     provider:
-        "auto", "cpu" or "cuda" (see :mod:`sasview_bnn_plugin.providers`).
+        "auto", "cpu" or "cuda" (see :mod:`sasview_bnn_plugin.model.providers`).
     intra_op_threads:
         onnxruntime intra-op threads; None lets onnxruntime choose.
     novelty_threshold:
@@ -84,13 +84,13 @@ class BNNClassifier:
         The unit of q for curves whose unit nobody gave (``Curve.q_unit_source``
         "assumed": plain ASCII columns, PDH files, arrays without a unit):
         "auto" (default) decides from the q range and, when both are
-        plausible, by running both readings (see :mod:`sasview_bnn_plugin.q_units`);
+        plausible, by running both readings (see :mod:`sasview_bnn_plugin.core.q_units`);
         "1/A" or "1/nm" reads every such curve in that unit. A unit given
         with the data is never overridden. Can be changed later (:attr:`q_unit`).
     calibration:
-        An instrument calibration (:mod:`sasview_bnn_plugin.calibration`): the
+        An instrument calibration (:mod:`sasview_bnn_plugin.model.calibration`): the
         path of a file written by ``sasview-bnn calibrate`` or an
-        :class:`~sasview_bnn_plugin.calibration.InstrumentCalibration`. Novelty
+        :class:`~sasview_bnn_plugin.model.calibration.InstrumentCalibration`. Novelty
         p-values are then computed against its reference scores (also for a
         model without ``novelty_calibration``; default level the model's, else
         0.01) and prediction sets use its thresholds if it has them; every
@@ -102,13 +102,13 @@ class BNNClassifier:
         The file does not exist.
     ModelFormatError
         The file is damaged, not ONNX, its sha256 differs from its model card
-        (``NAME.json`` beside it, see :mod:`sasview_bnn_plugin.model_card`), or
+        (``NAME.json`` beside it, see :mod:`sasview_bnn_plugin.model.card`), or
         its metadata or inputs/outputs do not match this runtime. Raised before
         any curve is classified.
     ModelOptionError
         ``set_level`` or ``novelty_level`` is one the model cannot honour (the
         message lists what it offers), or both a novelty threshold and level are given.
-        :class:`~sasview_bnn_plugin.calibration.CalibrationError` (a subclass) for a
+        :class:`~sasview_bnn_plugin.model.calibration.CalibrationError` (a subclass) for a
         calibration file that cannot be read or was made for another model.
     """
 
@@ -154,9 +154,9 @@ class BNNClassifier:
         self.batch_size = int(batch_size)
         self.plugin_host = plugin_host
         self._check_signature()
-        #: The optional parts this model has (see :mod:`sasview_bnn_plugin.model_format`).
+        #: The optional parts this model has (see :mod:`sasview_bnn_plugin.core.model_format`).
         self.optional_parts = read_optional_parts(self.metadata, [o.name for o in self._session.get_outputs()])
-        #: The instrument calibration in use (None: the model's own references), see :mod:`sasview_bnn_plugin.calibration`.
+        #: The instrument calibration in use (None: the model's own references), see :mod:`sasview_bnn_plugin.model.calibration`.
         self.calibration: InstrumentCalibration | None = load_calibration(calibration)
         if self.calibration is not None:
             self.calibration.check_model(self.metadata, self.name)
@@ -305,7 +305,7 @@ class BNNClassifier:
 
         Returns probabilities (batch, S, 7), novelty scores (batch,) and, for a
         model with them, anomaly probabilities (batch, S, 6) (else None).
-        onnxruntime errors propagate. Used by :mod:`sasview_bnn_plugin.explain`.
+        onnxruntime errors propagate. Used by :mod:`sasview_bnn_plugin.model.explain`.
         """
         return self._run_chunk(self._check_features(features))
 
@@ -347,12 +347,12 @@ class BNNClassifier:
     def classify(self, curves: Iterable[Any]) -> list[ClassificationResult]:
         """Classify many curves; one result per curve, in order.
 
-        Each item is a :class:`~sasview_bnn_plugin.curve.Curve`, a sasdata
+        Each item is a :class:`~sasview_bnn_plugin.core.curve.Curve`, a sasdata
         ``Data1D``, or a tuple (q, I[, dI[, dq[, q_unit]]]) with q in q_unit
         (None: unknown, decided as :attr:`q_unit` says). A curve whose unit
         is unknown and plausible both ways is run in both readings, in the
         same batch, and the reading the model finds in-distribution is kept
-        (:mod:`sasview_bnn_plugin.q_units`); every result carries the unit
+        (:mod:`sasview_bnn_plugin.core.q_units`); every result carries the unit
         used (``q_unit_used``) and, when nobody gave it, a note saying why.
         A refused curve, or one on which the model fails or returns no finite
         probabilities, gets an error result; the others are unaffected.

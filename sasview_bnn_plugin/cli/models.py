@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from .model_catalog import NO_MODEL_MESSAGE
-from .plugin_host import build_plugin_host
+from ..model.catalog import NO_MODEL_MESSAGE
+from ..plugins.host import build_plugin_host
 
 
 #: What the curve counts on a card mean; the text listing labels each under the card line holding it.

@@ -8,7 +8,7 @@ or empty file becomes one error curve whose message says why in plain words
 (never the reader's exception text): no exception escapes
 :meth:`CurveLoader.iter_curves`, :meth:`CurveLoader.load` or :func:`load_curves`.
 Plain NXcanSAS HDF5 files are read one entry at a time with h5py
-(:mod:`sasview_bnn_plugin.nxcansas_entries`), so a file of thousands of entries
+(:mod:`sasview_bnn_plugin.io.nxcansas_entries`), so a file of thousands of entries
 never sits in memory at once. sasdata's own logging and warnings are silenced
 while reading.
 """
@@ -27,9 +27,9 @@ from typing import Any, Iterable, Iterator
 import h5py
 import numpy as np
 
-from .curve import DEFAULT_UNIT_READERS, Curve
+from ..core.curve import DEFAULT_UNIT_READERS, Curve
 from .nxcansas_entries import EntryPlan, plan_entries, read_entry
-from .q_units import canonical_q_unit
+from ..core.q_units import canonical_q_unit
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class CurveLoader:
     def iter_curves(self, path: str | os.PathLike[str]) -> Iterator[Curve]:
         """The curves of one file, one at a time; an unreadable file gives one error curve.
 
-        A plain NXcanSAS HDF5 file (see :mod:`sasview_bnn_plugin.nxcansas_entries`)
+        A plain NXcanSAS HDF5 file (see :mod:`sasview_bnn_plugin.io.nxcansas_entries`)
         is read one entry at a time, so memory is bounded by its largest entry
         however many entries it holds; an entry whose data cannot be read
         becomes an error curve and the following entries are still read. Every

@@ -38,7 +38,7 @@ fraction ``level`` of in-distribution curves.
 The trainer imports :func:`aps_scores`, :func:`aps_sets`,
 :func:`conformal_quantile` and :func:`novelty_p_values` to calibrate what it
 writes into a model's ``conformal`` and ``novelty_calibration`` metadata
-(see :mod:`sasview_bnn_plugin.model_format`).
+(see :mod:`sasview_bnn_plugin.core.model_format`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ where the run was confirmed.
 
 **The x axis** (:func:`trend_axis`): the frame number by default, or a value
 from each curve's metadata (``ClassificationResult.metadata``, read from the
-file by sasdata, see :func:`sasview_bnn_plugin.curve.data1d_metadata`):
+file by sasdata, see :func:`sasview_bnn_plugin.core.curve.data1d_metadata`):
 "time" (seconds since the first frame; numbers, datetimes or ISO dates),
 "temperature" (with its unit), or any other metadata key holding a number.
 When a frame lacks the value, the frame number is used and a note says why.

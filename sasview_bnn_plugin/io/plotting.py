@@ -4,10 +4,10 @@ For a model with the optional outputs, the title of the probability panel
 names the conformal prediction set, and a third panel shows the probability
 that each anomaly is present (posterior mean, 90 % interval, the model's
 threshold), titled with the anomalies present. A result explained by
-occlusion (:mod:`sasview_bnn_plugin.explain`) gets its strongest q-range as a
+occlusion (:mod:`sasview_bnn_plugin.model.explain`) gets its strongest q-range as a
 shaded band on the data (:func:`draw_sensitivity`).
 
-:func:`plot_trend` draws a series of results (:mod:`sasview_bnn_plugin.trend`):
+:func:`plot_trend` draws a series of results (:mod:`sasview_bnn_plugin.core.trend`):
 class probabilities and anomalies-present probabilities with their 90 %
 posterior bands against the frame number or a metadata value, the first
 anomaly frame marked. The perspective draws with the same functions
@@ -28,10 +28,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .curve import Curve
-from .preprocessing import CurveError, PreprocessingConfig, q_unit_factor
-from .result import ClassificationResult, level_text
-from .taxonomy import ANOMALY_NAMES, CLASS_NAMES
+from ..core.curve import Curve
+from ..core.preprocessing import CurveError, PreprocessingConfig, q_unit_factor
+from ..core.result import ClassificationResult, level_text
+from ..core.taxonomy import ANOMALY_NAMES, CLASS_NAMES
 
 #: One colour per class (taxonomy order), shared by the trend's classes and anomalies.
 CLASS_COLOURS = ("tab:green", "tab:brown", "tab:blue", "tab:purple", "tab:olive", "tab:cyan", "tab:red")
@@ -170,7 +170,7 @@ def plot_contact_sheet(
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
-    from .model_format import LOW_CONFIDENCE_THRESHOLD
+    from ..core.model_format import LOW_CONFIDENCE_THRESHOLD
 
     n = max(len(items), 1)
     rows = (n + columns - 1) // columns
@@ -222,7 +222,7 @@ def plot_contact_sheet(
 
 
 def draw_sensitivity(ax, sensitivity: Any) -> None:
-    """Shade where in q the verdict came from (a :class:`sasview_bnn_plugin.explain.Sensitivity`, q in 1/Å):
+    """Shade where in q the verdict came from (a :class:`sasview_bnn_plugin.model.explain.Sensitivity`, q in 1/Å):
     every window by its mean probability drop (darker: more), the strongest q-range outlined and labelled."""
     edges = np.asarray(sensitivity.q_edges, dtype=float)
     drops = np.asarray(sensitivity.drop_mean, dtype=float)
@@ -257,15 +257,15 @@ def _save_atomically(fig, path: str | Path, dpi: int) -> Path:
 
 def draw_trend(fig, results: Sequence[ClassificationResult], x: str | None = None):
     """Draw the trend of a series into ``fig`` (a matplotlib Figure, cleared first); return its
-    :class:`~sasview_bnn_plugin.trend.TrendAxis` (with the note when ``x`` could not be used).
+    :class:`~sasview_bnn_plugin.core.trend.TrendAxis` (with the note when ``x`` could not be used).
 
     Top panel: each class's posterior-mean probability with its 90 % posterior
     band; bottom panel (models with anomalies-present outputs): each anomaly's
     probability of being present with its band. Novel frames are marked with
-    a cross; the first anomaly frame (:data:`~sasview_bnn_plugin.trend.ONSET_RULE`)
+    a cross; the first anomaly frame (:data:`~sasview_bnn_plugin.core.trend.ONSET_RULE`)
     is a dashed vertical line named, with the rule, in the legend.
     """
-    from .trend import ONSET_RULE, series_onset, trend_axis
+    from ..core.trend import ONSET_RULE, series_onset, trend_axis
 
     fig.clear()
     axis = trend_axis(results, x)
@@ -328,7 +328,7 @@ def plot_trend(results: Sequence[ClassificationResult], path: str | Path, x: str
     """Write the trend figure of a series (:func:`draw_trend`) to ``path`` as PNG (replaced atomically).
 
     ``x``: None or "index" (the frame number), "time", "temperature" or a metadata key
-    (see :func:`sasview_bnn_plugin.trend.trend_axis`; the frame number, with a note, when frames lack it).
+    (see :func:`sasview_bnn_plugin.core.trend.trend_axis`; the frame number, with a note, when frames lack it).
     """
     require_matplotlib()
     import matplotlib
