@@ -64,8 +64,33 @@ LOW_Q_MAX_AFFECTED_FRACTION = 0.1
 
 
 def log_slope(q: np.ndarray, intensity: np.ndarray) -> np.ndarray:
-    """Local slope d ln I / d ln q, shape (points,); intensity must be positive."""
-    return np.gradient(np.log(intensity), np.log(q))
+    """Local slope d ln I / d ln q, shape (points,); intensity must be positive.
+
+    ``np.gradient(np.log(intensity), np.log(q))`` (second-order central
+    differences inside, first-order at the ends), written out for one axis:
+    the same arithmetic in the same order, without np.gradient's general
+    set-up (about half its cost on a few hundred points).
+    """
+    f = np.log(np.asarray(intensity, dtype=np.float64))
+    x = np.log(np.asarray(q, dtype=np.float64))
+    if f.size < 2:
+        return np.gradient(f, x)
+    dx = np.diff(x)
+    out = np.empty_like(f)
+    if (dx == dx[0]).all():
+        step = dx[0]
+        out[1:-1] = (f[2:] - f[:-2]) / (2.0 * step)
+        out[0] = (f[1] - f[0]) / step
+        out[-1] = (f[-1] - f[-2]) / step
+        return out
+    dx1, dx2 = dx[:-1], dx[1:]
+    a = -(dx2) / (dx1 * (dx1 + dx2))
+    b = (dx2 - dx1) / (dx1 * dx2)
+    c = dx1 / (dx2 * (dx1 + dx2))
+    out[1:-1] = a * f[:-2] + b * f[1:-1] + c * f[2:]
+    out[0] = (f[1] - f[0]) / dx[0]
+    out[-1] = (f[-1] - f[-2]) / dx[-1]
+    return out
 
 
 def knee_position(q: np.ndarray, particle: np.ndarray) -> tuple[float, float]:

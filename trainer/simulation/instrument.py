@@ -77,6 +77,9 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
 )
 
 
+_CONFIGURATION_PROBABILITIES = np.array([c.weight for c in CONFIGURATIONS]) / np.sum([c.weight for c in CONFIGURATIONS])
+
+
 def log_grid(lo: float, hi: float, n: int) -> np.ndarray:
     """n log-spaced points from lo to hi inclusive (a faster np.geomspace for positive limits)."""
     grid = np.exp(np.linspace(math.log(lo), math.log(hi), n))
@@ -265,8 +268,7 @@ def draw_instrument(rng: np.random.Generator, min_decades: float = 0.7, max_rela
     ``max_relative_step`` forces a finer q_calc, pinhole or slit (for narrow
     features such as Bragg peaks).
     """
-    weights = np.array([c.weight for c in CONFIGURATIONS])
-    conf = CONFIGURATIONS[int(rng.choice(len(CONFIGURATIONS), p=weights / weights.sum()))]
+    conf = CONFIGURATIONS[int(rng.choice(len(CONFIGURATIONS), p=_CONFIGURATION_PROBABILITIES))]
     for _ in range(100):
         q_min = math.exp(rng.uniform(*np.log(conf.q_min_range)))
         q_max = math.exp(rng.uniform(*np.log(conf.q_max_range)))

@@ -465,6 +465,18 @@ class ShapeDraw:
         return out
 
 
+_PROBABILITIES: dict[int, tuple[tuple[ShapeSpec, ...], np.ndarray]] = {}
+
+
+def _draw_probabilities(specs: tuple[ShapeSpec, ...]) -> np.ndarray:
+    """Drawing probabilities of ``specs`` (weights / their sum), computed once per tuple of specs."""
+    cached = _PROBABILITIES.get(id(specs))
+    if cached is None or cached[0] is not specs:
+        weights = np.array([s.weight for s in specs])
+        cached = _PROBABILITIES[id(specs)] = (specs, weights / weights.sum())
+    return cached[1]
+
+
 def draw_shape(rg: float, rng: np.random.Generator, specs: tuple[ShapeSpec, ...] = SHAPES,
                max_polydispersity: float = 0.3) -> ShapeDraw:
     """Pick a shape from ``specs`` (by ``weight``) and sample its parameters for a target Rg (Å).
@@ -474,8 +486,7 @@ def draw_shape(rg: float, rng: np.random.Generator, specs: tuple[ShapeSpec, ...]
     for shapes with sasmodels polydispersity (deep minima), else uniform from 2 %
     (5 % for self-similar polydispersity) to ``max_polydispersity``.
     """
-    weights = np.array([s.weight for s in specs])
-    spec = specs[int(rng.choice(len(specs), p=weights / weights.sum()))]
+    spec = specs[int(rng.choice(len(specs), p=_draw_probabilities(specs)))]
     params = spec.sample(rg, rng)
     low = SELF_SIMILAR_MIN_PD if spec.orientation_averaged else 0.02
     if spec.pd_parameter is None and not spec.orientation_averaged:
@@ -531,7 +542,6 @@ def self_similar_polydisperse(model: str, params: dict[str, float], q: np.ndarra
     log_s = np.array([math.log(s_i) for s_i in s])
     shifted = np.exp(np.interp((log_q[None, :] + log_s[:, None]).ravel(), log_grid, log_mono)).reshape(s.size, q.size)
     coefficients = np.array([w_i * s_i**6 for s_i, w_i in zip(s, weights)])
-    total = np.zeros_like(q)
-    for c_i, row in zip(coefficients, shifted):
-        total += c_i * row
+    # np.add.reduce over axis 0 adds the rows one after the other, as the loop did.
+    total = np.add.reduce(coefficients[:, None] * shifted, axis=0)
     return total / float(np.sum(weights * s**3))
