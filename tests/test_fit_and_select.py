@@ -1,4 +1,4 @@
-"""The fit-and-select baseline (benchmarks/fit_and_select.py) on freshly simulated curves.
+"""The fit-and-select baseline (sasview_bnn_trainer.baselines.fit_and_select) on freshly simulated curves.
 
 Real sasmodels fits throughout: every curve here is fitted with all seven class
 models. The easy cases (a clean polydisperse sphere; a sphere under a strong
@@ -8,32 +8,18 @@ power-law upturn) must be classified right by BIC.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
+from sasview_bnn_trainer.baselines import fit_and_select as fas
 from sasview_bnn_trainer.simulation.classes import simulate_curve
 from sasview_bnn_trainer.simulation.record import SimulatedCurve
 from sasview_bnn_trainer.simulation.store import CurveWriter
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "fit_and_select.py"
-
-
-def _load_module():
-    spec = importlib.util.spec_from_file_location("fit_and_select", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fit_and_select"] = module  # dataclasses and worker pickling look the module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-fas = _load_module()
 
 
 def _first_curve(label: int, wanted, seeds=range(400)) -> SimulatedCurve:

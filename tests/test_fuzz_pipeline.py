@@ -38,7 +38,6 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from onnx_test_models import write_model
 from sasview_bnn_plugin.model.classifier import BNNClassifier
 from sasview_bnn_plugin.core.curve import Curve
 from sasview_bnn_plugin.io.loading import DATA_SUFFIXES, CurveLoader
@@ -124,8 +123,8 @@ def check_results(results, expected_rows: int | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory) -> BNNClassifier:
-    path = write_model(tmp_path_factory.mktemp("fuzz_model") / "heads.onnx", n_samples=4, seed=11)
+def classifier(make_test_model) -> BNNClassifier:
+    path = make_test_model("heads.onnx", n_samples=4, seed=11)
     return BNNClassifier(path, provider="cpu", intra_op_threads=1, batch_size=16)
 
 

@@ -52,11 +52,6 @@ EXAMPLE = Path(__import__("sasdata").__file__).parent / "example_data" / "1d_dat
 FILES = ("apoferritin.txt", "Ludox_silica.xml", "latex_smeared.xml")  # latex_smeared.xml holds two datasets
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    return write_model(tmp_path_factory.mktemp("models") / "linear_heads.onnx", n_samples=4, seed=1)
-
-
 def make_service(tmp_path: Path, model: str, extra_plugins=(), **settings) -> ClassificationService:
     return ClassificationService(
         GuiSettings(model=model, path=tmp_path / "bnn.json", **settings),

@@ -15,48 +15,49 @@ reached without any artificial delay; a real plugin counts the curves the
 worker actually prepared.
 
 The first tests run in-process with pytest-qt on Qt's offscreen platform.
-The others run this file as a driver in a subprocess, because quitting needs
-its own QApplication: offscreen for plain Qt applications and scripts, under
-``xvfb-run`` for the real SasView main window (SasView 6.1's Shape2SAS viewer
-needs a real X display, as in ``tests/test_gui_sasview_e2e.py``)::
-
-    python tests/test_gui_robustness.py sasview-quit REPORT.json MODEL.onnx DATA_DIR   # under xvfb-run
-    python tests/test_gui_robustness.py app-quit|script-exit REPORT.json MODEL.onnx    # offscreen
+The others run a driver script (``tests/gui_drivers/closing_mid_run.py``) in a
+subprocess, because quitting needs its own QApplication: offscreen for plain Qt
+applications and scripts, under ``xvfb-run`` for the real SasView main window
+(SasView 6.1's Shape2SAS viewer needs a real X display, as in
+``tests/test_gui_sasview_e2e.py``).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-if __name__ != "__main__":  # the SasView driver below needs a real display, the in-process tests do not
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before pytest-qt creates the QApplication
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before pytest-qt creates the QApplication
 pytest.importorskip("PySide6")
 # Qt's modules first: matplotlib's Qt backend, which SasView imports, picks the binding already loaded.
-from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
+from PySide6 import QtCore, QtWidgets  # noqa: E402
 
 pytest.importorskip("pytestqt")
 pytest.importorskip("sas.qtgui.Perspectives.perspective")
 pytest.importorskip("onnx")
 
-from onnx_test_models import write_model  # noqa: E402
 
-from sasview_bnn_plugin.plugins.hookspecs import hookimpl  # noqa: E402
+from gui_drivers.closing_mid_run import (  # noqa: E402
+    N_CURVES,
+    CurveCounter,
+    explorer_items,
+    make_service,
+    ok_rows,
+    on_first_result,
+    replicated_gui_data,
+)
 
 pytestmark = pytest.mark.gui
 
-N_CURVES = 500
-#: Curves per chunk: the worker checks for cancellation between chunks.
-CHUNK = 4
+#: The driver script the subprocess tests run.
+DRIVER = Path(__file__).parent / "gui_drivers" / "closing_mid_run.py"
 #: Closing, deleting or quitting must return within this (the chunk in progress takes milliseconds).
 PROMPT_S = 3.0
 #: A whole subprocess (start-up, 500 curves, quit, interpreter exit) must end within this.
@@ -64,9 +65,6 @@ SCRIPT_TIMEOUT_S = 60
 SASVIEW_TIMEOUT_S = 150
 #: Time from the quit to the end of the process (Python and Qt tear-down included).
 EXIT_AFTER_QUIT_S = 30.0
-EXAMPLE_FILES = ("apoferritin.txt", "Ludox_silica.xml", "P123_D2O_10_percent.xml", "P123_D2O_30_percent.xml")
-#: Copied 125 times each into SasView's Data Explorer (ASCII files: its loader reads 500 of them in seconds).
-SASVIEW_FILES = ("apoferritin.txt", "conalbumin.txt", "PolySpheres.txt", "100nmPinholeSphere.txt")
 #: What a crash, an abort or a worker dying at exit leaves in stderr.
 CRASH_MARKERS = (
     "Traceback",
@@ -80,94 +78,8 @@ CRASH_MARKERS = (
 )
 
 
-def _example_dir() -> Path:
-    import sasdata
-
-    return Path(sasdata.__file__).parent / "example_data" / "1d_data"
-
-
-class CurveCounter:
-    """A real plugin whose raw-curve step counts the curves the worker prepares (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.count = 0
-
-    @hookimpl
-    def sasview_bnn_prepare_raw_curve(self, curve):
-        with self._lock:
-            self.count += 1
-        return None
-
-
-def replicated_gui_data(n: int = N_CURVES) -> list:
-    """``n`` SasView GUI Data1D objects: the example files' datasets, deep-copied in turn, each with its own name and id."""
-    from sasdata.dataloader.loader import Loader
-
-    from sas.qtgui.MainWindow.DataManager import DataManager
-
-    manager = DataManager()
-    loaded = [(d, name) for name in EXAMPLE_FILES for d in Loader().load(str(_example_dir() / name))]
-    data = []
-    for i in range(n):
-        original, name = loaded[i % len(loaded)]
-        gui_data = manager.create_gui_data(copy.deepcopy(original), str(_example_dir() / name))
-        gui_data.name = f"{name} #{i + 1}"
-        data.append(gui_data)
-    return data
-
-
-def explorer_items(datasets: list) -> list[QtGui.QStandardItem]:
-    """Items shaped like the Data Explorer's: checkbox item with the data object as child 0."""
-    import sas.qtgui.Utilities.GuiUtils as GuiUtils
-
-    items = []
-    for data in datasets:
-        item = GuiUtils.HashableStandardItem()
-        item.setText(data.name)
-        child = GuiUtils.HashableStandardItem()
-        child.setData(data)
-        item.setChild(0, child)
-        items.append(item)
-    return items
-
-
-def make_service(settings_path: Path, model: Path, *plugins, parent=None):
-    from sasview_bnn_plugin.gui.classification_service import ClassificationService
-    from sasview_bnn_plugin.gui.settings import GuiSettings
-    from sasview_bnn_plugin.plugins.host import build_plugin_host
-
-    return ClassificationService(
-        GuiSettings(model=str(model), path=settings_path),
-        build_plugin_host(load_entry_points=False, extra_plugins=list(plugins)),
-        parent=parent,
-        chunk_size=CHUNK,
-    )
-
-
-def ok_rows(perspective) -> int:
-    return sum(1 for e in perspective.table_model.entries if e.result is not None and e.result.ok)
-
-
-def on_first_result(perspective, action) -> None:
-    """Run ``action`` from the event loop (like a click) once the first result has reached the table."""
-    fired = []
-
-    def check(*_args) -> None:
-        if not fired and ok_rows(perspective) > 0:
-            fired.append(True)
-            QtCore.QTimer.singleShot(0, action)
-
-    perspective.table_model.dataChanged.connect(check)
-
-
 def stderr_problems(text: str) -> list[str]:
     return [line for line in text.splitlines() if any(marker in line for marker in CRASH_MARKERS)]
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    return write_model(tmp_path_factory.mktemp("models") / "linear_heads.onnx", n_samples=4, seed=1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -281,148 +193,6 @@ def test_deleting_the_window_mid_run_stops_the_worker_and_touches_nothing(qtbot,
 
 
 # ---------------------------------------------------------------------------------------------------
-# Drivers (run in a subprocess: ``python tests/test_gui_robustness.py MODE ...``)
-# ---------------------------------------------------------------------------------------------------
-
-
-def _job_state(perspective, counter: CurveCounter | None = None) -> dict:
-    jobs = perspective.service.jobs
-    return {
-        "busy": perspective.busy,
-        "service_jobs": len(jobs),
-        "active_threads": perspective.service.pool.activeThreadCount(),
-        "ok_rows": ok_rows(perspective),
-        "prepared": counter.count if counter is not None else None,
-    }
-
-
-def run_plain_qt_driver(mode: str, report_path: Path, model_path: Path) -> None:
-    """A plain Qt application with the perspective: 500 curves, then at the first result either
-    ``app-quit``: ``QApplication.quit()`` ends ``app.exec()`` (Qt emits aboutToQuit), or
-    ``script-exit``: the script's own event loop ends and the script returns with the worker busy
-    (nothing is closed or quit: only the interpreter's exit is left to stop it).
-    The state at the quit, after the loop and at the very end of the interpreter's exit goes to ``report_path``."""
-    import atexit
-
-    report: dict = {"mode": mode}
-    state: dict = {}
-
-    def write_exit_state() -> None:  # registered first, so it runs after the service's own exit hook
-        job = state.get("job")
-        report["at_exit"] = {"job_done": job.done, "job_cancelled": job.cancelled, "prepared": state["counter"].count}
-        report_path.write_text(json.dumps(report))
-
-    atexit.register(write_exit_state)
-    app = QtWidgets.QApplication([])
-    from sasview_bnn_plugin.gui.perspective import BNNAnomalyPerspective
-
-    counter = state["counter"] = CurveCounter()
-    widget = BNNAnomalyPerspective(None, make_service(report_path.with_name("bnn.json"), model_path, counter))
-    # In an MDI area, as SasView shows it: a top-level perspective refuses to close unless allowed
-    # (like SasView's own), and Qt 6 cancels quit() when a top-level window refuses.
-    area = QtWidgets.QMdiArea()
-    area.addSubWindow(widget)
-    area.show()
-    loop = QtCore.QEventLoop()
-
-    def act() -> None:
-        report["at_quit"] = _job_state(widget, counter)
-        state["job"] = widget.service.jobs[0]
-        report["quit_at"] = time.time()
-        (app if mode == "app-quit" else loop).quit()
-
-    on_first_result(widget, act)
-    widget.classify_data(replicated_gui_data())
-    (app if mode == "app-quit" else loop).exec()
-    report["after_loop"] = _job_state(widget, counter)
-    report_path.write_text(json.dumps(report))
-
-
-def run_sasview_quit_driver(report_path: Path, model_path: Path, data_dir: Path) -> None:
-    """The real SasView main window: load 500 files, send them to "BNN Anomaly", close the window at the
-    first result, answer SasView's exit dialog, and leave the way SasView does (reactor stops, Python exits)."""
-    started = time.perf_counter()
-    from sas.system import config, lib
-
-    lib.setup_sasmodels()
-    lib.setup_qt_env()
-    config.override_with_defaults()  # the (temporary) user's settings play no part
-    config.LAST_WHATS_NEW_HIDDEN_VERSION = "999.999.999"
-
-    app = QtWidgets.QApplication([])
-    # As SasView's run_sasview: Twisted's Qt reactor runs the event loop and GuiManager.quitApplication stops it.
-    # (run_sasview drops a default reactor that an earlier import installed, then installs the Qt one)
-    sys.modules.pop("twisted.internet.reactor", None)
-    from sas.qtgui.Utilities import ReactorCore
-
-    ReactorCore.install()
-    from twisted.internet import reactor
-
-    from sas.qtgui.MainWindow.MainWindow import MainSasViewWindow
-    from sasview_bnn_plugin.gui import sasview_hooks
-    from sasview_bnn_plugin.gui.launch import build_gui_plugin_host
-    from sasview_bnn_plugin.gui.settings import GuiSettings
-
-    sasview_hooks.install(build_gui_plugin_host())
-    window = MainSasViewWindow()
-    window.show()
-    sys.excepthook = sys.__excepthook__  # SasView routes exceptions to its log window; here they must reach stderr
-    gui = window.guiManager
-    bnn = gui.loadedPerspectives["BNN Anomaly"]
-    bnn.service.apply_settings(GuiSettings(model=str(model_path)), save=False)
-    bnn.service.chunk_size = CHUNK
-    report: dict = {"window_build_s": time.perf_counter() - started, "exit_dialogs": []}
-
-    paths = []
-    for i in range(N_CURVES):
-        source = _example_dir() / SASVIEW_FILES[i % len(SASVIEW_FILES)]
-        path = data_dir / f"{source.stem}_{i + 1:03d}{source.suffix}"
-        shutil.copyfile(source, path)
-        paths.append(str(path))
-
-    def answer_exit_dialog() -> None:
-        dialog = QtWidgets.QApplication.activeModalWidget()
-        if isinstance(dialog, QtWidgets.QDialog):
-            report["exit_dialogs"].append(type(dialog).__name__)
-            dialog.accept()
-
-    def quit_mid_run() -> None:
-        report["at_quit"] = _job_state(bnn)
-        job = bnn.service.jobs[0] if bnn.service.jobs else None
-        report["job_curves_at_quit"] = job.curves_done if job else None
-        answering = QtCore.QTimer(app)
-        answering.timeout.connect(answer_exit_dialog)
-        answering.start(50)
-        report["quit_at"] = time.time()
-        started_close = time.perf_counter()
-        window.close()  # MainSasViewWindow.closeEvent -> GuiManager.quitApplication -> exit dialog
-        report["close_s"] = time.perf_counter() - started_close
-        answering.stop()
-        report["window_visible"] = window.isVisible()
-        report["after_close"] = _job_state(bnn)
-        report["job"] = {"cancelled": job.cancelled, "done": job.done, "curves_done": job.curves_done} if job else None
-        report_path.write_text(json.dumps(report))
-
-    def drive() -> None:
-        files = gui.filesWidget
-        loading = time.perf_counter()
-        files.loadComplete(files.readData(paths))
-        report["load_s"] = time.perf_counter() - loading
-        report["data_explorer_rows"] = files.model.rowCount()
-        files.cbFitting.setCurrentIndex(files.cbFitting.findText("BNN Anomaly"))
-        on_first_result(bnn, quit_mid_run)
-        files.sendData()
-        report["rows_sent"] = len(bnn.table_model.entries)
-
-    QtCore.QTimer.singleShot(0, drive)
-    reactor.run()  # returns once quitApplication stopped the reactor
-    report["reactor_returned_s"] = time.perf_counter() - started
-    report["after_reactor"] = _job_state(bnn)
-    report_path.write_text(json.dumps(report))
-    # Return normally: the interpreter tears down with the window, the perspective and its service alive.
-
-
-# ---------------------------------------------------------------------------------------------------
 # Subprocess tests
 # ---------------------------------------------------------------------------------------------------
 
@@ -438,7 +208,7 @@ def test_quitting_a_qt_application_or_ending_a_script_mid_run_exits_cleanly(tmp_
     """``QApplication.quit()`` (aboutToQuit) and a script ending with the worker busy (interpreter exit)."""
     report_path = tmp_path / "report.json"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / ".config"))
-    run, ended = _run([sys.executable, __file__, mode, str(report_path), str(model_path)], env, SCRIPT_TIMEOUT_S)
+    run, ended = _run([sys.executable, str(DRIVER), mode, str(report_path), str(model_path)], env, SCRIPT_TIMEOUT_S)
     assert run.returncode == 0, f"{mode}: exit status {run.returncode}\n{run.stderr[-3000:]}"
     assert stderr_problems(run.stderr) == [], run.stderr[-3000:]
     report = json.loads(report_path.read_text())
@@ -471,7 +241,7 @@ def test_quitting_sasview_mid_run_exits_cleanly(tmp_path, model_path):
     home.mkdir()
     env = dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), SASVIEW_BNN_SETTINGS=str(home / "bnn.json"))
     env.pop("QT_QPA_PLATFORM", None)
-    command = [sys.executable, __file__, "sasview-quit", str(report_path), str(model_path), str(data_dir)]
+    command = [sys.executable, str(DRIVER), "sasview-quit", str(report_path), str(model_path), str(data_dir)]
     if not os.environ.get("DISPLAY"):
         command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24"] + command
     run, ended = _run(command, env, SASVIEW_TIMEOUT_S)
@@ -494,11 +264,3 @@ def test_quitting_sasview_mid_run_exits_cleanly(tmp_path, model_path):
         f"{seen['at_quit']['ok_rows']} of {N_CURVES} classified at the quit, close {seen['close_s'] * 1000:.0f} ms, "
         f"process gone {ended - seen['quit_at']:.1f} s after the quit"
     )
-
-
-if __name__ == "__main__":
-    _mode = sys.argv[1]
-    if _mode == "sasview-quit":
-        run_sasview_quit_driver(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
-    else:
-        run_plain_qt_driver(_mode, Path(sys.argv[2]), Path(sys.argv[3]))

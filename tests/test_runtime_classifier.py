@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    return write_model(tmp_path_factory.mktemp("model") / "heads.onnx", n_samples=5, seed=3)
+def model_path(make_test_model) -> Path:
+    return make_test_model("heads.onnx", n_samples=5, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +33,7 @@ def classifier(model_path) -> BNNClassifier:
     return BNNClassifier(model_path, provider="cpu", intra_op_threads=1)
 
 
-def sphere_curve(radius: float = 40.0, n: int = 150, q_min: float = 2e-3, q_max: float = 0.4, seed: int = 0):
-    """A noisy sphere form factor: q in 1/Å, shape (n,)."""
-    rng = np.random.default_rng(seed)
-    q = np.geomspace(q_min, q_max, n)
-    x = q * radius
-    form = (3 * (np.sin(x) - x * np.cos(x)) / x**3) ** 2
-    intensity = 100 * form + 0.01
-    d_i = 0.02 * intensity
-    return q, intensity + rng.normal(0, d_i), d_i
-
-
-def test_result_matches_a_direct_onnx_run_of_the_preprocessed_curve(classifier):
+def test_result_matches_a_direct_onnx_run_of_the_preprocessed_curve(classifier, sphere_curve):
     q, i, di = sphere_curve()
     result = classifier.classify_curve(q, i, di, q_unit="1/A", source="s.txt", dataset="d")
     features = prepare_curve(q, i, di, "1/A", classifier.config).features[None]
@@ -69,7 +58,7 @@ def test_result_matches_a_direct_onnx_run_of_the_preprocessed_curve(classifier):
     assert json.loads(json.dumps(result.to_dict()))["probability_interval_90"]["clean"][0] <= mean[0]
 
 
-def test_novelty_threshold_comes_from_metadata_and_can_be_overridden(model_path, classifier):
+def test_novelty_threshold_comes_from_metadata_and_can_be_overridden(model_path, classifier, sphere_curve):
     q, i, di = sphere_curve()
     score = classifier.classify_curve(q, i, di, q_unit="1/A").novelty_score
     assert classifier.novelty_threshold == 0.5
@@ -90,7 +79,7 @@ BAD_CURVES = {
 }
 
 
-def test_bad_curves_get_clear_messages_and_leave_the_batch_unaffected(classifier):
+def test_bad_curves_get_clear_messages_and_leave_the_batch_unaffected(classifier, sphere_curve):
     q, i, di = sphere_curve()
     good = classifier.classify([(q, i, di, None, "1/A")])[0]
     batch = [(q, i, di, None, "1/A")]
@@ -111,7 +100,7 @@ def test_bad_curves_get_clear_messages_and_leave_the_batch_unaffected(classifier
         assert row["label"] == "" and row["status"] == "error"
 
 
-def test_nan_points_inside_a_good_curve_are_dropped_with_a_note(classifier):
+def test_nan_points_inside_a_good_curve_are_dropped_with_a_note(classifier, sphere_curve):
     q, i, di = sphere_curve()
     i = i.copy()
     i[[10, 50, 90]] = [np.nan, np.inf, -np.inf]
@@ -119,7 +108,7 @@ def test_nan_points_inside_a_good_curve_are_dropped_with_a_note(classifier):
     assert result.ok and any("3 point(s)" in n for n in result.notes)
 
 
-def test_unsorted_and_duplicated_q_give_the_same_result_as_sorted(classifier):
+def test_unsorted_and_duplicated_q_give_the_same_result_as_sorted(classifier, sphere_curve):
     q, i, di = sphere_curve()
     ref = classifier.classify_curve(q, i, di, q_unit="1/A")
     order = np.random.default_rng(1).permutation(q.size)
@@ -129,7 +118,7 @@ def test_unsorted_and_duplicated_q_give_the_same_result_as_sorted(classifier):
     assert dup.ok and any("duplicate q" in n for n in dup.notes)
 
 
-def test_q_in_inverse_nanometres_with_unit_matches_inverse_angstrom(classifier):
+def test_q_in_inverse_nanometres_with_unit_matches_inverse_angstrom(classifier, sphere_curve):
     q, i, di = sphere_curve()
     ref = classifier.classify_curve(q, i, di, q_unit="1/A")
     in_nm = classifier.classify_curve(q * 10, i, di, q_unit="1/nm")
@@ -139,7 +128,7 @@ def test_q_in_inverse_nanometres_with_unit_matches_inverse_angstrom(classifier):
     assert classifier.classify_curve(q * 10, i, di, q_unit="nm^{-1}").label == ref.label
 
 
-def test_q_in_inverse_nanometres_without_unit_is_flagged(classifier):
+def test_q_in_inverse_nanometres_without_unit_is_flagged(classifier, sphere_curve):
     q, i, di = sphere_curve()
     result = classifier.classify_curve(q * 10, i, di, q_unit=None)
     assert result.ok
@@ -150,7 +139,7 @@ def test_q_in_inverse_nanometres_without_unit_is_flagged(classifier):
     np.testing.assert_allclose(result.probabilities, classifier.classify_curve(q * 10, i, di, q_unit="1/nm").probabilities, rtol=1e-6)
 
 
-def test_unknown_unit_and_unconvertible_items_are_refused(classifier):
+def test_unknown_unit_and_unconvertible_items_are_refused(classifier, sphere_curve):
     q, i, di = sphere_curve()
     bad_unit, not_a_curve, good = classifier.classify([(q, i, di, None, "furlongs"), object(), Curve(q, i, di, q_unit="1/A")])
     assert bad_unit.status == "error" and "not understood" in bad_unit.message
@@ -158,7 +147,7 @@ def test_unknown_unit_and_unconvertible_items_are_refused(classifier):
     assert good.ok
 
 
-def test_sasdata_data1d_is_accepted(classifier):
+def test_sasdata_data1d_is_accepted(classifier, sphere_curve):
     from sasdata.dataloader.data_info import Data1D
 
     q, i, di = sphere_curve()
@@ -170,7 +159,7 @@ def test_sasdata_data1d_is_accepted(classifier):
     np.testing.assert_allclose(result.probabilities, classifier.classify_curve(q, i, di, q_unit="1/A").probabilities, rtol=1e-6)
 
 
-def test_batches_split_across_model_calls_give_the_same_results(model_path):
+def test_batches_split_across_model_calls_give_the_same_results(model_path, sphere_curve):
     curves = [sphere_curve(radius=r, seed=k) for k, r in enumerate(np.linspace(20, 80, 7))]
     big = BNNClassifier(model_path, provider="cpu", batch_size=64).classify(curves)
     small = BNNClassifier(model_path, provider="cpu", batch_size=2).classify(curves)
@@ -235,7 +224,7 @@ def test_the_runtime_never_imports_torch(model_path, tmp_path):
     assert "IMPORTED []" in out.stdout
 
 
-def test_cuda_request_on_a_cpu_only_machine_still_classifies(model_path):
+def test_cuda_request_on_a_cpu_only_machine_still_classifies(model_path, sphere_curve):
     classifier = BNNClassifier(model_path, provider="cuda")
     assert classifier.providers.device == "cpu" and "CUDA" in classifier.providers.reason
     q, i, di = sphere_curve()
@@ -253,7 +242,7 @@ def test_bad_settings_are_refused_as_such(model_path, tmp_path):
         BNNClassifier(tmp_path / "absent.onnx")
 
 
-def test_extreme_magnitudes_give_the_features_of_the_same_curve_at_ordinary_scale(classifier):
+def test_extreme_magnitudes_give_the_features_of_the_same_curve_at_ordinary_scale(classifier, sphere_curve):
     """Intensities near the float limits are scaled by a power of two (exact), not overflowed into NaN."""
     q, i, di = sphere_curve()
     reference = prepare_curve(q, i, di, "1/A").features
@@ -264,7 +253,7 @@ def test_extreme_magnitudes_give_the_features_of_the_same_curve_at_ordinary_scal
     assert huge.ok and np.isfinite(huge.probabilities).all() and "nan" not in huge.message
 
 
-def test_values_no_curve_can_hold_are_refused_in_words(classifier):
+def test_values_no_curve_can_hold_are_refused_in_words(classifier, sphere_curve):
     q, i, di = sphere_curve()
     spike = i * 1e-10
     spike[40] = 1e300  # more than 308 decades above the rest: I / I_ref overflows
@@ -280,7 +269,7 @@ def test_values_no_curve_can_hold_are_refused_in_words(classifier):
         assert result.status == "error" and fragment in result.message, (name, result.message)
 
 
-def test_a_preprocessing_bug_costs_one_curve_an_error_row_not_the_batch(classifier, caplog):
+def test_a_preprocessing_bug_costs_one_curve_an_error_row_not_the_batch(classifier, caplog, sphere_curve):
     """Arrays that raise an unexpected exception inside the preprocessing stand in for a bug in it."""
 
     class Exploding:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from onnx_test_models import write_model, write_truncated_model
+from onnx_test_models import write_truncated_model
 from sasview_bnn_plugin.io import output as output_module
 from sasview_bnn_plugin.cli import main
 from sasview_bnn_plugin.model.catalog import shipped_model_files
@@ -24,8 +24,8 @@ GOOD_FILES = [ONE_D / n for n in ("apoferritin.txt", "ISIS_Polymer_Blend_TK49.xm
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return write_model(tmp_path_factory.mktemp("cli") / "heads.onnx", n_samples=4, seed=11)
+def model(make_test_model) -> Path:
+    return make_test_model("heads.onnx", n_samples=4, seed=11)
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -30,20 +30,20 @@ from sasview_bnn_plugin.core.model_format import NOVELTY_OUTPUT
 SEED, SAMPLES = 7, 4
 
 
-def sphere(radius: float, q_min: float = 2e-3, q_max: float = 0.4, n: int = 160, negative: bool = False):
-    """Noisy sphere I(q), q in 1/Å, arrays of shape (n,); ``negative`` subtracts too much background."""
-    rng = np.random.default_rng(int(radius * 10))
-    q = np.geomspace(q_min, q_max, n)
-    x = q * radius
-    intensity = 100 * (3 * (np.sin(x) - x * np.cos(x)) / x**3) ** 2 + 0.01
-    d_i = 0.02 * intensity
-    intensity = intensity + rng.normal(0, d_i)
-    if negative:
-        intensity = intensity - 0.05
-    return q, intensity, d_i, None, "1/A"
+@pytest.fixture(scope="module")
+def sphere(sphere_curve):
+    """Noisy sphere (q, I, dI, None, "1/A"), q in 1/Å, arrays of shape (n,); ``negative`` subtracts too much background."""
+
+    def make(radius: float, q_min: float = 2e-3, q_max: float = 0.4, n: int = 160, negative: bool = False):
+        q, intensity, d_i = sphere_curve(radius, n=n, q_min=q_min, q_max=q_max, seed=int(radius * 10))
+        if negative:
+            intensity = intensity - 0.05
+        return q, intensity, d_i, None, "1/A"
+
+    return make
 
 
-def full_domain(radius: float):
+def full_domain(sphere, radius: float):
     """A curve covering the model's whole q-domain: it marks the batch the faulty model fails on."""
     return sphere(radius, q_min=5e-5, q_max=1.5, n=400)
 
@@ -132,12 +132,12 @@ def assert_no_label(result, message_fragment: str):
     assert math.isnan(result.confidence) and np.isnan(result.probabilities).all()
 
 
-def test_onnxruntime_failing_mid_batch_costs_only_the_curves_it_fails_on(healthy, tmp_path, caplog):
+def test_onnxruntime_failing_mid_batch_costs_only_the_curves_it_fails_on(healthy, tmp_path, caplog, sphere):
     model = faulty(tmp_path, "fail", batch_size=4)
     curves = [sphere(20 + 5 * k) for k in range(11)]
     marked = {2, 9}  # in the first and the third batch of four
     for k in marked:
-        curves[k] = full_domain(20 + 5 * k)
+        curves[k] = full_domain(sphere, 20 + 5 * k)
     covers_all = np.zeros((1, 4, 256), np.float32)
     covers_all[:, 1, :] = 1.0
     with pytest.raises(Exception, match="out of bounds|out of data bounds|indices"):
@@ -154,7 +154,7 @@ def test_onnxruntime_failing_mid_batch_costs_only_the_curves_it_fails_on(healthy
     assert "retrying them one by one" in caplog.text
 
 
-def test_a_session_failing_on_one_call_loses_no_curve(healthy, tmp_path):
+def test_a_session_failing_on_one_call_loses_no_curve(healthy, tmp_path, sphere):
     """A transient failure (e.g. out of memory) on the second batch: the retry classifies every curve."""
     model = faulty(tmp_path, "nan", batch_size=3)  # no negative curves here: behaves like the healthy model
 
@@ -176,7 +176,7 @@ def test_a_session_failing_on_one_call_loses_no_curve(healthy, tmp_path):
     assert model._session.calls == 1 + 1 + 3 + 1  # batch 1, batch 2 (fails), its 3 curves one by one, batch 3
 
 
-def test_a_session_that_always_fails_gives_error_rows_not_an_exception(tmp_path):
+def test_a_session_that_always_fails_gives_error_rows_not_an_exception(tmp_path, sphere):
     model = faulty(tmp_path, "nan", batch_size=2)
 
     class AlwaysFails:
@@ -193,7 +193,7 @@ def test_a_session_that_always_fails_gives_error_rows_not_an_exception(tmp_path)
 
 
 @pytest.mark.parametrize("target, fragment", [("probabilities", "not finite numbers"), ("novelty", "novelty score that is not a finite number")])
-def test_nan_model_outputs_never_give_a_label(healthy, tmp_path, target, fragment):
+def test_nan_model_outputs_never_give_a_label(healthy, tmp_path, target, fragment, sphere):
     model = faulty(tmp_path, "nan", target=target, batch_size=8)
     curves = [sphere(25), sphere(35, negative=True), sphere(45), sphere(55, negative=True), sphere(65)]
     results = model.classify(curves)
@@ -205,7 +205,7 @@ def test_nan_model_outputs_never_give_a_label(healthy, tmp_path, target, fragmen
             assert_same_verdicts(got, expected)
 
 
-def test_outputs_that_are_not_probabilities_are_refused(healthy, tmp_path):
+def test_outputs_that_are_not_probabilities_are_refused(healthy, tmp_path, sphere):
     model = faulty(tmp_path, "nan", batch_size=8)
 
     class Doubles:

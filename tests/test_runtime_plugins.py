@@ -20,8 +20,8 @@ from sasview_bnn_plugin.plugins.host import build_plugin_host
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    return write_model(tmp_path_factory.mktemp("plug") / "m.onnx", n_samples=3)
+def model_path(make_test_model) -> Path:
+    return make_test_model("m.onnx", n_samples=3)
 
 
 def curve_in_nm(source: str = "beamline.nm") -> Curve:

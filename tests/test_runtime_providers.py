@@ -13,15 +13,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from onnx_test_models import write_model
 from sasview_bnn_plugin.model.providers import CPU, CUDA, choose_providers, open_session
 
 WITH_CUDA = [CUDA, CPU]
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return write_model(tmp_path_factory.mktemp("prov") / "m.onnx", n_samples=2)
+def model_path(make_test_model):
+    return make_test_model("m.onnx", n_samples=2)
 
 
 def real_session(model, options, providers):

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from onnx_test_models import write_model
 from sasview_bnn_plugin.cli import main
 from sasview_bnn_plugin.core.result import CSV_COLUMNS
 from sasview_bnn_plugin.io.result_stream import ResultsLock, ResultStream, read_written_rows
@@ -33,8 +32,8 @@ EXE = str(Path(sys.executable).with_name("sasview-bnn"))
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return write_model(tmp_path_factory.mktemp("stream") / "heads.onnx", n_samples=4, seed=5)
+def model(make_test_model) -> Path:
+    return make_test_model("heads.onnx", n_samples=4, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from onnx_test_models import write_model
 from sasview_bnn_plugin.cli import main
 from sasview_bnn_plugin.io.folder_watch import FolderWatcher
 from sasview_bnn_plugin.core.result import CSV_COLUMNS
@@ -77,8 +76,8 @@ def test_empty_files_wait_and_deleted_files_are_forgotten(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory) -> Path:
-    return write_model(tmp_path_factory.mktemp("watch") / "heads.onnx", n_samples=4, seed=3)
+def model(make_test_model) -> Path:
+    return make_test_model("heads.onnx", n_samples=4, seed=3)
 
 
 def rows_of(path: Path) -> list[dict]:

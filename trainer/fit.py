@@ -36,7 +36,7 @@ from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, N_CLASSES, class_index
 from .evaluation.metrics import classification_summary, presence_summary
 from .features import FeatureFile, build_features, split_rows
 from .network import NetworkConfig, pack_members
-from .posterior import LOSSES, METHODS, DeepEnsemble, MeanFieldVI, Posterior, posterior_from_spec
+from .posterior import LOSSES, METHODS, Posterior, build_posterior, posterior_from_spec
 
 CHECKPOINT = "checkpoint.pt"
 #: Synthetic outlier curves prepared once per run for outlier exposure (at most; a fifth of
@@ -173,11 +173,9 @@ def resolve_device(device: str) -> torch.device:
 
 
 def make_posterior(config: FitConfig, n_train: int) -> Posterior:
-    """A freshly initialised posterior (the caller seeds torch first)."""
-    if config.method == "vi":
-        return MeanFieldVI(config.network, config.prior_sigma, n_train, config.loss, mc_samples=config.mc_samples,
-                           kl_weight=config.kl_weight)
-    return DeepEnsemble(config.network, config.prior_sigma, n_train, config.loss, members=int(config.samples))
+    """A freshly initialised posterior (the caller seeds torch first), built by the registry (:data:`METHODS`)."""
+    return build_posterior(config.method, config.network, config.prior_sigma, n_train, config.loss,
+                           mc_samples=config.mc_samples, kl_weight=config.kl_weight, members=int(config.samples))
 
 
 @torch.no_grad()

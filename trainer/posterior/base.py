@@ -96,6 +96,8 @@ class Posterior(nn.Module, ABC):
     """
 
     method: ClassVar[str]
+    #: The method's own keyword arguments (besides config, prior_sigma, n_train, loss), as in :meth:`spec`.
+    OPTIONS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: NetworkConfig, prior_sigma: float, n_train: int, loss: str = "nll") -> None:
         super().__init__()

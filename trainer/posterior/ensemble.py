@@ -22,6 +22,7 @@ class DeepEnsemble(Posterior):
     """K MAP members; ``sample_weights(S)`` returns the first S members."""
 
     method = "ensemble"
+    OPTIONS = ("members",)
 
     def __init__(self, config: NetworkConfig, prior_sigma: float, n_train: int, loss: str = "nll", *, members: int = 8) -> None:
         super().__init__(config, prior_sigma, n_train, loss)

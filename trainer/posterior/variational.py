@@ -49,6 +49,7 @@ class MeanFieldVI(Posterior):
     """
 
     method = "vi"
+    OPTIONS = ("mc_samples", "init_sigma", "kl_weight")
 
     def __init__(
         self,
