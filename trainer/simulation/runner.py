@@ -360,10 +360,21 @@ class _OrderedMerger:
             self._writer.close()
 
 
+#: Dask settings of the embedded LocalCluster's workers (a CPU-bound task per chunk needs no stack sampling).
+EMBEDDED_WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+
+
 @contextlib.contextmanager
 def dask_client(workers: int, scheduler: str | None) -> Iterator["distributed.Client"]:  # noqa: F821
     """A ``distributed.Client``: on an embedded loopback LocalCluster of ``workers``
-    single-threaded processes, or connected to ``scheduler`` (``tcp://host:port``)."""
+    single-threaded processes, or connected to ``scheduler`` (``tcp://host:port``).
+
+    The embedded cluster's workers run without Dask's statistical profiler
+    (:data:`EMBEDDED_WORKER_CONFIG`): sampling the task thread's stack every
+    10 ms cost about 0.17 ms of CPU per curve, 6 % of a worker's time,
+    measured here. An existing cluster keeps its own settings.
+    """
+    import dask
     import distributed
 
     if scheduler:
@@ -374,7 +385,8 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator["distributed.Cl
         with client:
             yield client
         return
-    with distributed.LocalCluster(
+    # The nannies hand the configuration in force when they start to their worker processes.
+    with dask.config.set(EMBEDDED_WORKER_CONFIG), distributed.LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
