@@ -10,7 +10,7 @@ fair):
   and for the same weights rebuilt in each new layout
   (:func:`sasview_bnn_trainer.export.rebuild_model_file`, written to a
   temporary folder; the given file is only read);
-- the numpy float32 sgemm rate (2048 x 2048 matmul, best of the
+- the numpy float32 sgemm rate (1024^2 and 2048^2 matmuls, best of the
   measurements taken before, between and after the models) and the
   efficiency = achieved GFLOP/s / sgemm GFLOP/s;
 - the single-curve latency (batch 1, best of ``--latency-repeat`` calls);
@@ -73,18 +73,47 @@ def graph_flops(path: str | Path) -> float:
     return float(flops)
 
 
-def sgemm_gflops(n: int = 2048, repeat: int = 3) -> float:
-    a = np.random.default_rng(1).random((n, n), dtype=np.float32)
-    b = np.random.default_rng(2).random((n, n), dtype=np.float32)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeat))
-    return 2.0 * n**3 / best / 1e9
+def sgemm_gflops(sizes: tuple[tuple[int, int], ...] = ((1024, 12), (2048, 3))) -> float:
+    """numpy float32 matmul rate, GFLOP/s: the best of ``repeat`` products of each (n, repeat) size.
+
+    Many short products as well as a few long ones, so that on a shared machine
+    the sgemm rate is sampled in quiet moments as often as the model timings
+    (best of several rounds) are.
+    """
+    best = 0.0
+    for n, repeat in sizes:
+        a = np.random.default_rng(1).random((n, n), dtype=np.float32)
+        b = np.random.default_rng(2).random((n, n), dtype=np.float32)
+        a @ b
+        best = max(best, 2.0 * n**3 / min(_timed(lambda: a @ b, "sgemm", 2.0 * n**3) for _ in range(repeat)) / 1e9)
+    return best
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
+def sgemm_one_thread_gflops() -> float | None:
+    """The sgemm rate of ONE numpy thread (None without threadpoolctl): times the thread count, a peak that
+    does not fall as much as the multi-threaded sgemm when other jobs share the cores."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    with threadpool_limits(limits=1, user_api="blas"):
+        return sgemm_gflops(((1024, 6),))
+
+
+#: key -> [CPU seconds of this process, FLOPs done]: rates per CPU-second, which other jobs on the cores change less.
+CPU: dict[str, list[float]] = {}
+
+
+def _timed(fn, key: str | None = None, flops: float = 0.0) -> float:
+    """Wall time of ``fn()``; with ``key``, its CPU time (all threads) and ``flops`` are added to :data:`CPU`."""
+    c0, t0 = time.process_time(), time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    if key is not None:
+        entry = CPU.setdefault(key, [0.0, 0.0])
+        entry[0] += time.process_time() - c0
+        entry[1] += flops
+    return wall
 
 
 def session(path: str | Path, threads: int, level: str = "all") -> ort.InferenceSession:
@@ -96,15 +125,20 @@ def session(path: str | Path, threads: int, level: str = "all") -> ort.Inference
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def alternate(sessions: dict[str, ort.InferenceSession], x: np.ndarray, repeat: int) -> dict[str, float]:
-    """Best time of one run of each session on ``x``, the sessions timed in turn ``repeat`` times."""
+def alternate(sessions: dict[str, ort.InferenceSession], x: np.ndarray, repeat: int,
+              flops: dict[str, float] | None = None) -> dict[str, float]:
+    """Best time of one run of each session on ``x``, the sessions timed in turn ``repeat`` times.
+
+    With ``flops`` (per curve, by session name) the CPU time is recorded in :data:`CPU` too.
+    """
     feed = {"features": x}
     for s in sessions.values():
         s.run(None, feed)  # warm-up
     best = {name: float("inf") for name in sessions}
     for _ in range(repeat):
         for name, s in sessions.items():
-            best[name] = min(best[name], _timed(lambda: s.run(None, feed)))
+            key = f"{name} @ {x.shape[0]}" if flops else None
+            best[name] = min(best[name], _timed(lambda: s.run(None, feed), key, (flops or {}).get(name, 0.0) * x.shape[0]))
     return best
 
 
@@ -148,6 +182,7 @@ def main() -> None:
         source = "random normal features"
 
     sgemm = [sgemm_gflops()]
+    single = [sgemm_one_thread_gflops()]
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"as given": Path(args.model)}
         for layout in layouts:
@@ -158,11 +193,12 @@ def main() -> None:
 
         rates: dict[int, dict[str, float]] = {}
         for batch in batches:
-            times = alternate(sessions, x[:batch], args.repeat if batch > 1 else 5 * args.repeat)
+            times = alternate(sessions, x[:batch], args.repeat if batch > 1 else 5 * args.repeat, flops)
             rates[batch] = {name: batch / t for name, t in times.items()}
             sgemm.append(sgemm_gflops())
         one = {name: t for name, t in alternate(sessions, x[:1], args.latency_repeat).items()}
         sgemm.append(sgemm_gflops())
+        single.append(sgemm_one_thread_gflops())
 
         explore = []
         if args.explore:
@@ -179,8 +215,11 @@ def main() -> None:
     peak = max(sgemm)
     print(f"{args.model}: {meta.get('inference_method')}, S = {meta.get('n_samples')}, {args.threads} onnxruntime threads, "
           f"inputs: {source}")
-    print(f"numpy float32 sgemm (2048^3): {peak:.1f} GFLOP/s (best of {len(sgemm)} in this run: "
+    print(f"numpy float32 sgemm: {peak:.1f} GFLOP/s (best of {len(sgemm)} in this run: "
           f"{', '.join(f'{v:.0f}' for v in sgemm)})")
+    if single[0] is not None:
+        print(f"numpy float32 sgemm on one thread: {max(single):.1f} GFLOP/s; x {args.threads} threads = "
+              f"{max(single) * args.threads:.1f} GFLOP/s (a second reference when other jobs share the cores)")
     for name in paths:
         print(f"FLOPs per curve, {name}: {flops[name] / 1e6:.2f} MFLOP")
     header = f"{'batch':>6} " + " ".join(f"{name + ' curves/s':>24} {'eff.':>5}" for name in paths)
@@ -195,8 +234,17 @@ def main() -> None:
     for name in paths:
         best_batch = max(batches, key=lambda b: rates[b][name])
         gf = rates[best_batch][name] * flops[name] / 1e9
+        per_thread = f" ({gf / (max(single) * args.threads):.2f} of one-thread sgemm x {args.threads})" if single[0] else ""
         print(f"{name}: best {rates[best_batch][name]:.0f} curves/s at batch {best_batch} = {gf:.1f} GFLOP/s = "
-              f"{gf / peak:.2f} of sgemm; single curve {one[name] * 1e3:.3f} ms")
+              f"{gf / peak:.2f} of sgemm{per_thread}; single curve {one[name] * 1e3:.3f} ms")
+    cpu_sgemm = CPU["sgemm"][1] / CPU["sgemm"][0] / 1e9
+    print(f"per CPU-second of this process (all its threads; spinning threads count): sgemm {cpu_sgemm:.1f} GFLOP/cpu-s")
+    for name in paths:
+        cells = []
+        for batch in batches:
+            used, done = CPU[f"{name} @ {batch}"]
+            cells.append(f"batch {batch}: {done / used / 1e9:.1f} ({done / used / 1e9 / cpu_sgemm:.2f})")
+        print(f"  {name}: GFLOP/cpu-s (of sgemm's): " + ", ".join(cells))
     for name, d in diffs.items():
         print(f"max |{name} - as given| on {min(n, 1024)} curves: " + ", ".join(f"{k} {v:.2g}" for k, v in d.items()))
     for batch, row in explore:
