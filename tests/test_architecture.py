@@ -52,7 +52,12 @@ THIRD_PARTY: dict[str, set[str]] = {
 }
 
 #: the trainer may use the runtime's contract and these runtime modules, nothing else of it
-TRAINER_MAY_IMPORT = ("sasview_bnn_plugin.core", "sasview_bnn_plugin.cli.command_line", "sasview_bnn_plugin.model.card")
+TRAINER_MAY_IMPORT = (
+    "sasview_bnn_plugin.core",
+    "sasview_bnn_plugin.cli.command_line",
+    "sasview_bnn_plugin.model.card",
+    "sasview_bnn_plugin.model.catalog",
+)
 
 
 def _is_type_checking(test: ast.expr) -> bool:

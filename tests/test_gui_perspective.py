@@ -37,6 +37,7 @@ from sasview_bnn_plugin.cli import main as cli_main  # noqa: E402
 from sasview_bnn_plugin.gui.classification_service import ClassificationService  # noqa: E402
 from sasview_bnn_plugin.gui.perspective import CANCELLED_MESSAGE, BNNAnomalyPerspective  # noqa: E402
 from sasview_bnn_plugin.gui.sasview_hooks import TWO_D_MESSAGE  # noqa: E402
+from gui_drivers.closing_mid_run import explorer_items as items_holding  # noqa: E402
 from sasview_bnn_plugin.gui.preferences import BNNPreferencesWidget  # noqa: E402
 from sasview_bnn_plugin.gui.results_table import COLOUR_NOVEL, COLUMNS  # noqa: E402
 from sasview_bnn_plugin.gui.settings import GuiSettings  # noqa: E402
@@ -70,19 +71,9 @@ def perspective(qtbot, tmp_path, model_path):
 
 
 def explorer_items(names=FILES) -> list[QtGui.QStandardItem]:
-    """Items shaped like the Data Explorer's: checkbox item with the GUI data object as child 0."""
+    """Data Explorer-style items (checkbox item with the GUI data object as child 0) of the example files' datasets."""
     manager = DataManager()
-    items = []
-    for name in names:
-        for loaded in Loader().load(str(EXAMPLE / name)):
-            data = manager.create_gui_data(loaded, str(EXAMPLE / name))
-            item = GuiUtils.HashableStandardItem()
-            item.setText(data.name)
-            child = GuiUtils.HashableStandardItem()
-            child.setData(data)
-            item.setChild(0, child)
-            items.append(item)
-    return items
+    return items_holding([manager.create_gui_data(loaded, str(EXAMPLE / name)) for name in names for loaded in Loader().load(str(EXAMPLE / name))])
 
 
 def item_holding(data) -> QtGui.QStandardItem:

@@ -242,13 +242,13 @@ def test_the_plots_shade_the_strongest_range_with_the_shared_renderer(classifier
     pytest.importorskip("matplotlib")
     from matplotlib.figure import Figure
 
-    from sasview_bnn_plugin.gui import figures
+    from sasview_bnn_plugin.io import plotting
 
     curve = noisy_curve(with_spike(spheres), "spike")
     (result,) = classifier.classify([curve])
     result.sensitivity = explain_result(classifier, curve, result)
     ax = Figure().subplots()
-    figures.draw_curve(ax, curve, result, (1e-4, 1.0))
+    plotting.draw_curve(ax, curve, result, (1e-4, 1.0))
     (label,) = [t.get_text() for t in ax.get_legend().get_texts() if t.get_text().startswith("drove artefact")]
     lo, hi = result.sensitivity.strongest_q_range_inverse_angstrom
     assert f"{lo:.3g}" in label and f"{hi:.3g}" in label and "1/A" in label

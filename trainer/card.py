@@ -20,7 +20,7 @@ from sasview_bnn_plugin.model.card import card_path, file_sha256, markdown_card_
 from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
-from .export import read_metadata
+from sasview_bnn_plugin.model.catalog import read_metadata
 
 #: Novelty scores the evaluation reports, in display order.
 NOVELTY_SCORES: tuple[str, ...] = ("mutual_information", "predictive_entropy", "feature_score")

@@ -77,6 +77,7 @@ from sasview_bnn_plugin.core.model_format import (
     check_metadata,
 )
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
+from sasview_bnn_plugin.model.catalog import read_metadata  # the one ONNX-metadata reader (the runtime's)
 
 from .evaluation.metrics import classification_summary, presence_summary, roc_auc
 from .features import FeatureFile, split_rows
@@ -421,12 +422,6 @@ def _calibrate(probs: np.ndarray, labels: np.ndarray, novelty: np.ndarray, seed:
     conformal = {"method": "aps", "levels": levels, "n_calibration": int(labels.size),
                  "default_level": repr(DEFAULT_CONFORMAL_LEVEL), "calibration_set": achieved}
     return conformal, [float(v) for v in reference]
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata_props of an ONNX file as a dict."""
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props}
 
 
 def metadata_summary(metadata: dict[str, str]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from ..plugins.host import PluginHost, build_plugin_host
 from ..model.providers import PROVIDER_CHOICES
 from ..core.q_units import q_unit_setting
 from ..core.result import CSV_COLUMNS, CSV_COLUMNS_EXPLAIN, ClassificationResult
-from ..io.result_stream import ResultsFileError, ResultStream, stream_format
+from ..io.result_stream import ResultsFileError, ResultStream, check_destination
 
 log = logging.getLogger(__name__)
 
@@ -256,14 +256,11 @@ def _batches(loader: CurveLoader, files: list[Path], batch_size: int, progress: 
 
 def run(args: argparse.Namespace) -> int:
     """Classify; return 0 when every curve was classified, 1 when some were refused."""
+    mode = "resume" if args.resume else "new"
     try:
-        stream_format(args.output)
-    except ValueError as err:
+        check_destination(args.output, mode)
+    except (ValueError, ResultsFileError) as err:
         raise UsageError(str(err)) from None
-    if args.resume and args.output == "-":
-        raise UsageError("--resume needs --output FILE.csv or FILE.jsonl (standard output cannot be resumed)")
-    if args.resume and stream_format(args.output) == "json":
-        raise UsageError("--resume needs a .csv or .jsonl output: a .json file is one document that cannot be continued")
     check_figure_options(args)
     files, missing = find_data_files(args.paths, args.recursive)
     if missing:
@@ -274,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
     source, classifier, host = open_classifier(args)
     extra = run_information(source, classifier)
     columns = CSV_COLUMNS + CSV_COLUMNS_EXPLAIN if args.explain else CSV_COLUMNS
-    stream = ResultStream(args.output, mode="resume" if args.resume else "new", extra=extra, columns=columns)
+    stream = ResultStream(args.output, mode=mode, extra=extra, columns=columns)
     series: list[ClassificationResult] | None = [] if args.trend is not None else None
     try:
         stream.open()
@@ -333,7 +330,7 @@ def _plot_batch(folder: Path, batch: list[Curve], results: list[ClassificationRe
     from ..io.plotting import plot_file_name, plot_result
 
     for offset, (curve, result) in enumerate(zip(batch, results)):
-        if curve.error is None:
+        if curve.failure is None:
             target = folder / plot_file_name(result, first_index + offset)
             try:
                 plot_result(curve, result, classifier.config, target)

@@ -43,7 +43,7 @@ from ..core.curve import Curve
 from ..io.folder_watch import FolderWatcher
 from ..io.loading import CurveLoader
 from ..plugins.host import PluginHost
-from ..io.result_stream import ResultsFileError, ResultStream, lock_path, partial_path, stream_format
+from ..io.result_stream import ResultsFileError, ResultStream, check_destination, lock_path, partial_path
 
 log = logging.getLogger(__name__)
 
@@ -128,18 +128,17 @@ def _curves_of(loader: CurveLoader, path: Path) -> list[Curve]:
 
 def run(args: argparse.Namespace) -> int:
     """Watch until a signal; return 0 then, 1 if the results could not be written."""
+    mode = "new" if args.output == "-" else "append"
     try:
-        fmt = stream_format(args.output)
-    except ValueError as err:
+        check_destination(args.output, mode)
+    except (ValueError, ResultsFileError) as err:
         raise UsageError(str(err)) from None
-    if fmt == "json":
-        raise UsageError("watch appends rows: use --output FILE.csv or FILE.jsonl (a .json file is one document)")
     if not args.folder.is_dir():
         raise UsageError(f"no such folder: {args.folder}")
     check_figure_options(args)
     source, classifier, host = open_classifier(args)
     extra = run_information(source, classifier)
-    stream = ResultStream(args.output, mode="new" if args.output == "-" else "append", extra=extra)
+    stream = ResultStream(args.output, mode=mode, extra=extra)
     try:
         stream.open()
     except ResultsFileError as err:

@@ -4,6 +4,13 @@ A :class:`Curve` is one 1D measurement I(q) exactly as read (arrays in the file'
 own units) plus where it came from. A curve that could not be read (an
 unreadable file, a 2D entry) carries an ``error`` message instead of data, so it
 still produces one result row.
+
+"This curve failed" is said one way: a :class:`Failure` (the message for a
+scientist). A curve that could not be read is ``Curve.failed(...)``
+(:attr:`Curve.failure`), a step that refuses a curve (preprocessing, the
+model's outputs) returns a :class:`Failure`, and the result of a failed curve is
+``ClassificationResult.error(...)`` (its ``failure``; ``status`` "error" and the
+message in the files).
 """
 
 from __future__ import annotations
@@ -18,6 +25,16 @@ Q_UNIT_SOURCES: tuple[str, ...] = ("file", "user", "assumed")
 
 #: sasdata readers (``meta_data["loader"]``) that never read a q unit and label q 1/Å by default.
 DEFAULT_UNIT_READERS: frozenset[str] = frozenset({"ASCII", "CSV"})
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a curve gets no answer: the message says it for a scientist (see the module's docstring)."""
+
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -61,10 +78,15 @@ class Curve:
             raise ValueError(f"q_unit_source must be one of {', '.join(Q_UNIT_SOURCES)}, not {self.q_unit_source!r}")
 
     @classmethod
-    def failed(cls, source: str, dataset: str, message: str, notes: list[str] | None = None) -> "Curve":
+    def failed(cls, source: str, dataset: str, message: str | Failure, notes: list[str] | None = None) -> "Curve":
         """A placeholder for an entry that could not be read; ``message`` says why."""
         empty = np.zeros(0)
-        return cls(q=empty, intensity=empty, source=source, dataset=dataset, notes=list(notes or []), error=message)
+        return cls(q=empty, intensity=empty, source=source, dataset=dataset, notes=list(notes or []), error=str(message))
+
+    @property
+    def failure(self) -> Failure | None:
+        """Why there is no usable curve (:class:`Failure`), None for a curve with data."""
+        return None if self.error is None else Failure(self.error)
 
     @classmethod
     def from_data1d(cls, data: Any, source: str = "", dataset: str = "") -> "Curve":

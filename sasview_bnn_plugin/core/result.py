@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .conformal import aps_sets, novelty_p_values
+from .curve import Failure
 from .model_format import DEFAULT_ANOMALY_THRESHOLD
 from .taxonomy import ANOMALY_NAMES, CLASS_NAMES, CLEAN_INDEX
 
@@ -84,8 +85,8 @@ def level_text(level: float) -> str:
     return f"{100.0 * level:.4g} %"
 
 
-def _entropy(p: np.ndarray) -> np.ndarray:
-    """Shannon entropy in nats along the last axis; 0 log 0 = 0."""
+def entropy(p: np.ndarray) -> np.ndarray:
+    """Shannon entropy in nats along the last axis; 0 log 0 = 0 (the one entropy of the project: results, trainer metrics)."""
     p = np.clip(p, 0.0, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, -p * np.log(p), 0.0)
@@ -197,8 +198,8 @@ class ClassificationResult:
         if samples.ndim != 2 or samples.shape[1] != len(CLASS_NAMES):
             raise ValueError(f"expected samples of shape (S, {len(CLASS_NAMES)}), got {samples.shape}")
         mean = samples.mean(axis=0)
-        predictive = float(_entropy(mean))
-        expected = float(_entropy(samples).mean())
+        predictive = float(entropy(mean))
+        expected = float(entropy(samples).mean())
         score = float(novelty_score)
         p_value = math.nan
         if novelty_calibration is not None:
@@ -282,9 +283,15 @@ class ClassificationResult:
         )
 
     @classmethod
-    def error(cls, file: str, dataset: str, message: str, notes: list[str] | None = None, model: str = "") -> "ClassificationResult":
-        """A refused curve: no label, NaN probabilities, ``message`` says why."""
-        return cls(file=file, dataset=dataset, status="error", message=message, model=model, notes=list(notes or []))
+    def error(cls, file: str, dataset: str, message: "str | Failure", notes: list[str] | None = None, model: str = "") -> "ClassificationResult":
+        """A refused curve: no label, NaN probabilities, ``message`` (a :class:`~sasview_bnn_plugin.core.curve.Failure`
+        or its text) says why."""
+        return cls(file=file, dataset=dataset, status="error", message=str(message), model=model, notes=list(notes or []))
+
+    @property
+    def failure(self) -> "Failure | None":
+        """Why the curve was not classified (a :class:`~sasview_bnn_plugin.core.curve.Failure`), None when it was."""
+        return None if self.ok else Failure(self.message)
 
     def to_row(self) -> dict[str, Any]:
         """One CSV row: keys are :data:`CSV_COLUMNS`, in that order."""

@@ -47,11 +47,11 @@ from sas.qtgui.Utilities.Reports.reportdata import ReportData
 from sas.qtgui.Utilities.Reports.reports import ReportBase
 
 from ..io.output import render_csv, write_atomically
+from ..io.plotting import draw_curve, draw_probabilities, result_figure, trend_figure
 from ..core.preprocessing import PreprocessingConfig
 from ..core.result import ClassificationResult
 from . import HELP_PAGE
 from .classification_service import SHUTDOWN_TIMEOUT_MS, ClassificationService
-from .figures import draw_curve, draw_probabilities, result_figure, trend_figure
 from .preferences import BNNPreferencesWidget
 from .results_table import COLUMNS, DatasetEntry, ResultsTableModel
 from .sasview_hooks import PERSPECTIVE_NAME, communicator, curve_from_sasview_data

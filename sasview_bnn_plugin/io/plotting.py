@@ -1,17 +1,23 @@
-"""One PNG per classified curve: the data with the model's q-domain, and the class probabilities.
+"""The figures of a result, of many results and of a series: the one renderer of the CLI and the perspective.
 
-For a model with the optional outputs, the title of the probability panel
-names the conformal prediction set, and a third panel shows the probability
-that each anomaly is present (posterior mean, 90 % interval, the model's
-threshold), titled with the anomalies present. A result explained by
-occlusion (:mod:`sasview_bnn_plugin.model.explain`) gets its strongest q-range as a
-shaded band on the data (:func:`draw_sensitivity`).
+Panels, drawn onto given matplotlib axes (no Qt, no pyplot):
 
-:func:`plot_trend` draws a series of results (:mod:`sasview_bnn_plugin.core.trend`):
-class probabilities and anomalies-present probabilities with their 90 %
-posterior bands against the frame number or a metadata value, the first
-anomaly frame marked. The perspective draws with the same functions
-(:func:`draw_trend`, :func:`draw_sensitivity`).
+- :func:`draw_curve`: I(q) on log-log axes, q in 1/Å (:func:`q_in_inverse_angstrom`, the one unit
+  helper of the figures), the model's q-domain shaded, the part of the curve the model used marked,
+  points with I <= 0 at the floor; a result explained by occlusion
+  (:mod:`sasview_bnn_plugin.model.explain`) gets its strongest q-range shaded (:func:`draw_sensitivity`).
+- :func:`draw_probabilities`: posterior-mean class probabilities as bars with 90 % posterior
+  intervals, titled with the label (and NOVEL, and the conformal prediction set); for a model with
+  the optional outputs, the probability that each anomaly is present as diamonds beside the bars.
+- :func:`draw_presence`: the probability that each anomaly is present as bars (the threshold dashed).
+- :func:`draw_trend`: a series of results (:mod:`sasview_bnn_plugin.core.trend`): class probabilities
+  and anomalies-present probabilities with their 90 % posterior bands against the frame number or a
+  metadata value, the first anomaly frame marked.
+
+Figures: :func:`result_figure` and :func:`trend_figure` (the perspective's window and report),
+:func:`plot_result` (``classify --plot``: one PNG per curve, with a third panel of
+:func:`draw_presence` for a model with the optional outputs), :func:`plot_contact_sheet` and
+:func:`plot_trend` (PNG files).
 
 matplotlib is optional (not a base dependency); :func:`require_matplotlib`
 raises :class:`PlottingUnavailable` with an installation hint.
@@ -19,6 +25,7 @@ raises :class:`PlottingUnavailable` with an installation hint.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -31,7 +38,7 @@ import numpy as np
 from ..core.curve import Curve
 from ..core.preprocessing import CurveError, PreprocessingConfig, q_unit_factor
 from ..core.result import ClassificationResult, level_text
-from ..core.taxonomy import ANOMALY_NAMES, CLASS_NAMES
+from ..core.taxonomy import ANOMALY_NAMES, CLASS_NAMES, CLEAN_INDEX
 
 #: One colour per class (taxonomy order), shared by the trend's classes and anomalies.
 CLASS_COLOURS = ("tab:green", "tab:brown", "tab:blue", "tab:purple", "tab:olive", "tab:cyan", "tab:red")
@@ -52,7 +59,16 @@ def require_matplotlib() -> None:
         ) from None
 
 
-def _q_and_intensity(curve: Curve, q_unit: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+#: Colours of the result panels.
+DOMAIN_COLOUR = "#90caf9"
+WINDOW_COLOUR = "#1565c0"
+CLEAN_COLOUR = "#66bb6a"
+ANOMALY_COLOUR = "#ffa726"
+CHOSEN_EDGE = "#263238"
+PRESENCE_COLOUR = "#6a1b9a"
+
+
+def q_in_inverse_angstrom(curve: Curve, q_unit: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """q in 1/Å (read in ``q_unit``, the unit the classification used, else the curve's own; as given when
     the unit is unknown) and I, shape (points,), for drawing."""
     try:
@@ -60,6 +76,104 @@ def _q_and_intensity(curve: Curve, q_unit: str | None = None) -> tuple[np.ndarra
     except CurveError:
         factor = 1.0
     return np.asarray(curve.q, dtype=float) * factor, np.asarray(curve.intensity, dtype=float)
+
+
+def draw_curve(ax, curve: Curve | None, result: ClassificationResult | None, q_domain: tuple[float, float], title: str = "") -> None:
+    """Plot I(q) log-log with the model's q-domain (1/Å) shaded; clears ``ax`` first."""
+    ax.clear()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("q (1/Å)")
+    ax.set_ylabel("I(q)")
+    lo, hi = q_domain
+    ax.axvspan(lo, hi, color=DOMAIN_COLOUR, alpha=0.25, label="model q-domain")
+    if curve is None:
+        q, intensity = np.zeros(0), np.zeros(0)
+    else:
+        q, intensity = q_in_inverse_angstrom(curve, getattr(result, "q_unit_used", None))
+    shown = np.isfinite(q) & np.isfinite(intensity) & (q > 0)
+    positive = shown & (intensity > 0)
+    if positive.any():
+        qp, ip = q[positive], intensity[positive]
+        ax.plot(qp, ip, ".", color="#37474f", markersize=3, label="data")
+        if result is not None and result.ok and all(math.isfinite(v) for v in result.q_window):
+            w_lo, w_hi = result.q_window
+            used = (qp >= w_lo) & (qp <= w_hi)
+            if used.any():
+                ax.plot(qp[used], ip[used], "-", color=WINDOW_COLOUR, linewidth=1.2, label="used by the model")
+        negative = shown & (intensity <= 0)
+        if negative.any():
+            ax.plot(q[negative], np.full(int(negative.sum()), ip.min()), "v", ms=3, color="tab:red", label="I(q) ≤ 0 (at floor)")
+        ax.set_xlim(min(lo, qp.min()) / 1.5, max(hi, qp.max()) * 1.5)
+    else:
+        ax.set_xlim(lo / 1.5, hi * 1.5)
+        ax.text(0.5, 0.5, "no positive intensities to plot", transform=ax.transAxes, ha="center", va="center")
+    if positive.any() and getattr(result, "sensitivity", None) is not None:
+        draw_sensitivity(ax, result.sensitivity)
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="lower left", fontsize=7)
+
+
+def draw_probabilities(ax, result: ClassificationResult | None, presence: bool = True) -> None:
+    """Bars of the posterior-mean class probabilities with 90 % posterior intervals; clears ``ax`` first.
+
+    The title names the label and its probability (NOVEL for a novel curve, the prediction set if
+    any); with ``presence`` the anomaly-presence probabilities (if the model gives them) are drawn
+    beside the bars.
+    """
+    ax.clear()
+    positions = np.arange(len(CLASS_NAMES))
+    ax.set_xticks(positions)
+    ax.set_xticklabels(CLASS_NAMES, rotation=35, ha="right", fontsize=8)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel("probability (90 % interval)")
+    if result is None or not result.ok:
+        message = "not classified" + (f":\n{result.message}" if result is not None and result.message else "")
+        ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", wrap=True, fontsize=8)
+        return
+    p = np.asarray(result.probabilities, dtype=float)
+    low = np.clip(p - np.asarray(result.probability_low, dtype=float), 0.0, None)
+    high = np.clip(np.asarray(result.probability_high, dtype=float) - p, 0.0, None)
+    colours = [CLEAN_COLOUR if i == CLEAN_INDEX else ANOMALY_COLOUR for i in range(len(CLASS_NAMES))]
+    chosen = int(np.argmax(p))
+    edges = [CHOSEN_EDGE if i == chosen else "none" for i in range(len(CLASS_NAMES))]
+    ax.bar(positions, p, color=colours, edgecolor=edges, linewidth=1.5, yerr=np.vstack([low, high]), capsize=3, ecolor="#424242")
+    title = f"{result.label}  p = {result.confidence:.2f}"
+    if result.is_novel:
+        title += "   NOVEL (do not trust the label)"
+        ax.set_facecolor("#fde8e8")
+    values = np.asarray(result.presence_probabilities, dtype=float)
+    if presence and np.isfinite(values).all():
+        anomaly_positions = np.array([CLASS_NAMES.index(n) for n in ANOMALY_NAMES]) + 0.3  # beside the bars
+        spread = np.vstack([np.clip(values - result.presence_low, 0.0, None), np.clip(result.presence_high - values, 0.0, None)])
+        ax.errorbar(anomaly_positions, values, yerr=spread, fmt="D", color=PRESENCE_COLOUR, markersize=5, capsize=2, label="p(anomaly present)")
+        if math.isfinite(result.anomaly_threshold):
+            ax.axhline(result.anomaly_threshold, color=PRESENCE_COLOUR, linestyle=":", linewidth=0.8)
+        ax.legend(loc="upper right", fontsize=7)
+    if result.prediction_set is not None:
+        title += f"\nplausible at {level_text(result.set_level)}: {' or '.join(result.prediction_set)}"
+    ax.set_title(title, fontsize=9, color="tab:red" if result.is_novel else "black")
+
+
+def result_figure(curve: Curve | None, result: ClassificationResult | None, q_domain: tuple[float, float], title: str = ""):
+    """A new 9 x 3.5 inch Figure with the curve and the probability bars side by side (the perspective's report)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(9.0, 3.5))
+    curve_ax, bars_ax = figure.subplots(1, 2)
+    draw_curve(curve_ax, curve, result, q_domain, title)
+    draw_probabilities(bars_ax, result)
+    figure.tight_layout()
+    return figure
+
+
+def trend_figure(results: Sequence[ClassificationResult], x: str | None = None):
+    """A new 10 x 5 inch Figure with the trend of a series of results, drawn by :func:`draw_trend`."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10.0, 5.0))
+    draw_trend(figure, results, x)
+    return figure
 
 
 def plot_file_name(result: ClassificationResult, index: int) -> str:
@@ -72,10 +186,10 @@ def plot_file_name(result: ClassificationResult, index: int) -> str:
 
 
 def plot_result(curve: Curve, result: ClassificationResult, config: PreprocessingConfig, path: str | Path) -> Path:
-    """Draw the curve (log-log, q in 1/Å, model q-domain shaded) and the probabilities with 90 % intervals.
+    """Draw the curve (:func:`draw_curve`) and the probabilities (:func:`draw_probabilities`) into a PNG.
 
     With anomaly-presence probabilities (optional model output) a third panel
-    shows them; the prediction set, if any, is named in the probabilities' title.
+    shows them (:func:`draw_presence`); the prediction set, if any, is named in the probabilities' title.
     """
     require_matplotlib()
     import matplotlib
@@ -93,50 +207,17 @@ def plot_result(curve: Curve, result: ClassificationResult, config: Preprocessin
         # Fixed margins: a layout engine would triple the drawing time of every PNG.
         fig.subplots_adjust(left=0.08, right=0.98, bottom=0.24, top=0.9, wspace=0.28)
         ax_data, ax_prob = fig.subplots(1, 2, width_ratios=[1.3, 1])
-    q, i = _q_and_intensity(curve, result.q_unit_used)
-    shown = np.isfinite(q) & np.isfinite(i) & (q > 0)
-    positive = shown & (i > 0)
-    ax_data.axvspan(config.q_min, config.q_max, color="tab:green", alpha=0.08, label="model q-domain")
-    if positive.any():
-        ax_data.loglog(q[positive], i[positive], ".", ms=3, color="tab:blue", label="I(q) > 0")
-    negative = shown & (i <= 0)
-    if negative.any():
-        floor = np.min(i[positive]) if positive.any() else 1.0
-        ax_data.loglog(q[negative], np.full(negative.sum(), floor), "v", ms=3, color="tab:red", label="I(q) ≤ 0 (at floor)")
-    ax_data.set_xlabel("q (1/Å)")
-    ax_data.set_ylabel("I(q)")
-    ax_data.set_title(f"{Path(result.file).name} {result.dataset}".strip(), fontsize=9)
-    if result.sensitivity is not None:
-        draw_sensitivity(ax_data, result.sensitivity)
-    ax_data.legend(fontsize=8, loc="lower left")
-
-    x = np.arange(len(CLASS_NAMES))
-    if result.ok:
-        mean = result.probabilities
-        err = np.vstack([np.clip(mean - result.probability_low, 0, None), np.clip(result.probability_high - mean, 0, None)])
-        colours = ["tab:orange" if n == result.label else "tab:gray" for n in CLASS_NAMES]
-        ax_prob.bar(x, mean, yerr=err, color=colours, capsize=3)
-        title = f"{result.label}  p = {result.confidence:.2f}"
-        if result.is_novel:
-            title += "   NOVEL (do not trust the label)"
-            ax_prob.set_facecolor("#fde8e8")
-        if result.prediction_set is not None:
-            title += f"\nplausible ({level_text(result.set_level)}): {' or '.join(result.prediction_set)}"
-        ax_prob.set_title(title, fontsize=10 if result.prediction_set is None else 9, color="tab:red" if result.is_novel else "black")
-    else:
-        ax_prob.text(0.5, 0.5, "not classified:\n" + result.message, ha="center", va="center", wrap=True, fontsize=8, transform=ax_prob.transAxes)
-    ax_prob.set_xticks(x, CLASS_NAMES, rotation=40, ha="right", fontsize=8)
-    ax_prob.set_ylim(0, 1)
-    ax_prob.set_ylabel("posterior mean probability (90 % interval)")
+    draw_curve(ax_data, curve, result, (config.q_min, config.q_max), f"{Path(result.file).name} {result.dataset}".strip())
+    draw_probabilities(ax_prob, result, presence=False)
     if with_presence:
-        _draw_presence(ax_presence, result)
+        draw_presence(ax_presence, result)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     return path
 
 
-def _draw_presence(ax, result: ClassificationResult) -> None:
+def draw_presence(ax, result: ClassificationResult) -> None:
     """Bars: probability that each anomaly is present (posterior mean, 90 % interval), the threshold dashed."""
     x = np.arange(len(ANOMALY_NAMES))
     mean = result.presence_probabilities
@@ -184,7 +265,7 @@ def plot_contact_sheet(
     for ax in axes[len(items):]:
         ax.set_axis_off()
     for k, (ax, (curve, result)) in enumerate(zip(axes, items)):
-        q, i = _q_and_intensity(curve, result.q_unit_used)
+        q, i = q_in_inverse_angstrom(curve, result.q_unit_used)
         keep = np.isfinite(q) & np.isfinite(i) & (q > 0) & (i > 0)
         if not result.ok:
             colour, verdict = "tab:gray", "refused"

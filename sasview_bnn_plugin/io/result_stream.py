@@ -76,6 +76,25 @@ def stream_format(destination: str) -> str:
     return output_format(destination, STREAM_FORMATS)
 
 
+def check_destination(destination: str, mode: str = "new") -> str:
+    """The format of a results destination for a stream in ``mode`` (see :class:`ResultStream`): the one check.
+
+    Raises ValueError for a file name of no known format and :class:`ResultsFileError` for a
+    destination that cannot be continued ("resume": standard output or a .json document) or
+    appended to ("append": a .json document); the messages are the command line's.
+    """
+    fmt = stream_format(destination)
+    if mode == "resume" and destination == "-":
+        raise ResultsFileError("--resume needs --output FILE.csv or FILE.jsonl (standard output cannot be resumed)")
+    if mode == "resume" and fmt not in RESUMABLE_FORMATS:
+        raise ResultsFileError("--resume needs a .csv or .jsonl output: a .json file is one document that cannot be continued")
+    if mode == "append" and fmt not in RESUMABLE_FORMATS:
+        raise ResultsFileError("watch appends rows: use --output FILE.csv or FILE.jsonl (a .json file is one document)")
+    if mode == "append" and destination == "-":
+        raise ResultsFileError("--resume and watching need a results file, not standard output")
+    return fmt
+
+
 def partial_path(path: str | os.PathLike[str]) -> Path:
     """Where an unfinished ``classify`` run writes: ``FILE.partial``."""
     return Path(f"{os.fspath(path)}{PARTIAL_SUFFIX}")
@@ -322,7 +341,7 @@ class ResultStream:
             raise ValueError(f"unknown mode {mode!r}")
         self.destination = destination
         self.columns = tuple(columns)
-        self.format = stream_format(destination)
+        self.format = check_destination(destination, mode)
         self.mode = mode
         self.extra = dict(extra or {})
         self.written = WrittenRows()
@@ -332,10 +351,6 @@ class ResultStream:
         #: Set when continuing a CSV file of an older version (see :func:`older_columns_note`).
         self.columns_note: str | None = None
         self._to_stdout = destination == "-"
-        if self._to_stdout and mode != "new":
-            raise ResultsFileError("--resume and watching need a results file, not standard output")
-        if mode != "new" and self.format not in RESUMABLE_FORMATS:
-            raise ResultsFileError(f"a .json results file is one document and cannot be appended to or resumed; use .csv or .jsonl for {destination}")
         self._final = Path(destination)
         self._target = self._final if mode == "append" or self._to_stdout else partial_path(destination)
         self._lock = None if self._to_stdout else ResultsLock(destination)

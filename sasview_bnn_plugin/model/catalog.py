@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 from .card import verify_model_file
 from ..core.model_format import ModelFormatError
@@ -46,6 +46,35 @@ class ModelSource:
 
 class ModelNotFoundError(LookupError):
     """The requested model name or file does not exist; the message lists what does."""
+
+
+class LazyCard(Mapping[str, str]):
+    """A model card built on first use: listing or choosing a model neither hashes nor opens its file.
+
+    (``sasview-bnn classify`` verifies and opens only the model it runs, once; ``sasview-bnn models``
+    reads every card it shows.)
+    """
+
+    def __init__(self, build: Callable[[], Mapping[str, str]]) -> None:
+        self._build: Callable[[], Mapping[str, str]] | None = build
+        self._card: dict[str, str] = {}
+
+    def _read(self) -> dict[str, str]:
+        if self._build is not None:
+            self._card, self._build = dict(self._build()), None
+        return self._card
+
+    def __getitem__(self, key: str) -> str:
+        return self._read()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __repr__(self) -> str:
+        return "LazyCard(not read yet)" if self._build is not None else f"LazyCard({self._card!r})"
 
 
 def shipped_model_files(package: str = SHIPPED_MODELS_PACKAGE) -> list[Path]:
@@ -112,20 +141,25 @@ def shipped_models(package: str = SHIPPED_MODELS_PACKAGE) -> list[ModelSource]:
     """Every model installed with the package, with its card.
 
     A damaged file, or one whose sha256 differs from its JSON card's (see
-    :mod:`~sasview_bnn_plugin.model.card`), gets an error card.
+    :mod:`~sasview_bnn_plugin.model.card`), gets an error card. The cards are
+    :class:`LazyCard`: read (file hashed, metadata read) when first looked at.
     """
     sources = []
     files = shipped_model_files(package)
     # The default model first; the others stay loadable by name, for comparison.
     files = sorted(files, key=lambda p: p.stem != DEFAULT_MODEL)
     for path in files:
-        try:
-            verify_model_file(path, require_card=True)
-            card = card_from_metadata(read_metadata(path), path.parent, path.stem)
-        except (ModelFormatError, ModelNotFoundError) as err:
-            card = {"error": str(err)}
-        sources.append(ModelSource(path.stem, path, card, provider="shipped"))
+        sources.append(ModelSource(path.stem, path, LazyCard(lambda path=path: _shipped_card(path)), provider="shipped"))
     return sources
+
+
+def _shipped_card(path: Path) -> dict[str, str]:
+    """The card of a shipped model (its file verified against its JSON card), or an error card."""
+    try:
+        verify_model_file(path, require_card=True)
+        return card_from_metadata(read_metadata(path), path.parent, path.stem)
+    except (ModelFormatError, ModelNotFoundError) as err:
+        return {"error": str(err)}
 
 
 def resolve_model(name_or_path: str | os.PathLike[str] | None, available: Iterable[ModelSource]) -> ModelSource:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
 import numpy as np
 
 from .calibration import DEFAULT_NOVELTY_LEVEL, InstrumentCalibration, load_calibration
-from ..core.curve import Curve
+from ..core.curve import Curve, Failure
 from .catalog import ModelNotFoundError
 from .card import verify_model_file
 from ..core.model_format import (
@@ -272,20 +272,20 @@ class BNNClassifier:
             return np.zeros((0, self.n_samples, N_CLASSES), np.float32), np.zeros(0, np.float32)
         return np.concatenate(probs_out), np.concatenate(novelty_out)
 
-    def predict_each(self, features: np.ndarray) -> list[tuple[np.ndarray, float] | str]:
+    def predict_each(self, features: np.ndarray) -> list[tuple[np.ndarray, float] | Failure]:
         """Run the model on preprocessed inputs, one outcome per input; never raises for a curve.
 
         ``features`` has shape (batch, 4, 256). Each outcome is (probabilities
-        of shape (S, 7), novelty score) or a message saying why the model gave
+        of shape (S, 7), novelty score) or a :class:`Failure` saying why the model gave
         no usable answer. A batch on which onnxruntime fails is retried curve
         by curve, so one bad curve costs no other curve its result; outputs
         that are not finite probabilities are refused, never turned into a label.
         """
-        return [o if isinstance(o, str) else (o.samples, o.novelty) for o in self._predict_each(self._check_features(features))]
+        return [o if isinstance(o, Failure) else (o.samples, o.novelty) for o in self._predict_each(self._check_features(features))]
 
-    def _predict_each(self, batch: np.ndarray) -> list["_Outcome | str"]:
+    def _predict_each(self, batch: np.ndarray) -> list["_Outcome | Failure"]:
         """:meth:`predict_each` with the optional anomaly probabilities (S, 6) of each curve."""
-        outcomes: list[_Outcome | str] = []
+        outcomes: list[_Outcome | Failure] = []
         for start in range(0, batch.shape[0], self.batch_size):
             chunk = batch[start : start + self.batch_size]
             try:
@@ -309,10 +309,10 @@ class BNNClassifier:
         """
         return self._run_chunk(self._check_features(features))
 
-    def prepare_input(self, curve: Curve, q_unit: str | None = None) -> ModelInput | str:
+    def prepare_input(self, curve: Curve, q_unit: str | None = None) -> ModelInput | Failure:
         """The model input of ``curve`` as :meth:`classify` builds it (the plugins' raw-curve steps,
         then the shared preprocessing, q read in ``q_unit`` if given, e.g. a result's ``q_unit_used``),
-        or the message saying why the curve is refused."""
+        or the :class:`Failure` saying why the curve is refused."""
         if self.plugin_host is not None:
             curve = self.plugin_host.prepare_raw_curve(curve)
         return self._prepare(curve, q_unit or None)
@@ -357,7 +357,7 @@ class BNNClassifier:
         A refused curve, or one on which the model fails or returns no finite
         probabilities, gets an error result; the others are unaffected.
         """
-        prepared: list[tuple[Curve, list[tuple[QUnitReading, ModelInput | str]]]] = []
+        prepared: list[tuple[Curve, list[tuple[QUnitReading, ModelInput | Failure]]]] = []
         for index, item in enumerate(curves):
             curve = self._as_curve(item, index)
             if self.plugin_host is not None:
@@ -374,7 +374,7 @@ class BNNClassifier:
                 if isinstance(outcome, ModelInput):
                     model_outcome = model_outcomes[k]
                     k += 1
-                    if isinstance(model_outcome, str):
+                    if isinstance(model_outcome, Failure):
                         outcome = model_outcome
                 answers.append((reading, outcome, model_outcome))
             reading, outcome, model_outcome = self._choose_reading(answers)
@@ -447,23 +447,23 @@ class BNNClassifier:
             return _curve_from_arrays(q, i, di, dq, unit, "", f"curve {index}")
         return Curve.failed("", f"curve {index}", f"cannot classify a {type(item).__name__}: pass a Curve, a Data1D or (q, I, dI, dq, q_unit)")
 
-    def _prepare(self, curve: Curve, q_unit: str | None = None) -> ModelInput | str:
-        """The model input of a curve (q read in ``q_unit``, else its own unit), or the message saying why it is refused."""
-        if curve.error is not None:
-            return curve.error
+    def _prepare(self, curve: Curve, q_unit: str | None = None) -> ModelInput | Failure:
+        """The model input of a curve (q read in ``q_unit``, else its own unit), or the :class:`Failure` saying why it is refused."""
+        if curve.failure is not None:
+            return curve.failure
         try:
             model_input = prepare_curve(curve.q, curve.intensity, curve.d_intensity, q_unit or curve.q_unit, self.config)
         except CurveError as err:
-            return str(err)
+            return Failure(str(err))
         except Exception:  # a bug, not the curve's fault: keep the other curves, say so plainly
             log.exception("preprocessing failed on %s %s", curve.source, curve.dataset)
             return _INTERNAL_ERROR
         return model_input
 
-    def _prepare_readings(self, curve: Curve) -> list[tuple[QUnitReading, ModelInput | str]]:
+    def _prepare_readings(self, curve: Curve) -> list[tuple[QUnitReading, ModelInput | Failure]]:
         """The reading(s) of a curve to run: one, or two when nobody gave its q unit and both units are plausible."""
-        if curve.error is not None:
-            return [(QUnitReading(None, curve.q_unit_source or "assumed"), curve.error)]
+        if curve.failure is not None:
+            return [(QUnitReading(None, curve.q_unit_source or "assumed"), curve.failure)]
         if curve.q_unit_source != "assumed":
             try:
                 unit = canonical_q_unit(curve.q_unit)
@@ -504,8 +504,9 @@ class BNNClassifier:
                 return reading, outcome, model_outcome
         raise AssertionError("the q-unit decision chose a unit that was not tried")  # pragma: no cover
 
-    def _verdict(self, outcome: ModelInput | str, model_outcome: "_Outcome | None") -> ModelVerdict | str:
-        """The model's verdict on one reading (novelty decided exactly as in the results), or why it has none."""
+    def _verdict(self, outcome: ModelInput | Failure, model_outcome: "_Outcome | None") -> ModelVerdict | str:
+        """The model's verdict on one reading (novelty decided exactly as in the results), or why it has none (the
+        failure's message, as :func:`~sasview_bnn_plugin.core.q_units.decide_q_unit` takes it)."""
         if not isinstance(outcome, ModelInput) or model_outcome is None:
             return str(outcome)
         trial = ClassificationResult.from_samples(
@@ -522,12 +523,12 @@ class BNNClassifier:
         return ModelVerdict(trial.novelty_score, bool(trial.is_novel), str(trial.label))
 
 
-#: Messages of curves the model gave no usable answer for (they never get a label).
-_MODEL_FAILED = "the model could not be run on this curve (onnxruntime reported an error, see the log); no label is given"
-_NON_FINITE = "the model returned probabilities that are not finite numbers for this curve; no label is given"
-_NOT_PROBABILITIES = "the model returned values that are not probabilities (outside 0 to 1 or not summing to 1) for this curve; no label is given"
-_BAD_NOVELTY = "the model returned a novelty score that is not a finite number for this curve; no label is given"
-_BAD_PRESENCE = "the model returned anomaly probabilities that are not finite numbers between 0 and 1 for this curve; no label is given"
+#: Curves the model gave no usable answer for (they never get a label).
+_MODEL_FAILED = Failure("the model could not be run on this curve (onnxruntime reported an error, see the log); no label is given")
+_NON_FINITE = Failure("the model returned probabilities that are not finite numbers for this curve; no label is given")
+_NOT_PROBABILITIES = Failure("the model returned values that are not probabilities (outside 0 to 1 or not summing to 1) for this curve; no label is given")
+_BAD_NOVELTY = Failure("the model returned a novelty score that is not a finite number for this curve; no label is given")
+_BAD_PRESENCE = Failure("the model returned anomaly probabilities that are not finite numbers between 0 and 1 for this curve; no label is given")
 
 
 class _Outcome(NamedTuple):
@@ -536,7 +537,7 @@ class _Outcome(NamedTuple):
     samples: np.ndarray
     novelty: float
     presence: np.ndarray | None = None
-_INTERNAL_ERROR = "sasview-bnn failed while preparing this curve (an internal error, see the log; please report it with the file)"
+_INTERNAL_ERROR = Failure("sasview-bnn failed while preparing this curve (an internal error, see the log; please report it with the file)")
 
 
 def _curve_from_arrays(q: Any, intensity: Any, d_intensity: Any, dq: Any, q_unit: Any, source: str, dataset: str) -> Curve:
@@ -561,9 +562,9 @@ def _curve_from_arrays(q: Any, intensity: Any, d_intensity: Any, dq: Any, q_unit
     )
 
 
-def _checked_outcome(samples: np.ndarray, novelty: Any, presence: np.ndarray | None = None) -> _Outcome | str:
+def _checked_outcome(samples: np.ndarray, novelty: Any, presence: np.ndarray | None = None) -> _Outcome | Failure:
     """The outcome if samples (S, 7) and presence (S, 6) are finite probabilities and the novelty score finite,
-    else the message refusing them."""
+    else the :class:`Failure` refusing them."""
     samples = np.asarray(samples, dtype=np.float64)
     if not np.isfinite(samples).all():
         return _NON_FINITE

@@ -42,7 +42,7 @@ import pluggy
 
 from . import builtin as builtin_plugin, hookspecs
 from ..core.curve import Curve
-from ..model.catalog import ModelSource
+from ..model.catalog import LazyCard, ModelSource
 from ..core.result import ClassificationResult
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,8 @@ class IsolatingPluginManager(pluggy.PluginManager):
             if call is not None and call.stamped.get(id(item)) is item:
                 sources.append(item)  # already stamped in this call (a wrapper passing on another plugin's model)
                 continue
-            source = ModelSource(item.name, Path(item.path), dict(item.card), provider=origin)
+            card = item.card if isinstance(item.card, LazyCard) else dict(item.card)  # a lazy card stays unread
+            source = ModelSource(item.name, Path(item.path), card, provider=origin)
             if call is not None:
                 call.stamped[id(source)] = source
             sources.append(source)
@@ -348,7 +349,7 @@ class PluginHost:
 
     def prepare_raw_curve(self, curve: Curve) -> Curve:
         """The curve after every plugin's raw-curve step (chained in pluggy's order, see the hookspec)."""
-        if curve.error is not None:
+        if curve.failure is not None:
             return curve
         results = self._call(PREPARE_HOOK, [], curve=curve)
         if not isinstance(results, list):

@@ -106,7 +106,7 @@ from sasmodels import direct_model as sas_direct
 from sasmodels import resolution as sas_resolution
 
 from sasview_bnn_plugin.core.preprocessing import CurveError
-from sasview_bnn_plugin.core.q_units import INVERSE_ANGSTROM, canonical_q_unit
+from sasview_bnn_plugin.core.q_units import INVERSE_ANGSTROM, INVERSE_NANOMETRE, canonical_q_unit
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 from ..simulation.classes import LATTICES  # Bragg peak position ratios q_hkl/q_1, as simulated
@@ -952,12 +952,9 @@ def select(fits: dict[str, ClassFit], criterion: str) -> int:
 def to_inverse_angstrom(q_unit: str) -> float:
     """Factor turning q given in ``q_unit`` into 1/Å, read by the runtime's q-unit parser (any spelling it knows)."""
     try:
-        unit = canonical_q_unit(q_unit)
-    except CurveError:
-        unit = None
-    if unit is None:
-        raise ValueError(f"q is in {q_unit!r}; this baseline understands 1/A and 1/nm")
-    return 1.0 if unit == INVERSE_ANGSTROM else 0.1
+        return {INVERSE_ANGSTROM: 1.0, INVERSE_NANOMETRE: 0.1}[canonical_q_unit(q_unit)]
+    except (CurveError, KeyError):  # not a unit, or none
+        raise ValueError(f"q is in {q_unit!r}; this baseline understands 1/A and 1/nm") from None
 
 
 def classify_arrays(q: np.ndarray, intensity: np.ndarray, d_intensity: np.ndarray, dq: np.ndarray | None,

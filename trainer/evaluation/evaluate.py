@@ -39,7 +39,9 @@ from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD, check
 from sasview_bnn_plugin.core.preprocessing import prepare_batch
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
 
-from ..export import onnx_session, read_metadata, run_onnx, run_onnx_all
+from sasview_bnn_plugin.model.catalog import read_metadata
+
+from ..export import onnx_session, run_onnx, run_onnx_all
 from ..features import FeatureFile, build_features
 from ..simulation.store import CurveReader
 from . import metrics as M

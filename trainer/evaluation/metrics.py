@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sasview_bnn_plugin.core.result import entropy  # the runtime's, the one entropy (nats, last axis)
+
 _EPS = 1e-12
 
 
@@ -116,12 +118,6 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: in
     r = reliability(labels, probs, n_bins)
     used = r["count"] > 0
     return float(np.sum(r["count"][used] / labels.shape[0] * np.abs(r["accuracy"][used] - r["confidence"][used])))
-
-
-def entropy(probs: np.ndarray) -> np.ndarray:
-    """Shannon entropy (nats) over the last axis."""
-    p = np.clip(probs, _EPS, 1.0)
-    return -np.sum(probs * np.log(p), axis=-1)
 
 
 def predictive_entropy(sample_probs: np.ndarray) -> np.ndarray:
