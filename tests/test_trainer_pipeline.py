@@ -274,3 +274,27 @@ def test_leave_one_class_out_study_scores_the_left_out_class(ensemble_model, vi_
     assert "| ordered |" in table and "mean AUROC" in table
     with pytest.raises(ValueError, match="exclude-class"):
         study_run(folder / "vi", test)
+
+
+def test_leave_family_out_run_never_trains_on_the_family_and_the_study_splits_the_test_set(data, vi_model):
+    from sasview_bnn_trainer.evaluation.family_study import markdown_table, study_run
+    from sasview_bnn_trainer.features import family_membership
+    from sasview_bnn_trainer.simulation.shapes import FAMILIES
+
+    folder, train, test = data
+    with pytest.raises(ValueError, match="unknown shape family"):
+        FitConfig(exclude_families=("blob",))
+    result = fit(train, folder / "no_chains", FitConfig(method="vi", epochs=1, samples=2, seed=0, lr=3e-3, exclude_families=("chain",)),
+                 progress=False)
+    with FeatureFile(result.features_path) as ff:
+        families, member = family_membership(train, ff.column("source_index"))
+    assert families == FAMILIES
+    chain = member[:, families.index("chain")]
+    # The simulator draws chains for a fair share of curves; none of them reaches training.
+    assert chain.sum() > 50 and not chain[result.train_rows].any()
+    row = study_run(folder / "no_chains", test, n_samples=2)
+    assert row["left_out"] == ["chain"] and row["left_out_family"]["n"] > 0 and row["in_family"]["n"] > 0
+    assert row["gap"] == pytest.approx(row["in_family"]["accuracy"] - row["left_out_family"]["accuracy"])
+    assert "| chain |" in markdown_table([row])
+    with pytest.raises(ValueError, match="exclude-family"):
+        study_run(folder / "vi", test)

@@ -35,6 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="ensemble: number of members K (default 8); vi: posterior draws used for validation (default 32)")
     p.add_argument("--exclude-class", action="append", default=[], choices=CLASS_NAMES, metavar="NAME",
                    help="leave this class out of training (repeatable), for leave-one-class-out novelty tests")
+    p.add_argument("--exclude-family", action="append", default=[], metavar="NAME",
+                   help="leave every curve with a particle of this shape family (sphere, ellipsoid, cylinder, chain, "
+                        "generic) out of training and validation (repeatable), for leave-family-out tests")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto uses CUDA when torch sees a GPU")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, split, batch order and VI noise (default 0)")
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = FitConfig(
             method=args.method, epochs=args.epochs, samples=args.samples, exclude_classes=tuple(args.exclude_class),
+            exclude_families=tuple(args.exclude_family),
             device=args.device, seed=args.seed, lr=args.lr, batch_size=args.batch_size, val_fraction=args.val_fraction,
             prior_sigma=args.prior_sigma, loss=args.loss, mc_samples=args.mc_samples,
             kl_weight=args.kl_weight, lr_schedule=args.lr_schedule,

@@ -351,6 +351,7 @@ def split_rows(
     exclude: Sequence[int] = (),
     max_train: int | None = None,
     anomalies: np.ndarray | None = None,
+    drop: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded random train/validation split of feature rows, excluded classes removed.
 
@@ -360,6 +361,8 @@ def split_rows(
     (validation rows are unchanged). With ``anomalies`` (M, 6), a row is
     excluded when an excluded class is its primary class *or* present as a
     secondary anomaly (a left-out class must be unseen, not just never primary).
+    ``drop`` (M,) bool removes further rows from both parts (e.g. every curve
+    holding a particle of a left-out shape family, see :func:`family_membership`).
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"the validation fraction must lie between 0 and 1, got {val_fraction}")
@@ -367,9 +370,41 @@ def split_rows(
     is_val = rng.random(labels.shape[0]) < val_fraction
     excluded = np.asarray(list(exclude), dtype=np.int64)
     keep = ~np.isin(labels, excluded)
+    if drop is not None:
+        keep &= ~np.asarray(drop, dtype=bool)
     if anomalies is not None and excluded.size:
         keep &= ~np.any(anomalies[:, excluded[excluded > 0] - 1] > 0, axis=1)
     train = np.flatnonzero(keep & ~is_val)
     if max_train is not None and train.size > max_train:
         train = np.sort(np.random.default_rng([seed, 0x5EB5E7]).choice(train, max_train, replace=False))
     return train, np.flatnonzero(keep & is_val)
+
+
+#: Columns of a curve file's ``params`` that name a particle shape (the curve's own, a bimodal mixture's two).
+SHAPE_COLUMNS: tuple[str, ...] = ("shape", "small_shape", "large_shape")
+
+
+def family_membership(data_path: str | Path, source_index: np.ndarray | None = None) -> tuple[tuple[str, ...], np.ndarray]:
+    """Which shape families each curve's particles belong to, for leave-family-out tests.
+
+    Returns (families, member) with ``member`` (M, n_families) bool: True where
+    any of the curve's particles (:data:`SHAPE_COLUMNS`) is of that family
+    (:data:`~sasview_bnn_trainer.simulation.shapes.FAMILIES`). ``source_index``
+    picks curve-file rows (a features file's ``source_index``); default: all rows.
+    Curves without a particle shape (lattices of ordered phases) belong to no family.
+    """
+    from .simulation.shapes import FAMILIES, SHAPES_BY_NAME
+
+    index = {family: k for k, family in enumerate(FAMILIES)}
+    with CurveReader(data_path) as reader:
+        columns = [reader.column("params", c) for c in SHAPE_COLUMNS if c in reader.columns("params")]
+        n = len(reader)
+    rows = np.arange(n) if source_index is None else np.asarray(source_index, dtype=np.int64)
+    member = np.zeros((rows.size, len(FAMILIES)), dtype=bool)
+    for column in columns:
+        names = column[rows]
+        for name in set(names.tolist()):
+            spec = SHAPES_BY_NAME.get(name)
+            if spec is not None:
+                member[names == name, index[spec.family]] = True
+    return FAMILIES, member

@@ -34,7 +34,7 @@ from sasview_bnn_plugin import __version__
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, N_CLASSES, class_index
 
 from .evaluation.metrics import classification_summary, presence_summary
-from .features import FeatureFile, build_features, split_rows
+from .features import FeatureFile, build_features, family_membership, split_rows
 from .network import NetworkConfig, pack_members
 from .posterior import LOSSES, METHODS, Posterior, build_posterior, posterior_from_spec
 
@@ -90,6 +90,7 @@ class FitConfig:
     epochs: int = 10
     samples: int | None = None
     exclude_classes: tuple[str, ...] = ()
+    exclude_families: tuple[str, ...] = ()
     device: str = "auto"
     seed: int = 0
     lr: float = 1e-3
@@ -112,6 +113,11 @@ class FitConfig:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         for name in self.exclude_classes:
             class_index(name)
+        from .simulation.shapes import FAMILIES
+
+        for name in self.exclude_families:
+            if name not in FAMILIES:
+                raise ValueError(f"unknown shape family {name!r}; choose among {', '.join(FAMILIES)}")
         if len(set(self.exclude_classes)) >= N_CLASSES - 1:
             raise ValueError("at least two classes must remain for training")
         if not 0.0 <= self.outlier_fraction < 1.0:
@@ -137,6 +143,7 @@ class FitConfig:
         d = dataclasses.asdict(self)
         d["network"] = dataclasses.asdict(self.network)
         d["exclude_classes"] = list(self.exclude_classes)
+        d["exclude_families"] = list(self.exclude_families)
         return d
 
     @classmethod
@@ -145,6 +152,7 @@ class FitConfig:
         net = dict(d.pop("network"))
         net["channels"] = tuple(net["channels"])
         d["exclude_classes"] = tuple(d["exclude_classes"])
+        d["exclude_families"] = tuple(d.get("exclude_families", ()))  # runs before leave-family-out
         net.setdefault("n_anomalies", 0)  # runs of version 1 trained the primary class only
         return cls(network=NetworkConfig(**net), **d)
 
@@ -286,8 +294,12 @@ def fit(
     features = FeatureFile(features_path)
     try:
         excluded = [class_index(n) for n in config.exclude_classes]
+        drop = None
+        if config.exclude_families:
+            families, member = family_membership(data_path, features.column("source_index"))
+            drop = member[:, [families.index(f) for f in config.exclude_families]].any(axis=1)
         train_rows, val_rows = split_rows(features.labels, config.val_fraction, config.seed, excluded, config.max_train,
-                                          features.anomalies)
+                                          features.anomalies, drop)
         if train_rows.size == 0 or val_rows.size == 0:
             raise ValueError(
                 f"{data_path} gives {train_rows.size} training and {val_rows.size} validation curves; both must be non-empty"
@@ -303,6 +315,7 @@ def fit(
             "code_version": summary.code_version,
             "preprocessing": summary.preprocessing,
             "excluded_classes": list(config.exclude_classes),
+            "excluded_families": list(config.exclude_families),
             "n_train": int(train_rows.size),
             "n_val": int(val_rows.size),
             "val_fraction": config.val_fraction,

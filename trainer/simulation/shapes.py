@@ -9,15 +9,16 @@ need to be good enough to place the knee.
 
 Polydispersity
 --------------
-* Shapes without orientation averaging (spheres and shells, vesicles,
-  Gaussian coil, flexible cylinders) use sasmodels' own polydispersity
+* Shapes without orientation averaging (spheres and shells, multi-shell
+  onions, vesicles, Gaussian coil, flexible cylinders) use sasmodels' own polydispersity
   (Gaussian, Schulz, lognormal, rectangle or Boltzmann, 21 points) on one
   size parameter: monodisperse (deep minima) for 15 % of the draws, else 2
   to 30 %. Chains without a size distribution in sasmodels (polymer micelle,
-  excluded-volume chain, star polymer, Guinier-Porod) are monodisperse.
+  excluded-volume chain, star polymer, Guinier-Porod, Ornstein-Zernike) are monodisperse.
 * Orientation-averaged shapes (ellipsoid, rod and disc cylinders, core-shell
-  cylinder, core-shell bicelle, hollow cylinder, parallelepiped, pearls; triaxial
-  ellipsoid and parallelepiped cost 6-13 ms and are drawn a third as often) cost about 1 ms per monodisperse call on 200 q
+  cylinder, core-shell bicelle, hollow cylinder, parallelepiped, stacked discs,
+  pearls; triaxial ellipsoid and parallelepiped cost 6-13 ms and are drawn a third
+  as often, elliptical and capped cylinders 10-15 ms and a tenth as often) cost about 1 ms per monodisperse call on 200 q
   points and ×n_pd with one polydisperse parameter (10-20 ms, see
   measured here), far beyond the simulation budget of about
   3 ms per curve. They are therefore evaluated *once, monodisperse*, and made
@@ -388,6 +389,60 @@ def _guinier_porod(rg: float, rng: np.random.Generator) -> dict[str, float]:
     return {"rg": rg, "s": s, "porod_exp": float(rng.uniform(max(3.0, s + 1.0), 4.3))}
 
 
+def _core_multi_shell(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    """Onion-like particles of 2-4 concentric shells of independent contrast (multishell nanoparticles, liposomes with coats)."""
+    n = int(rng.integers(2, 5))
+    outer = rg / SPHERE_RG
+    core_fraction = float(rng.uniform(0.3, 0.8))
+    solvent = float(rng.uniform(-0.5, 6.4))
+    params: dict[str, float] = {"radius": outer * core_fraction, "n": float(n), "sld_solvent": solvent,
+                                "sld_core": solvent + float(rng.uniform(0.5, 6.0)) * (1 if rng.random() < 0.5 else -1)}
+    cuts = np.sort(rng.uniform(0.0, 1.0, n - 1))
+    widths = np.diff(np.concatenate([[0.0], cuts, [1.0]])) * outer * (1 - core_fraction)
+    for i, width in enumerate(widths, start=1):
+        params[f"thickness{i}"] = float(max(width, 1.0))
+        params[f"sld{i}"] = solvent + float(rng.uniform(-6.0, 6.0))
+    return params
+
+
+def _multi_shell_outer(p: dict[str, float]) -> float:
+    return p["radius"] + sum(p[f"thickness{i}"] for i in range(1, int(p["n"]) + 1))
+
+
+def _elliptical_cylinder(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    """Ribbons and flattened rods: elliptical cross-section, axis ratio 1.5-5."""
+    ratio = _log_uniform(rng, 1.5, 5.0)
+    length_over_minor = _log_uniform(rng, 3.0, 40.0)
+    minor = rg / math.sqrt((1 + ratio**2) / 4.0 + length_over_minor**2 / 12.0)
+    sld, solvent = _contrast(rng)
+    return {"radius_minor": minor, "axis_ratio": ratio, "length": minor * length_over_minor, "sld": sld, "sld_solvent": solvent}
+
+
+def _capped_cylinder(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    """Spherocylinders (rods with spherical caps, e.g. bacteria-like or rod micelles)."""
+    radius, length = _cylinder_from(rg, _log_uniform(rng, 1.0, 20.0))
+    sld, solvent = _contrast(rng)
+    return {"radius": radius, "radius_cap": radius * float(rng.uniform(1.0, 1.5)), "length": length,
+            "sld": sld, "sld_solvent": solvent}
+
+
+def _stacked_disks(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    """Short stacks of 2-8 coated discs (clay tactoids, stacked bilayers)."""
+    n = int(rng.integers(2, 9))
+    radius = rg / math.sqrt(0.5 + (n * 0.15) ** 2 / 12.0) * float(rng.uniform(0.8, 1.0))
+    core = radius * float(rng.uniform(0.03, 0.12))
+    solvent = float(rng.uniform(-0.5, 6.4))
+    sld_core = solvent + float(rng.uniform(1.0, 6.0)) * (1 if rng.random() < 0.5 else -1)
+    return {"thick_core": core, "thick_layer": core * float(rng.uniform(0.2, 1.0)), "radius": radius, "n_stacking": float(n),
+            "sigma_d": core * float(rng.uniform(0.0, 0.3)), "sld_core": sld_core,
+            "sld_layer": solvent + float(rng.uniform(-0.5, 1.0)) * (sld_core - solvent), "sld_solvent": solvent}
+
+
+def _lorentz(rg: float, rng: np.random.Generator) -> dict[str, float]:
+    """Ornstein-Zernike: polymer solutions and gels seen through one correlation length (Rg^2 = 3 xi^2 at low q)."""
+    return {"cor_length": rg / math.sqrt(3.0)}
+
+
 def _volume_radius(*axes: float) -> float:
     return float(np.prod(axes)) ** (1.0 / len(axes))
 
@@ -407,6 +462,7 @@ SHAPES: tuple[ShapeSpec, ...] = (
               outer_radius=lambda p: p["radius"] + p["n_shells"] * (p["thick_shell"] + p["thick_solvent"]) - p["thick_solvent"]),
     ShapeSpec("polymer_micelle", "polymer_micelle", _polymer_micelle, None, compact=True,
               outer_radius=lambda p: p["radius_core"] + 2 * p["rg"]),
+    ShapeSpec("core_multi_shell", "core_multi_shell", _core_multi_shell, "radius", compact=True, outer_radius=_multi_shell_outer),
     # ellipsoids
     ShapeSpec("ellipsoid", "ellipsoid", _ellipsoid, None, orientation_averaged=True, compact=True,
               outer_radius=lambda p: _volume_radius(p["radius_polar"], p["radius_equatorial"], p["radius_equatorial"]),
@@ -424,6 +480,10 @@ SHAPES: tuple[ShapeSpec, ...] = (
     ShapeSpec("hollow_cylinder", "hollow_cylinder", _hollow_cylinder, None, orientation_averaged=True, family="cylinder"),
     ShapeSpec("core_shell_bicelle", "core_shell_bicelle", _bicelle, None, orientation_averaged=True, family="cylinder"),
     ShapeSpec("parallelepiped", "parallelepiped", _parallelepiped, None, orientation_averaged=True, weight=0.35, family="cylinder"),
+    ShapeSpec("elliptical_cylinder", "elliptical_cylinder", _elliptical_cylinder, None, orientation_averaged=True, weight=0.1,
+              family="cylinder"),
+    ShapeSpec("capped_cylinder", "capped_cylinder", _capped_cylinder, None, orientation_averaged=True, weight=0.1, family="cylinder"),
+    ShapeSpec("stacked_disks", "stacked_disks", _stacked_disks, None, orientation_averaged=True, weight=0.5, family="cylinder"),
     # chains, worms, pearls
     ShapeSpec("mono_gauss_coil", "mono_gauss_coil", _gauss_coil, "rg", family="chain"),
     ShapeSpec("polymer_excl_volume", "polymer_excl_volume", _excluded_volume_chain, None, family="chain"),
@@ -435,6 +495,7 @@ SHAPES: tuple[ShapeSpec, ...] = (
     ShapeSpec("linear_pearls", "linear_pearls", _linear_pearls, None, orientation_averaged=True, family="chain"),
     # generic
     ShapeSpec("guinier_porod", "guinier_porod", _guinier_porod, None, family="generic"),
+    ShapeSpec("lorentz", "lorentz", _lorentz, None, weight=0.6, family="generic"),
 )
 
 SHAPES_BY_NAME: dict[str, ShapeSpec] = {s.name: s for s in SHAPES}
