@@ -64,8 +64,7 @@ def cpu_per_curve(n: int, seed: int) -> dict[str, object]:
     """
     import io
 
-    from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
-    from sasview_bnn_trainer.simulation.classes import preload_models, simulate_curve
+    from sasview_bnn_trainer.simulation.classes import CLASS_NAMES, preload_models, simulate_curve
     from sasview_bnn_trainer.simulation.runner import SimulationPlan
     from sasview_bnn_trainer.simulation.store import CurveWriter
 
