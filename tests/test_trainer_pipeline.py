@@ -298,3 +298,10 @@ def test_leave_family_out_run_never_trains_on_the_family_and_the_study_splits_th
     assert "| chain |" in markdown_table([row])
     with pytest.raises(ValueError, match="exclude-family"):
         study_run(folder / "vi", test)
+    # The model card shows the study.
+    (folder / "lfo.json").write_text(json.dumps([row]))
+    model = export_run(folder / "no_chains", folder / "no_chains.onnx", 2).path
+    assert main(["evaluate", str(model), str(test), "--report", str(folder / "report_lfo"), "--synthetic", "20", "--quiet"]) == 0
+    assert main(["card", str(model), "--report", str(folder / "report_lfo"), "--family-study", str(folder / "lfo.json")]) == 0
+    assert json.loads(model.with_suffix(".json").read_text())["leave_family_out_study"] == [row]
+    assert "## Leave-family-out" in model.with_suffix(".md").read_text() and "| chain |" in model.with_suffix(".md").read_text()

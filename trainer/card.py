@@ -74,6 +74,7 @@ def build_card(
     description: str = "",
     loco_study: Sequence[dict[str, Any]] = (),
     real_data_markdown: str = "",
+    family_study: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """The JSON card of ``model_path`` (a dict; see the module docstring for the sources)."""
     model_path = Path(model_path)
@@ -130,6 +131,7 @@ def build_card(
         "test_evaluation": test_metrics,
         "leave_one_class_out": {"per_class": loco, "mean_auroc": loco_mean},
         "leave_one_class_out_study": list(loco_study),
+        "leave_family_out_study": list(family_study),
         "real_data_markdown": real_data_markdown,
         "baseline_comparison": baseline or {},
         "known_weaknesses": list(weaknesses),
@@ -274,6 +276,14 @@ def _v2_sections(card: dict[str, Any]) -> list[str]:
                   "showing that class (primary or secondary); AUROC (FPR at 95 % recall) of each score for test curves "
                   "showing the class against in-distribution test curves. Scores: see "
                   "`sasview_bnn_trainer.evaluation.novelty_study`.", "", markdown_table(card["leave_one_class_out_study"])]
+    if card.get("leave_family_out_study"):
+        from .evaluation.family_study import markdown_table as family_table
+
+        lines += ["", "## Leave-family-out: shapes the network never saw", "",
+                  "One model per shape family, trained by the shipped recipe on part of the same data without every curve "
+                  "holding a particle of that family; accuracy of the primary class on test curves with a particle of the "
+                  "left-out family against test curves without one, same model (`sasview_bnn_trainer.evaluation.family_study`).",
+                  "", family_table(card["leave_family_out_study"])]
     if card.get("real_data_markdown"):
         lines += ["", "## Real data: SasView's example data, labelled by hand from the physics", "",
                   "Used to evaluate, never to train (docs/real_data/labels.csv, scripts/real_data_table.py).", "",

@@ -26,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weaknesses", metavar="FILE.md", help="known weaknesses, one '- ' bullet per line")
     p.add_argument("--description", default="", help="one line saying what the model is")
     p.add_argument("--loco-study", metavar="STUDY.json", help="leave-one-class-out novelty study (python -m sasview_bnn_trainer.evaluation.novelty_study)")
+    p.add_argument("--family-study", metavar="STUDY.json", help="leave-family-out study (python -m sasview_bnn_trainer.evaluation.family_study)")
     p.add_argument("--real-data", metavar="TABLE.md", help="real-data table (scripts/real_data_table.py), shown as is")
     p.set_defaults(run=run)
 
@@ -55,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
             weaknesses = [line[2:].strip() for line in Path(args.weaknesses).read_text(encoding="utf-8").splitlines() if line.startswith("- ")]
         study = json.loads(Path(args.loco_study).read_text(encoding="utf-8")) if args.loco_study else []
         real = Path(args.real_data).read_text(encoding="utf-8") if args.real_data else ""
+        families = json.loads(Path(args.family_study).read_text(encoding="utf-8")) if args.family_study else []
         card = build_card(args.model, test, loco_metrics=loco, baseline=baseline, training_command=args.training_command,
                           stage_seconds=timings, weaknesses=weaknesses, description=args.description,
-                          loco_study=study, real_data_markdown=real)
+                          loco_study=study, real_data_markdown=real, family_study=families)
         js, md = write_card(args.model, card)
     except (ValueError, OSError, KeyError) as err:
         print(f"sasview-bnn-train card: error: {err}", file=sys.stderr)
