@@ -25,8 +25,9 @@ computes, with no random operator:
 The novelty model and the torch module of the whole computation live in
 :mod:`sasview_bnn_trainer.novelty`; the ONNX graph is built from the weights by
 :mod:`sasview_bnn_trainer.onnx_graph` (default layout "sample-major": one dense
-first conv on the shared input, one GEMM per sample over the whole batch for
-the later layers, fused heads; about 3x the old graph's curves/s, see
+first conv on the shared input, one product per sample over the whole batch
+for the later layers, fused heads; 2-5x the old graph's curves/s at batch 32
+to 1024 and 1.1-1.7x at batch 1, measured on 2 shared cores with
 ``benchmarks/exported_model_throughput.py``). The graph of earlier releases
 (torch-exported, grouped Conv1d layers on the input tiled S times) is still
 written with ``layout="grouped"``; :func:`rebuild_model_file` rewrites an
