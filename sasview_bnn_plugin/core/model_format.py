@@ -194,6 +194,13 @@ def _json_entry(meta: Mapping[str, str], key: str) -> Any:
         raise ModelFormatError(f"the model's {key!r} metadata is not valid JSON") from None
 
 
+def _json_object(meta: Mapping[str, str], key: str) -> dict:
+    entry = _json_entry(meta, key)
+    if not isinstance(entry, dict):
+        raise ModelFormatError(f"the model's {key!r} metadata is not a JSON object")
+    return entry
+
+
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool):
         raise ModelFormatError(f"the model's {what} is not a number")
@@ -236,9 +243,7 @@ def read_optional_parts(meta: Mapping[str, str], output_names: Iterable[str]) ->
 
     conformal = None
     if CONFORMAL_KEY in meta:
-        entry = _json_entry(meta, CONFORMAL_KEY)
-        if not isinstance(entry, dict):
-            raise ModelFormatError(f"the model's {CONFORMAL_KEY!r} metadata is not a JSON object")
+        entry = _json_object(meta, CONFORMAL_KEY)
         method = entry.get("method")
         if method not in CONFORMAL_METHODS:
             raise ModelFormatError(f"the model's prediction sets use the method {method!r}; this runtime computes {', '.join(CONFORMAL_METHODS)}")
@@ -265,9 +270,7 @@ def read_optional_parts(meta: Mapping[str, str], output_names: Iterable[str]) ->
 
     novelty = None
     if NOVELTY_CALIBRATION_KEY in meta:
-        entry = _json_entry(meta, NOVELTY_CALIBRATION_KEY)
-        if not isinstance(entry, dict):
-            raise ModelFormatError(f"the model's {NOVELTY_CALIBRATION_KEY!r} metadata is not a JSON object")
+        entry = _json_object(meta, NOVELTY_CALIBRATION_KEY)
         scores = entry.get("scores")
         if not isinstance(scores, list) or not scores or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in scores):
             raise ModelFormatError(f"the model's {NOVELTY_CALIBRATION_KEY!r} scores must be a non-empty list of numbers")
