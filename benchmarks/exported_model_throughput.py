@@ -12,9 +12,15 @@ fair):
   and for the same weights rebuilt in each new layout
   (:func:`sasview_bnn_trainer.export.rebuild_model_file`, written to a
   temporary folder; the given file is only read);
-- the numpy float32 sgemm rate (1024^2 and 2048^2 matmuls, best of the
-  measurements taken before, between and after the models) and the
-  efficiency = achieved GFLOP/s / sgemm GFLOP/s;
+- the numpy float32 sgemm rate with as many BLAS threads as onnxruntime gets
+  (``--threads``; 1024^2 and 2048^2 matmuls, best of the measurements taken
+  before, between and after the models) and the efficiency = achieved GFLOP/s
+  / sgemm GFLOP/s (``--threads 1`` compares one core with one core, the
+  ratio least changed by other jobs on the machine); on a CPU with AVX-512
+  also the sgemm rate with OpenBLAS's AVX-512 kernels forced
+  (OPENBLAS_CORETYPE=SkylakeX, in a subprocess) and the efficiency against
+  it: numpy's OpenBLAS may not recognise a newer CPU and run its AVX2 kernels
+  at half the machine's rate, while onnxruntime uses its own AVX-512 kernels;
 - the single-curve latency (batch 1, best of ``--latency-repeat`` calls);
 - the largest difference of every output between each layout and the given file.
 
@@ -32,6 +38,10 @@ Usage: python benchmarks/exported_model_throughput.py MODEL.onnx [--features F.h
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -85,6 +95,17 @@ def graph_flops(path: str | Path) -> tuple[float, float]:
     return float(total), float(total - copies)
 
 
+def blas_threads(n: int):
+    """A context limiting numpy's BLAS to ``n`` threads (threadpoolctl), or doing nothing without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")
+
+
 def sgemm_gflops(sizes: tuple[tuple[int, int], ...] = ((1024, 12), (2048, 3))) -> float:
     """numpy float32 matmul rate, GFLOP/s: the best of ``repeat`` products of each (n, repeat) size.
 
@@ -101,15 +122,55 @@ def sgemm_gflops(sizes: tuple[tuple[int, int], ...] = ((1024, 12), (2048, 3))) -
     return best
 
 
-def sgemm_one_thread_gflops() -> float | None:
-    """The sgemm rate of ONE numpy thread (None without threadpoolctl): times the thread count, a peak that
-    does not fall as much as the multi-threaded sgemm when other jobs share the cores."""
+_SGEMM_CHILD = """
+import json, sys, time
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+with threadpool_limits(limits=int(sys.argv[1]), user_api="blas"):
+    best = 0.0
+    for n, repeat in ((1024, 12), (2048, 3)):
+        a = np.random.default_rng(1).random((n, n), dtype=np.float32)
+        b = np.random.default_rng(2).random((n, n), dtype=np.float32)
+        a @ b
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter(); a @ b; times.append(time.perf_counter() - t0)
+        best = max(best, 2.0 * n**3 / min(times) / 1e9)
+arch = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas"]
+print(json.dumps({"gflops": best, "architecture": arch}))
+"""
+
+
+def blas_architecture() -> str | None:
+    """The kernel set numpy's OpenBLAS picked for this CPU (e.g. "Haswell": AVX2), None if unknown."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_info
     except ImportError:
         return None
-    with threadpool_limits(limits=1, user_api="blas"):
-        return sgemm_gflops(((1024, 6),))
+    found = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas"]
+    return found[0] if found else None
+
+
+def sgemm_avx512_gflops(threads: int) -> float | None:
+    """numpy sgemm with OpenBLAS's AVX-512 kernels forced (OPENBLAS_CORETYPE=SkylakeX, in a subprocess).
+
+    On a CPU with AVX-512 that OpenBLAS does not recognise (it falls back to
+    its AVX2 "Haswell" kernels) this is the machine's real float32 rate, the
+    one onnxruntime's own AVX-512 kernels compete with. None when the CPU has
+    no AVX-512, or numpy's BLAS is not OpenBLAS with threadpoolctl.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    if "avx512f" not in flags or blas_architecture() is None:
+        return None
+    env = dict(os.environ, OPENBLAS_CORETYPE="SkylakeX")
+    done = subprocess.run([sys.executable, "-c", _SGEMM_CHILD, str(threads)], env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode:
+        return None
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(result["gflops"]) if result["architecture"] == ["SkylakeX"] else None
 
 
 #: key -> [CPU seconds of this process, FLOPs done]: rates per CPU-second, which other jobs on the cores change less.
@@ -193,8 +254,12 @@ def main() -> None:
         x = np.random.default_rng(0).standard_normal((n, 4, 256)).astype(np.float32)
         source = "random normal features"
 
-    sgemm = [sgemm_gflops()]
-    single = [sgemm_one_thread_gflops()]
+    def sgemm_gflops_threads() -> float:  # numpy with as many BLAS threads as onnxruntime has
+        with blas_threads(args.threads):
+            return sgemm_gflops()
+
+    sgemm = [sgemm_gflops_threads()]
+    avx512 = [sgemm_avx512_gflops(args.threads)]
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"as given": Path(args.model)}
         for layout in layouts:
@@ -208,10 +273,10 @@ def main() -> None:
         for batch in batches:
             times = alternate(sessions, x[:batch], args.repeat if batch > 1 else 5 * args.repeat, flops)
             rates[batch] = {name: batch / t for name, t in times.items()}
-            sgemm.append(sgemm_gflops())
+            sgemm.append(sgemm_gflops_threads())
         one = {name: t for name, t in alternate(sessions, x[:1], args.latency_repeat).items()}
-        sgemm.append(sgemm_gflops())
-        single.append(sgemm_one_thread_gflops())
+        sgemm.append(sgemm_gflops_threads())
+        avx512.append(sgemm_avx512_gflops(args.threads))
 
         explore = []
         if args.explore:
@@ -223,35 +288,38 @@ def main() -> None:
             for batch in (1, 256):
                 times = alternate(variants, x[:batch], args.repeat if batch > 1 else 10 * args.repeat)
                 explore.append((batch, {k: batch / t for k, t in times.items()}))
-            sgemm.append(sgemm_gflops())
+            sgemm.append(sgemm_gflops_threads())
 
     peak = max(sgemm)
     print(f"{args.model}: {meta.get('inference_method')}, S = {meta.get('n_samples')}, {args.threads} onnxruntime threads, "
           f"inputs: {source}")
-    print(f"numpy float32 sgemm: {peak:.1f} GFLOP/s (best of {len(sgemm)} in this run: "
+    print(f"numpy float32 sgemm, {args.threads} BLAS threads: {peak:.1f} GFLOP/s (best of {len(sgemm)} in this run: "
           f"{', '.join(f'{v:.0f}' for v in sgemm)})")
-    if single[0] is not None:
-        print(f"numpy float32 sgemm on one thread: {max(single):.1f} GFLOP/s; x {args.threads} threads = "
-              f"{max(single) * args.threads:.1f} GFLOP/s (a second reference when other jobs share the cores)")
+    peak512 = max(avx512) if all(v is not None for v in avx512) else None
+    if peak512:
+        print(f"numpy float32 sgemm with OpenBLAS's AVX-512 kernels (OPENBLAS_CORETYPE=SkylakeX), {args.threads} threads: "
+              f"{peak512:.1f} GFLOP/s (best of {len(avx512)}: {', '.join(f'{v:.0f}' for v in avx512)}); numpy as installed "
+              f"uses OpenBLAS's {blas_architecture()!r} kernels on this CPU, onnxruntime its own AVX-512 ones")
     for name in paths:
         print(f"FLOPs per curve counted from the graph, {name}: {counted[name][0] / 1e6:.2f} MFLOP"
               + (f" ({flops[name] / 1e6:.2f} without unfolding the input, used for the efficiencies)"
                  if counted[name][0] != flops[name] else ""))
-    header = f"{'batch':>6} " + " ".join(f"{name + ' curves/s':>24} {'eff.':>5}" for name in paths)
+    header = f"{'batch':>6} " + " ".join(f"{name + ' curves/s':>24} {'eff.':>5}" + (f" {'AVX512':>6}" if peak512 else "")
+                                       for name in paths)
     print(header)
     for batch in batches:
         cells = []
         for name in paths:
             gf = rates[batch][name] * flops[name] / 1e9
-            cells.append(f"{rates[batch][name]:>24.0f} {gf / peak:>5.2f}")
+            cells.append(f"{rates[batch][name]:>24.0f} {gf / peak:>5.2f}" + (f" {gf / peak512:>6.2f}" if peak512 else ""))
         ratio = " ".join(f"{name}/given {rates[batch][name] / rates[batch]['as given']:.2f}x" for name in layouts)
         print(f"{batch:>6} " + " ".join(cells) + "   " + ratio)
     for name in paths:
         best_batch = max(batches, key=lambda b: rates[b][name])
         gf = rates[best_batch][name] * flops[name] / 1e9
-        per_thread = f" ({gf / (max(single) * args.threads):.2f} of one-thread sgemm x {args.threads})" if single[0] else ""
+        also = f" ({gf / peak512:.2f} of the AVX-512 sgemm)" if peak512 else ""
         print(f"{name}: best {rates[best_batch][name]:.0f} curves/s at batch {best_batch} = {gf:.1f} GFLOP/s = "
-              f"{gf / peak:.2f} of sgemm{per_thread}; single curve {one[name] * 1e3:.3f} ms")
+              f"{gf / peak:.2f} of sgemm{also}; single curve {one[name] * 1e3:.3f} ms")
     cpu_sgemm = CPU["sgemm"][1] / CPU["sgemm"][0] / 1e9
     print(f"per CPU-second of this process (all its threads; spinning threads count): sgemm {cpu_sgemm:.1f} GFLOP/cpu-s")
     for name in paths:
