@@ -128,7 +128,8 @@ def _own_part(module: str) -> str | None:
 def test_the_runtime_has_only_subpackages_and_the_documented_front_end_modules():
     loose = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert loose == ["__init__.py", "bluesky.py"]
-    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()} == {
+    # (onnx_models/ is installed as sasview_bnn_plugin.onnx_models: models, not code)
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()} - {"onnx_models"} == {
         "core", "io", "model", "plugins", "cli", "gui",
     }
 

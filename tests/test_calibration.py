@@ -87,6 +87,8 @@ def ordinary_curves(n: int, seed: int, shifted: bool = False) -> list[tuple]:
     out = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(instrument_module, "CONFIGURATIONS", (SHIFTED,))
+        # the simulator draws a configuration with probabilities it computes once, at import
+        patch.setattr(instrument_module, "_CONFIGURATION_PROBABILITIES", np.array([1.0]), raising=False)
         patch.setattr(classes, "draw_instrument", coarse)
         for k in range(n):
             q, i, di, dq, label = _in_inverse_angstrom(classes.simulate(k % 7, rng, mixture_probability=0.0).curve)
