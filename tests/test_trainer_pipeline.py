@@ -189,6 +189,10 @@ def test_evaluate_writes_metrics_and_report(which, request, data, capsys):
     assert [levels[k]["coverage"] for k in sorted(levels, key=float)] == sorted(levels[k]["coverage"] for k in levels)
     assert all(1.0 <= levels[k]["mean_set_size"] <= 7.0 for k in levels)
     assert 0.0 <= m["novelty_p_value"]["false_alarm_rate"]["0.05"] <= 0.2
+    # The flatness test marks blanks novel and (almost) no simulated scattering curve.
+    flat = m["flatness"]
+    assert flat["featureless:synthetic:pure_noise"] >= 0.95 and flat["featureless_in_distribution"] <= 0.01
+    assert flat["novel:synthetic:pure_noise"] >= flat["featureless:synthetic:pure_noise"]
     if which == "vi_model":
         assert set(m["presence"]["auroc"]) == set(CLASS_NAMES[1:]) and 0.0 <= m["presence"]["subset_accuracy"] <= 1.0
     else:

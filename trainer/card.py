@@ -265,7 +265,17 @@ def _v2_sections(card: dict[str, Any]) -> list[str]:
                   f"novel when p < {pv['default_level']} (the default). False-alarm rate on in-distribution test curves: "
                   + ", ".join(f"{_fmt(v)} at level {k}" for k, v in far.items()) + "."]
         flagged = {k.split(":", 1)[1]: v for k, v in pv.items() if k.startswith("flagged:")}
-        if flagged:
+        flat = m.get("flatness", {})
+        if flagged and flat:
+            lines += ["", f"The runtime also marks a curve novel when it is flat within its error bars (flatness test, "
+                          f"p >= {flat['level']}, `sasview_bnn_plugin.core.flatness`): "
+                          f"{_fmt(flat['featureless_in_distribution'], 4)} of the in-distribution test curves are (false-alarm rate "
+                          f"with both rules {_fmt(pv.get('false_alarm_rate_with_flatness'), 4)}).", "",
+                      f"| novel input | flagged at p < {pv['default_level']} | featureless | novel (either) | novel or low confidence |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {k} | {_fmt(v)} | {_fmt(flat.get('featureless:' + k))} | {_fmt(flat.get('novel:' + k))} | "
+                      f"{_fmt(flat.get('novel_or_low_confidence:' + k))} |" for k, v in flagged.items()]
+        elif flagged:
             lines += ["", f"| novel input | flagged at p < {pv['default_level']} |", "|---|---|"]
             lines += [f"| {k} | {_fmt(v)} |" for k, v in flagged.items()]
     if card.get("leave_one_class_out_study"):

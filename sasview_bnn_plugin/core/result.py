@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .conformal import aps_sets, novelty_p_values
+from .flatness import FLATNESS_LEVEL, is_featureless
 from .curve import Failure
 from .model_format import DEFAULT_ANOMALY_THRESHOLD
 from .taxonomy import ANOMALY_NAMES, CLASS_NAMES, CLEAN_INDEX
@@ -136,6 +137,9 @@ class ClassificationResult:
     novelty_p_value: float = math.nan
     #: The p-value level that decided ``is_novel`` (NaN: the novelty-threshold rule decided).
     novelty_level: float = math.nan
+    #: p-value of "flat within the error bars" (:mod:`sasview_bnn_plugin.core.flatness`; NaN: no error bars,
+    #: no test); at or above :data:`~sasview_bnn_plugin.core.flatness.FLATNESS_LEVEL` the curve is novel.
+    flatness_p_value: float = math.nan
     #: The unit q was read in ("1/A", "1/nm"; "" when no curve was read), where it came from ("file",
     #: "user", "assumed": decided by the runtime, see :mod:`sasview_bnn_plugin.core.q_units`) and whether
     #: that decision is uncertain (the note in ``message`` says why).
@@ -184,6 +188,7 @@ class ClassificationResult:
         set_level: float | None = None,
         novelty_calibration: np.ndarray | None = None,
         novelty_level: float | None = None,
+        flatness_p: float | None = None,
     ) -> "ClassificationResult":
         """Summarise posterior samples of shape (S, 7) for one curve.
 
@@ -192,7 +197,9 @@ class ClassificationResult:
         ``set_level``, the APS threshold of a coverage level; ``novelty_calibration``,
         the sorted calibration novelty scores (gives the p-value) and
         ``novelty_level``: when given, ``is_novel`` is p < level instead of
-        score > ``novelty_threshold``.
+        score > ``novelty_threshold``. ``flatness_p``: the curve's flatness p-value
+        (:func:`~sasview_bnn_plugin.core.flatness.flatness_p_value` of the raw I and dI);
+        a featureless curve is novel whatever the network says.
         """
         samples = np.asarray(samples, dtype=np.float64)
         if samples.ndim != 2 or samples.shape[1] != len(CLASS_NAMES):
@@ -210,11 +217,21 @@ class ClassificationResult:
             novel = bool(p_value < novelty_level) if math.isfinite(score) else True
         else:
             novel = bool(score > novelty_threshold) if math.isfinite(score) else True
+        featureless = is_featureless(flatness_p)
+        novel = novel or featureless
         index = int(np.argmax(mean))
         label = CLASS_NAMES[index]
         std = samples.std(axis=0)
         message = f"{label} (p = {mean[index]:.2f} ± {std[index]:.2f})"
-        if novel and novelty_level is not None:
+        if featureless:
+            message += (
+                f"; NO SIGNAL: the curve is flat within its error bars (flatness p-value {flatness_p:.3g} >= "
+                f"{FLATNESS_LEVEL:g}): a blank, an empty cell or a background rather than a scattering curve; "
+                "do not trust the label"
+            )
+        if featureless:
+            pass
+        elif novel and novelty_level is not None:
             message += (
                 f"; NOVEL: unlike the training data (novelty p-value {p_value:.3g} < level "
                 f"{novelty_level:g}), do not trust the label"
@@ -254,6 +271,8 @@ class ClassificationResult:
             optional["novelty_p_value"] = p_value
         if novelty_level is not None:
             optional["novelty_level"] = float(novelty_level)
+        if flatness_p is not None:
+            optional["flatness_p_value"] = float(flatness_p)
         all_notes = list(notes or [])
         if all_notes:
             message += "; " + "; ".join(all_notes)
@@ -350,6 +369,7 @@ class ClassificationResult:
                 },
                 "anomaly_threshold": clean(self.anomaly_threshold),
                 "novelty_level": clean(self.novelty_level),
+                "flatness_p_value": clean(self.flatness_p_value),
                 "coverage": clean(self.coverage),
                 "q_window_inverse_angstrom": [clean(v) for v in self.q_window],
                 "n_points": self.n_points,

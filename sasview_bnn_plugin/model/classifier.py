@@ -40,6 +40,7 @@ from ..core.model_format import (
     check_metadata,
     read_optional_parts,
 )
+from ..core.flatness import flatness_p_value
 from ..core.preprocessing import CurveError, ModelInput, prepare_curve
 from .providers import PROVIDER_CHOICES, ProviderDecision, open_session
 from ..core.q_units import ModelVerdict, QUnitReading, canonical_q_unit, decide_q_unit, forced_note, q_unit_setting, resolve_q_unit
@@ -390,6 +391,7 @@ class BNNClassifier:
                     n_points=outcome.n_points,
                     model=self.name,
                     notes=curve.notes + reading.notes + outcome.notes + self._calibration_notes,
+                    flatness_p=flatness_p_value(curve.intensity, curve.d_intensity),
                     **self._optional_arguments(model_outcome),
                 )
             else:

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sasview_bnn_plugin.core.conformal import aps_sets, novelty_p_values
+from sasview_bnn_plugin.core.flatness import FLATNESS_LEVEL, flatness_p_value, is_featureless
 from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD, check_metadata, read_optional_parts
 from sasview_bnn_plugin.core.preprocessing import prepare_batch
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
@@ -92,6 +93,11 @@ def _novelty_block(in_dist: dict[str, np.ndarray], novel: dict[str, np.ndarray],
     else:
         out["flagged_by_threshold"] = out["low_confidence"] = out["flagged_or_low_confidence"] = float("nan")
     return out
+
+
+def _featureless(curve: Any) -> bool:
+    """The runtime's flatness verdict on a raw simulated curve (I and dI as stored)."""
+    return is_featureless(flatness_p_value(curve.intensity, curve.d_intensity))
 
 
 def _binned(values: np.ndarray, labels: np.ndarray, predicted: np.ndarray, edges: np.ndarray, unit: str) -> list[dict[str, Any]]:
@@ -197,6 +203,11 @@ def evaluate_model(
         sel = (labels_all == c) | (present_all[:, c - 1] > 0 if c > 0 else False)
         if sel.any():
             novel_sets[f"class:{name}"] = {k: v[sel] for k, v in scores_all.items()}
+    # The runtime's flatness test (core.flatness): a curve flat within its error bars is novel whatever the network says.
+    with CurveReader(test_path) as reader:
+        flat_in = np.array([_featureless(c) for start in range(0, len(reader), 4096) for c in reader.read(start, start + 4096)])
+    flat_in = flat_in[source_index][in_dist]
+    synthetic_featureless: dict[str, np.ndarray] = {}
     for kind in KINDS:
         if n_synthetic <= 0:
             break
@@ -205,7 +216,11 @@ def evaluate_model(
         if batch.shape[0]:
             p, s = run_onnx(session, batch, batch_size)
             novel_sets[f"synthetic:{kind}"] = _uncertainty_scores(p, s)
+            accepted = [c for c, o in zip(curves, outcomes) if not isinstance(o, Exception)]  # the rows of ``batch``
+            synthetic_featureless[f"synthetic:{kind}"] = np.array([_featureless(c) for c in accepted])
         metrics["novelty"].setdefault("synthetic_refused_by_preprocessing", {})[kind] = int(n_synthetic - batch.shape[0])
+    metrics["flatness"] = {"level": FLATNESS_LEVEL, "featureless_in_distribution": float(np.mean(flat_in)),
+                           **{f"featureless:{k}": float(np.mean(v)) for k, v in synthetic_featureless.items()}}
     for name, sets in novel_sets.items():
         metrics["novelty"][name] = _novelty_block(in_scores, sets, threshold)
     present = presence = None
@@ -243,7 +258,14 @@ def evaluate_model(
         block = {"default_level": level, "n_reference": int(ref.size),
                  "false_alarm_rate": {repr(a): float(np.mean(novelty_p < a)) for a in (0.001, 0.01, 0.05, 0.1)}}
         for name, sets in novel_sets.items():
-            block[f"flagged:{name}"] = float(np.mean(novelty_p_values(sets["feature_score"], ref, assume_sorted=True) < level))
+            flagged = novelty_p_values(sets["feature_score"], ref, assume_sorted=True) < level
+            block[f"flagged:{name}"] = float(np.mean(flagged))
+            if name in synthetic_featureless:
+                # What the runtime marks novel (p-value or flatness), and novel or low confidence (no trusted label).
+                novel = flagged | synthetic_featureless[name]
+                metrics["flatness"][f"novel:{name}"] = float(np.mean(novel))
+                metrics["flatness"][f"novel_or_low_confidence:{name}"] = float(np.mean(novel | (sets["confidence"] < LOW_CONFIDENCE_THRESHOLD)))
+        block["false_alarm_rate_with_flatness"] = float(np.mean((novelty_p < level) | flat_in))
         metrics["novelty_p_value"] = block
     class_blocks = [v for k, v in metrics["novelty"].items() if k.startswith("class:")]
     if class_blocks:
