@@ -197,11 +197,18 @@ def build_graph(weights: EnsembleWeights, layout: str = DEFAULT_LAYOUT) -> onnx.
     conv = dict(kernel_shape=[1, k], pads=[0, pad, 0, pad], strides=[1, 1], dilations=[1, 1])
     pool = dict(kernel_shape=[1, 2], strides=[1, 2])
 
+    # An empty batch gets one row of zeros (a conv over an image of height 0 is refused), cut off at the end;
+    # any other batch is copied as it is (a concat with an empty tensor).
+    n_rows = g.op("Shape", [INPUT_NAME], "batch_size", start=0, end=1)  # [B]
+    pad_rows = g.op("Max", [g.op("Sub", [g.ints([1]), n_rows]), g.ints([0])])
+    padding = g.op("ConstantOfShape", [g.op("Concat", [pad_rows, g.ints([cfg.in_channels, cfg.n_bins])], axis=0)],
+                   value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
+    features = g.op("Concat", [INPUT_NAME, padding], "features_at_least_one", axis=0)
     if layout == "sample-major":
-        x = g.op("Transpose", [INPUT_NAME], perm=[1, 0, 2])  # (4, B, L)
+        x = g.op("Transpose", [features], perm=[1, 0, 2])  # (4, B, L)
         x = g.op("Unsqueeze", [x, g.ints([0])])  # (1, 4, B, L)
     else:
-        x = g.op("Unsqueeze", [INPUT_NAME, g.ints([2])])  # (B, 4, 1, L)
+        x = g.op("Unsqueeze", [features, g.ints([2])])  # (B, 4, 1, L)
     # ReLU before the pooling: relu(max(a, b)) == max(relu(a), relu(b)) exactly, and onnxruntime fuses Conv + ReLU.
     # The first layer: the shared input unfolded once (im2col, 4*k channels: c*k + j holds x_c[q + j - pad],
     # zero outside), then ONE dense 1x1 conv producing all samples' channels. onnxruntime runs that as a
@@ -247,18 +254,21 @@ def build_graph(weights: EnsembleWeights, layout: str = DEFAULT_LAYOUT) -> onnx.
 
     logits = g.op("Transpose", [logits], perm=[2, 0, 1])  # (B, S, n_out)
     cls = g.op("Slice", [logits, g.ints([0]), g.ints([n_cls]), g.ints([2])])
-    probs = g.op("Softmax", [cls], PROBABILITIES_OUTPUT, axis=-1)
+    probs = g.op("Softmax", [cls], axis=-1)
     mean = g.op("ReduceMean", [probs], axes=[1], keepdims=0)
     log = g.op("Log", [g.op("Clip", [mean, g.const("tiny", np.asarray(1e-12, np.float32)), ""])])
     entropy = g.op("Neg", [g.op("ReduceSum", [g.op("Mul", [mean, log]), g.ints([1])], keepdims=0)])
     scale_m = g.op("Gather", [scales, g.ints(0)], axis=0)
     scale_h = g.op("Gather", [scales, g.ints(1)], axis=0)
-    g.op("Max", [g.op("Div", [mahalanobis, scale_m]), g.op("Div", [entropy, scale_h])], NOVELTY_OUTPUT)
+    score = g.op("Max", [g.op("Div", [mahalanobis, scale_m]), g.op("Div", [entropy, scale_h])])
+    zero, axis0 = g.ints([0]), g.ints([0])
+    g.op("Slice", [probs, zero, n_rows, axis0], PROBABILITIES_OUTPUT)
+    g.op("Slice", [score, zero, n_rows, axis0], NOVELTY_OUTPUT)
     outputs = [helper.make_tensor_value_info(PROBABILITIES_OUTPUT, TensorProto.FLOAT, ["batch", s, n_cls]),
                helper.make_tensor_value_info(NOVELTY_OUTPUT, TensorProto.FLOAT, ["batch"])]
     if cfg.n_anomalies:
         presence = g.op("Slice", [logits, g.ints([n_cls]), g.ints([n_out]), g.ints([2])])
-        g.op("Sigmoid", [presence], ANOMALY_OUTPUT)
+        g.op("Slice", [g.op("Sigmoid", [presence]), zero, n_rows, axis0], ANOMALY_OUTPUT)
         outputs.append(helper.make_tensor_value_info(ANOMALY_OUTPUT, TensorProto.FLOAT, ["batch", s, cfg.n_anomalies]))
     graph = helper.make_graph(
         g.nodes, "sasview_bnn_ensemble",
