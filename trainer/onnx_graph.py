@@ -39,7 +39,12 @@ same first layer and fused heads (measured for comparison).
 The outputs are those of the old graph (:class:`~sasview_bnn_trainer.novelty.ExportedModel`
 exported by torch): ``probabilities`` (batch, S, 7), ``novelty_score`` (batch,)
 and, for a network with presence outputs, ``anomaly_probabilities`` (batch, S, 6);
-only the order of the floating-point sums inside the products differs.
+only the order of the floating-point sums inside the products differs. An
+empty batch gives empty outputs as before. Inputs with NaN or infinity (which
+the runtime's preprocessing never passes on) now give NaN outputs for that
+curve, which the runtime refuses as non-finite; the old graph's MaxPool and
+ReLU happened to turn them into finite numbers. Curves never mix: the other
+curves of the batch are unaffected either way.
 """
 
 from __future__ import annotations
