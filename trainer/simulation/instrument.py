@@ -77,7 +77,16 @@ CONFIGURATIONS: tuple[Configuration, ...] = (
 )
 
 
-_CONFIGURATION_PROBABILITIES = np.array([c.weight for c in CONFIGURATIONS]) / np.sum([c.weight for c in CONFIGURATIONS])
+_PROBABILITIES: tuple[tuple[Configuration, ...], np.ndarray] | None = None
+
+
+def _configuration_probabilities() -> np.ndarray:
+    """Drawing probabilities of :data:`CONFIGURATIONS`, recomputed only when the tuple is replaced (e.g. in tests)."""
+    global _PROBABILITIES
+    if _PROBABILITIES is None or _PROBABILITIES[0] is not CONFIGURATIONS:
+        weights = np.array([c.weight for c in CONFIGURATIONS])
+        _PROBABILITIES = (CONFIGURATIONS, weights / weights.sum())
+    return _PROBABILITIES[1]
 
 
 def log_grid(lo: float, hi: float, n: int) -> np.ndarray:
@@ -268,7 +277,7 @@ def draw_instrument(rng: np.random.Generator, min_decades: float = 0.7, max_rela
     ``max_relative_step`` forces a finer q_calc, pinhole or slit (for narrow
     features such as Bragg peaks).
     """
-    conf = CONFIGURATIONS[int(rng.choice(len(CONFIGURATIONS), p=_CONFIGURATION_PROBABILITIES))]
+    conf = CONFIGURATIONS[int(rng.choice(len(CONFIGURATIONS), p=_configuration_probabilities()))]
     for _ in range(100):
         q_min = math.exp(rng.uniform(*np.log(conf.q_min_range)))
         q_max = math.exp(rng.uniform(*np.log(conf.q_max_range)))
