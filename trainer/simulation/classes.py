@@ -80,7 +80,7 @@ from .record import SimulatedCurve
 from .shapes import COMPACT_SHAPES, SHAPES, ShapeDraw, ShapeSpec, call_model, draw_shape, evaluate_shape, load_model
 
 #: Bump whenever the physics of the simulation changes.
-SIMULATOR_VERSION = "2.0.0"
+SIMULATOR_VERSION = "2.1.0"
 #: Draws tried per curve before giving up (a bug, not bad luck, if reached).
 MAX_ATTEMPTS = 500
 

@@ -32,17 +32,29 @@ KEY_CRITERIA: dict[str, tuple[str, ...]] = {
     "ordered": ("n_visible_peaks", "peak_relative_width", "peak_contrast"),
     "bimodal": ("rg_ratio", "dominance_small", "dominance_large", "rg_small", "rg_large"),
     "oversubtracted": ("negative_run_fraction", "high_q_slope", "model_negative_fraction"),
-    "artefact": ("spike_fraction", "step_factor", "low_q_distortion", "affected_fraction"),
+    "artefact": ("spike_fraction", "step_factor", "low_q_distortion", "affected_fraction", "spike_count"),
 }
+# Every anomaly's taxonomy-v2 visibility score closes its list (artefact kinds without a criterion of their own).
+KEY_CRITERIA = {name: keys + ((f"visibility_{name}",) if name != "clean" else ()) for name, keys in KEY_CRITERIA.items()}
 #: String parameters naming what was simulated, shown under the class name.
 DESCRIPTIVE_PARAMS = ("shape", "large_shape", "small_shape", "aggregate_model", "structure_factor", "lattice", "artefact")
 
 
 def pick_examples(reader: CurveReader, per_class: int = 4) -> dict[int, list[tuple[int, SimulatedCurve]]]:
-    """The first ``per_class`` curves of each class present, as ``{label: [(index, curve), ...]}``."""
+    """The first ``per_class`` curves of each class present, as ``{label: [(index, curve), ...]}``.
+
+    Curves simulated *for* their label come first (``params/planned_class``; a
+    mixture can end with another primary class, the most visible anomaly), so
+    each panel shows its class's own criteria; others fill up when too few.
+    """
     examples: dict[int, list[tuple[int, SimulatedCurve]]] = {}
+    planned = reader.column("params", "planned_class") if "planned_class" in reader.columns("params") else None
     for label in np.unique(reader.labels):
-        indices = np.flatnonzero(reader.labels == label)[:per_class]
+        indices = np.flatnonzero(reader.labels == label)
+        if planned is not None:
+            own = planned[indices] == CLASS_NAMES[int(label)]
+            indices = np.r_[indices[own], indices[~own]]
+        indices = indices[:per_class]
         examples[int(label)] = [(int(i), reader.read(int(i), int(i) + 1)[0]) for i in indices]
     return examples
 
