@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from ..model.classifier import BNNClassifier
+from ..model.classifier import BNNClassifier, PreparedCurve
 from .command_line import UsageError
 from ..core.curve import Curve
 from ..io.loading import CurveLoader, find_data_files
@@ -154,6 +154,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run: keep the complete rows of FILE.partial (or FILE) and classify only the curves without a row (.csv or .jsonl)")
     parser.add_argument("--plot", metavar="DIR", type=Path, help="write one PNG per curve into DIR (needs matplotlib)")
     add_trend_options(parser, "the curves classified in this run, in the order of the files")
+    parser.add_argument("--jobs", "-j", type=_positive_int, default=None, metavar="N",
+                        help="processes reading and preprocessing the files while the model runs in this one (default: the number "
+                        "of cores; 1: everything in this process). The rows and their order do not depend on it")
     parser.add_argument("--explain", action="store_true",
                         help="also say where in q each verdict came from: occlude 32 q-windows of the model input in one model call "
                         "and measure the drop of the predicted class's probability (JSON: 'sensitivity' and 'strongest_q_range'; "
@@ -254,6 +257,37 @@ def _batches(loader: CurveLoader, files: list[Path], batch_size: int, progress: 
             yield pending
 
 
+def _prepared_batches(classifier: BNNClassifier, files: list[Path], args: argparse.Namespace,
+                      skip: set[tuple[str, str]]) -> Iterator[tuple[list[Curve], list[PreparedCurve]]]:
+    """The batches of curves read and their prepared model inputs: in this process (``--jobs 1``, or
+    files for one chunk only) or read and preprocessed by ``--jobs`` processes (:mod:`.pipeline`); the same
+    batches either way."""
+    from .pipeline import CHUNK_FILES, default_jobs, prepared_batches
+
+    jobs = args.jobs if getattr(args, "jobs", None) is not None else default_jobs()
+    progress = len(files) > PROGRESS_MIN_FILES
+    if jobs <= 1 or len(files) <= CHUNK_FILES:
+        for batch in _batches(CurveLoader(), files, args.batch_size, progress, skip):
+            yield batch, classifier.prepare(batch)
+        return
+    with _progress_bar(len(files) if progress else 0) as bar:
+        yield from prepared_batches(classifier, files, args.batch_size, jobs, skip, on_file=None if bar is None else bar.update)
+
+
+def _progress_bar(total: int):
+    """A tqdm bar over ``total`` files on standard error (a null context when 0 or without tqdm)."""
+    from contextlib import nullcontext
+
+    if total:
+        try:
+            from tqdm import tqdm
+
+            return tqdm(total=total, unit="file", file=sys.stderr, desc="classifying")
+        except ImportError:
+            pass
+    return nullcontext()
+
+
 def run(args: argparse.Namespace) -> int:
     """Classify; return 0 when every curve was classified, 1 when some were refused."""
     mode = "resume" if args.resume else "new"
@@ -285,8 +319,8 @@ def run(args: argparse.Namespace) -> int:
             log.info("resuming: %d row(s) already in %s", stream.written.n_rows, stream.path)
         skip = stream.written.keys
         try:
-            for batch in _batches(CurveLoader(), files, args.batch_size, len(files) > PROGRESS_MIN_FILES, skip):
-                batch_results = classifier.classify(batch)
+            for batch, prepared in _prepared_batches(classifier, files, args, skip):
+                batch_results = classifier.classify_prepared(prepared)
                 if args.explain:
                     explain_batch(batch, batch_results, classifier, host)
                 if args.plot is not None:

@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from ..core.curve import DEFAULT_UNIT_READERS, Curve
+from .fast_ascii import read_plain_ascii
 from .nxcansas_entries import EntryPlan, plan_entries, read_entry
 from ..core.q_units import canonical_q_unit
 
@@ -64,8 +65,10 @@ def quiet_sasdata() -> Iterator[None]:
 class CurveLoader:
     """Reads data files into curves with one sasdata ``Loader`` (built on first use)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fast_ascii: bool = True) -> None:
         self._loader: Any = None
+        #: Read plain 2-4 column ``.txt`` files without sasdata (:mod:`sasview_bnn_plugin.io.fast_ascii`, the same curves).
+        self.fast_ascii = fast_ascii
 
     def _sasdata_loader(self) -> Any:
         if self._loader is None:
@@ -90,6 +93,11 @@ class CurveLoader:
         sasdata's own reader on SasView's example data.
         """
         path = Path(path)
+        fast = read_plain_ascii(path) if self.fast_ascii else None
+        if fast is not None:
+            _fix_reader_quirks(fast, _ASCII_ENTRY, path)
+            yield fast
+            return
         plans = _plain_nxcansas_plans(path)
         if plans is None:
             yield from self.read_with_sasdata(path)
@@ -142,6 +150,14 @@ def _has_danse_data_section(path: Path) -> bool:
             tail = block[-(len(marker) - 1) :]
     return False
 
+
+class _AsciiEntry:
+    """What :func:`_fix_reader_quirks` reads of an entry of sasdata's ASCII reader."""
+
+    meta_data = {"loader": "ASCII"}
+
+
+_ASCII_ENTRY = _AsciiEntry()
 
 _HALF_READ = "sasdata returned this entry without usable q and I columns (the file may be damaged)"
 

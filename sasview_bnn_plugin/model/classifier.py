@@ -41,7 +41,7 @@ from ..core.model_format import (
     read_optional_parts,
 )
 from ..core.flatness import flatness_p_value
-from ..core.preprocessing import CurveError, ModelInput, prepare_curve
+from ..core.preprocessing import CurveError, ModelInput, PreprocessingConfig, prepare_curve
 from .providers import PROVIDER_CHOICES, ProviderDecision, open_session
 from ..core.q_units import ModelVerdict, QUnitReading, canonical_q_unit, decide_q_unit, forced_note, q_unit_setting, resolve_q_unit
 from ..core.result import ClassificationResult
@@ -358,12 +358,24 @@ class BNNClassifier:
         A refused curve, or one on which the model fails or returns no finite
         probabilities, gets an error result; the others are unaffected.
         """
-        prepared: list[tuple[Curve, list[tuple[QUnitReading, ModelInput | Failure]]]] = []
+        return self.classify_prepared(self.prepare(curves))
+
+    def prepare(self, curves: Iterable[Any]) -> list["PreparedCurve"]:
+        """The first half of :meth:`classify`, without the model: each curve (after the plugins' raw-curve
+        steps) with the model input(s) of its q-unit reading(s).
+        Pure numpy: it can be done in another process (:func:`prepare_curves`) and handed to
+        :meth:`classify_prepared`."""
+        prepared: list[PreparedCurve] = []
         for index, item in enumerate(curves):
             curve = self._as_curve(item, index)
             if self.plugin_host is not None:
                 curve = self.plugin_host.prepare_raw_curve(curve)
-            prepared.append((curve, self._prepare_readings(curve)))
+            prepared.append(PreparedCurve(curve, self._prepare_readings(curve)))
+        return prepared
+
+    def classify_prepared(self, prepared: Sequence["PreparedCurve"]) -> list[ClassificationResult]:
+        """The second half of :meth:`classify`: one model call over the inputs of ``prepared`` (from
+        :meth:`prepare` or :func:`prepare_curves`), then one result per curve, in order."""
         accepted = [mi.features for _, readings in prepared for _, mi in readings if isinstance(mi, ModelInput)]
         model_outcomes = self._predict_each(self._check_features(np.stack(accepted))) if accepted else []
         results: list[ClassificationResult] = []
@@ -451,47 +463,11 @@ class BNNClassifier:
 
     def _prepare(self, curve: Curve, q_unit: str | None = None) -> ModelInput | Failure:
         """The model input of a curve (q read in ``q_unit``, else its own unit), or the :class:`Failure` saying why it is refused."""
-        if curve.failure is not None:
-            return curve.failure
-        try:
-            model_input = prepare_curve(curve.q, curve.intensity, curve.d_intensity, q_unit or curve.q_unit, self.config)
-        except CurveError as err:
-            return Failure(str(err))
-        except Exception:  # a bug, not the curve's fault: keep the other curves, say so plainly
-            log.exception("preprocessing failed on %s %s", curve.source, curve.dataset)
-            return _INTERNAL_ERROR
-        return model_input
+        return _prepare_input(self.config, curve, q_unit)
 
     def _prepare_readings(self, curve: Curve) -> list[tuple[QUnitReading, ModelInput | Failure]]:
         """The reading(s) of a curve to run: one, or two when nobody gave its q unit and both units are plausible."""
-        if curve.failure is not None:
-            return [(QUnitReading(None, curve.q_unit_source or "assumed"), curve.failure)]
-        if curve.q_unit_source != "assumed":
-            try:
-                unit = canonical_q_unit(curve.q_unit)
-            except CurveError:  # the preprocessing refuses it and says so
-                unit = None
-            return [(QUnitReading(unit, curve.q_unit_source or "file"), self._prepare(curve))]
-        subject = "q unit not given in the file" if curve.source else "q unit not given"
-        try:
-            if self.q_unit != "auto":
-                note = forced_note(self.q_unit, curve.q, curve.intensity, subject)
-                return [(QUnitReading(self.q_unit, "user", note), self._prepare(curve, self.q_unit))]
-            try:
-                preferred = canonical_q_unit(curve.q_unit)
-            except CurveError:
-                preferred = None
-            resolution = resolve_q_unit(curve.q, curve.intensity, preferred)
-        except Exception:  # a bug, not the curve's fault: keep the other curves, say so plainly
-            log.exception("deciding the q unit failed on %s %s", curve.source, curve.dataset)
-            return [(QUnitReading(None, "assumed"), _INTERNAL_ERROR)]
-        if not resolution.needs_model:
-            decision = decide_q_unit(resolution, subject=subject)
-            return [(QUnitReading(decision.unit, "assumed", decision.note), self._prepare(curve, decision.unit))]
-        return [
-            (QUnitReading(unit, "assumed", resolution=resolution, subject=subject), self._prepare(curve, unit))
-            for unit in resolution.candidates
-        ]
+        return _prepare_readings(self.config, self.q_unit, curve)
 
     def _choose_reading(self, answers: list[tuple[QUnitReading, Any, Any]]) -> tuple[QUnitReading, Any, Any]:
         """The (reading, model input or refusal, model outcome) to report: the only one, or the one the model check keeps."""
@@ -586,3 +562,64 @@ def _checked_outcome(samples: np.ndarray, novelty: Any, presence: np.ndarray | N
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
+
+
+class PreparedCurve(NamedTuple):
+    """A curve and the model input(s) of its q-unit reading(s) (:meth:`BNNClassifier.prepare`); picklable."""
+
+    curve: Curve
+    readings: list[tuple[QUnitReading, ModelInput | Failure]]
+
+
+def prepare_curves(curves: Iterable[Curve], config: PreprocessingConfig, q_unit: str = "auto") -> list[PreparedCurve]:
+    """:meth:`BNNClassifier.prepare` without a classifier (no model, no session; no plugins' raw-curve steps):
+    for another process, given the classifier's ``config`` and ``q_unit``. The same inputs, bit for bit."""
+    setting = q_unit_setting(q_unit)
+    return [PreparedCurve(curve, _prepare_readings(config, setting, curve)) for curve in curves]
+
+
+def _prepare_input(config: PreprocessingConfig, curve: Curve, q_unit: str | None = None) -> ModelInput | Failure:
+    """The model input of a curve (q read in ``q_unit``, else its own unit), or the :class:`Failure` saying why it is refused."""
+    if curve.failure is not None:
+        return curve.failure
+    try:
+        model_input = prepare_curve(curve.q, curve.intensity, curve.d_intensity, q_unit or curve.q_unit, config)
+    except CurveError as err:
+        return Failure(str(err))
+    except Exception:  # a bug, not the curve's fault: keep the other curves, say so plainly
+        log.exception("preprocessing failed on %s %s", curve.source, curve.dataset)
+        return _INTERNAL_ERROR
+    return model_input
+
+
+def _prepare_readings(config: PreprocessingConfig, q_unit: str, curve: Curve) -> list[tuple[QUnitReading, ModelInput | Failure]]:
+    """The reading(s) of a curve to run: one, or two when nobody gave its q unit and both units are plausible
+    (``q_unit`` the classifier's setting: "auto", "1/A" or "1/nm")."""
+    if curve.failure is not None:
+        return [(QUnitReading(None, curve.q_unit_source or "assumed"), curve.failure)]
+    if curve.q_unit_source != "assumed":
+        try:
+            unit = canonical_q_unit(curve.q_unit)
+        except CurveError:  # the preprocessing refuses it and says so
+            unit = None
+        return [(QUnitReading(unit, curve.q_unit_source or "file"), _prepare_input(config, curve))]
+    subject = "q unit not given in the file" if curve.source else "q unit not given"
+    try:
+        if q_unit != "auto":
+            note = forced_note(q_unit, curve.q, curve.intensity, subject)
+            return [(QUnitReading(q_unit, "user", note), _prepare_input(config, curve, q_unit))]
+        try:
+            preferred = canonical_q_unit(curve.q_unit)
+        except CurveError:
+            preferred = None
+        resolution = resolve_q_unit(curve.q, curve.intensity, preferred)
+    except Exception:  # a bug, not the curve's fault: keep the other curves, say so plainly
+        log.exception("deciding the q unit failed on %s %s", curve.source, curve.dataset)
+        return [(QUnitReading(None, "assumed"), _INTERNAL_ERROR)]
+    if not resolution.needs_model:
+        decision = decide_q_unit(resolution, subject=subject)
+        return [(QUnitReading(decision.unit, "assumed", decision.note), _prepare_input(config, curve, decision.unit))]
+    return [
+        (QUnitReading(unit, "assumed", resolution=resolution, subject=subject), _prepare_input(config, curve, unit))
+        for unit in resolution.candidates
+    ]

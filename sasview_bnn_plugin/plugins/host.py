@@ -360,6 +360,10 @@ class PluginHost:
                 return out
         return curve
 
+    def has_raw_curve_steps(self) -> bool:
+        """Whether a plugin implements the raw-curve hook (:meth:`prepare_raw_curve` then may change curves)."""
+        return bool(getattr(self.manager.hook, PREPARE_HOOK).get_hookimpls())
+
     def publish_result(self, result: ClassificationResult) -> None:
         """Hand a result to every result sink, then, if it :func:`is_anomalous`, to the anomaly hook."""
         self._call(RESULT_HOOK, None, result=result)

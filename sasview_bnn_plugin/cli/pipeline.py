@@ -1,0 +1,137 @@
+"""Reading and preprocessing in worker processes while the one model session runs: ``classify --jobs N``.
+
+The files are cut into chunks (:data:`CHUNK_FILES` files each) that a
+``ProcessPoolExecutor`` of N processes reads (:class:`~sasview_bnn_plugin.io.loading.CurveLoader`,
+the fast ASCII path included) and maps onto model inputs
+(:func:`~sasview_bnn_plugin.model.classifier.prepare_curves`, the classifier's own code, bit for bit
+the same inputs). The main process takes the chunks back in file order and
+regroups their curves into the same batches as the single-process run, so
+every row, its order and the batches written are those of ``--jobs 1``. At
+most ``2 N + 1`` chunks are in flight (submitted, read or waiting for the
+model): memory is bounded whatever the number of files.
+
+When a plugin has a raw-curve step (``sasview_bnn_prepare_raw_curve``), the
+workers only read and the main process runs the plugins' steps and the
+preprocessing (plugins live in the main process).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+from ..core.curve import Curve
+from ..core.preprocessing import PreprocessingConfig
+from ..io.loading import CurveLoader
+from ..model.classifier import BNNClassifier, PreparedCurve, prepare_curves
+
+#: Files per task handed to a worker process.
+CHUNK_FILES = 32
+
+_worker_state: dict[str, object] = {}
+
+
+def default_jobs() -> int:
+    """The default of ``--jobs``: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _init_worker(config_json: str | None, q_unit: str) -> None:
+    # A worker holds none of the caller's pipes (whoever reads sasview-bnn's output sees its end when sasview-bnn
+    # ends, even when it is killed) and ends when sasview-bnn does (a killed parent closes no queue).
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    _worker_state["config"] = None if config_json is None else PreprocessingConfig.from_json(config_json)
+    _worker_state["q_unit"] = q_unit
+    _worker_state["loader"] = CurveLoader()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
+def _read_chunk(paths: Sequence[str]) -> list[list[PreparedCurve] | list[Curve]]:
+    """In a worker: the curves of each file (prepared unless the main process prepares them)."""
+    loader: CurveLoader = _worker_state["loader"]  # type: ignore[assignment]
+    config = _worker_state["config"]
+    out: list[list[PreparedCurve] | list[Curve]] = []
+    for path in paths:
+        curves = loader.load(path)
+        out.append(curves if config is None else prepare_curves(curves, config, str(_worker_state["q_unit"])))
+    return out
+
+
+def prepared_batches(
+    classifier: BNNClassifier,
+    files: Sequence[Path],
+    batch_size: int,
+    jobs: int,
+    skip: set[tuple[str, str]],
+    on_file: Callable[[int], None] | None = None,
+    chunk_files: int | None = None,
+) -> Iterator[tuple[list[Curve], list[PreparedCurve]]]:
+    """The curves of all ``files`` in file order, in batches of ``batch_size`` (those of ``classify``'s
+    single-process run), read and preprocessed by ``jobs`` worker processes: each batch as the curves
+    read and their :class:`PreparedCurve` (after the plugins' raw-curve steps).
+
+    Curves whose (file, dataset) is in ``skip`` are left out. ``on_file(n)`` is called as chunks of n
+    files come back (the progress bar).
+    """
+    chunk_files = chunk_files or CHUNK_FILES
+    host = classifier.plugin_host
+    main_prepares = host is not None and host.has_raw_curve_steps()
+    config_json = None if main_prepares else classifier.config.to_json()
+    chunks = [[str(p) for p in files[i : i + chunk_files]] for i in range(0, len(files), chunk_files)]
+    context = multiprocessing.get_context("spawn")  # no fork of a process running onnxruntime threads
+    curves: list[Curve] = []
+    pending: list[PreparedCurve] = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(config_json, classifier.q_unit)) as pool:
+        in_flight: deque[Future] = deque()
+        queue = iter(chunks)
+        try:
+            for chunk in _take(queue, 2 * jobs + 1):
+                in_flight.append(pool.submit(_read_chunk, chunk))
+            while in_flight:
+                per_file = in_flight.popleft().result()
+                for chunk in _take(queue, 1):
+                    in_flight.append(pool.submit(_read_chunk, chunk))
+                for items in per_file:
+                    for item in items:
+                        curve = item if main_prepares else item.curve
+                        if skip and (curve.source, curve.dataset) in skip:
+                            continue
+                        curves.append(curve)
+                        pending.append(item)
+                        if len(pending) >= batch_size:
+                            yield curves, classifier.prepare(pending) if main_prepares else pending
+                            curves, pending = [], []
+                if on_file is not None:
+                    on_file(len(per_file))
+            if pending:
+                yield curves, classifier.prepare(pending) if main_prepares else pending
+        finally:
+            for future in in_flight:
+                future.cancel()
+
+
+def _take(items: Iterator[list[str]], n: int) -> Iterable[list[str]]:
+    for _ in range(n):
+        item = next(items, None)
+        if item is None:
+            return
+        yield item
