@@ -44,7 +44,7 @@ THIRD_PARTY: dict[str, set[str]] = {
     "io": {"numpy", "h5py", "matplotlib", "sasdata"},
     "model": {"numpy", "onnxruntime"},
     "plugins": {"numpy", "pluggy"},
-    "cli": {"numpy", "tqdm"},
+    "cli": {"numpy", "tqdm", "dask", "distributed"},
     "gui": {"numpy", "matplotlib", "PySide6", "shiboken6", "sas"},
     "bluesky": {"numpy", "event_model", "bluesky"},
     "onnx_models": set(),

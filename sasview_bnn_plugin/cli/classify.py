@@ -16,11 +16,12 @@ unusable model, output locked or not writable) before any curve is classified.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from ..model.classifier import BNNClassifier, PreparedCurve
 from .command_line import UsageError
@@ -157,6 +158,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--jobs", "-j", type=_positive_int, default=None, metavar="N",
                         help="processes reading and preprocessing the files while the model runs in this one (default: the number "
                         "of cores; 1: everything in this process). The rows and their order do not depend on it")
+    parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                        help="classify on the Dask cluster of this scheduler: files in chunks to its workers, one model session "
+                        "per worker, rows written here in file order (the same rows; the model file must be readable at the same "
+                        "path on the workers). Needs the [dask] extra")
+    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                        help="classify on an embedded Dask cluster of N worker processes on this machine (as --scheduler)")
     parser.add_argument("--explain", action="store_true",
                         help="also say where in q each verdict came from: occlude 32 q-windows of the model input in one model call "
                         "and measure the drop of the predicted class's probability (JSON: 'sensitivity' and 'strongest_q_range'; "
@@ -302,15 +309,63 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         raise UsageError("no data files found in " + ", ".join(args.paths) + (" (use --recursive for sub-folders)" if not args.recursive else ""))
 
+    on_dask = getattr(args, "scheduler", None) is not None or getattr(args, "workers", None) is not None
+    if on_dask:
+        from .dask_run import require_dask
+
+        if args.scheduler is not None and args.workers is not None:
+            raise UsageError("give either --scheduler (an existing Dask cluster) or --workers (an embedded one), not both")
+        if args.explain or args.plot is not None:
+            raise UsageError("--explain and --plot need the curves in this process: not with --scheduler or --workers")
+        require_dask()
     source, classifier, host = open_classifier(args)
     extra = run_information(source, classifier)
     columns = CSV_COLUMNS + CSV_COLUMNS_EXPLAIN if args.explain else CSV_COLUMNS
     stream = ResultStream(args.output, mode=mode, extra=extra, columns=columns)
     series: list[ClassificationResult] | None = [] if args.trend is not None else None
-    try:
-        stream.open()
-    except ResultsFileError as err:
-        raise UsageError(str(err)) from None
+    with contextlib.ExitStack() as cluster:
+        client = None
+        if on_dask:
+            from .dask_run import dask_client
+
+            client = cluster.enter_context(dask_client(args.scheduler, args.workers))
+        try:
+            stream.open()
+        except ResultsFileError as err:
+            raise UsageError(str(err)) from None
+        code = _classify_into(stream, args, files, source, classifier, host, series, client)
+    if code is not None:
+        return code
+    if series is not None:
+        write_trend(args.trend, series, args.trend_x, host)
+    for problem in host.problems:
+        print(f"sasview-bnn: warning: {problem}", file=sys.stderr)
+    failed, total = stream.written.n_failed, stream.written.n_rows
+    if args.output != "-":  # on standard output the rows speak for themselves
+        earlier = total - stream.n_new_rows
+        where = (f"in {args.output} ({stream.n_new_rows} new, {earlier} kept from before; {failed} refused)" if earlier
+                 else f"written to {args.output} ({failed} refused)")
+        print(f"sasview-bnn: {_rows(total)} {where}", file=sys.stderr)
+    if failed:
+        print(f"sasview-bnn: {failed} of {total} curve(s) could not be classified (see the status and message columns)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _dask_batches(client: Any, files: list[Path], source: ModelSource, args: argparse.Namespace,
+                  skip: set[tuple[str, str]]) -> Iterator[list[ClassificationResult]]:
+    """The results of ``files`` classified on the Dask cluster of ``client``, chunk by chunk in file order."""
+    from .dask_run import dask_results
+    from .pipeline import CHUNK_FILES
+
+    with _progress_bar(len(files) if len(files) > PROGRESS_MIN_FILES else 0) as bar:
+        yield from dask_results(client, files, source.path, source.name, args, skip, max(CHUNK_FILES, args.batch_size),
+                                on_files=None if bar is None else bar.update)
+
+
+def _classify_into(stream: ResultStream, args: argparse.Namespace, files: list[Path], source: ModelSource, classifier: BNNClassifier,
+                   host: PluginHost, series: list[ClassificationResult] | None, client: Any) -> int | None:
+    """Classify ``files`` into the open ``stream``; an exit code if the run ends early, else None."""
     with stream:
         for note in (stream.torn_note, stream.columns_note):
             if note:
@@ -319,7 +374,14 @@ def run(args: argparse.Namespace) -> int:
             log.info("resuming: %d row(s) already in %s", stream.written.n_rows, stream.path)
         skip = stream.written.keys
         try:
-            for batch, prepared in _prepared_batches(classifier, files, args, skip):
+            if client is not None:
+                for batch_results in _dask_batches(client, files, source, args, skip):
+                    for result in batch_results:
+                        host.publish_result(result)
+                    stream.write(batch_results)
+                    if series is not None:
+                        series.extend(trend_summary(r) for r in batch_results)
+            for batch, prepared in ([] if client is not None else _prepared_batches(classifier, files, args, skip)):
                 batch_results = classifier.classify_prepared(prepared)
                 if args.explain:
                     explain_batch(batch, batch_results, classifier, host)
@@ -339,20 +401,7 @@ def run(args: argparse.Namespace) -> int:
                       "rerun the same command with --resume to finish", file=sys.stderr)
                 return 130
             raise
-    if series is not None:
-        write_trend(args.trend, series, args.trend_x, host)
-    for problem in host.problems:
-        print(f"sasview-bnn: warning: {problem}", file=sys.stderr)
-    failed, total = stream.written.n_failed, stream.written.n_rows
-    if args.output != "-":  # on standard output the rows speak for themselves
-        earlier = total - stream.n_new_rows
-        where = (f"in {args.output} ({stream.n_new_rows} new, {earlier} kept from before; {failed} refused)" if earlier
-                 else f"written to {args.output} ({failed} refused)")
-        print(f"sasview-bnn: {_rows(total)} {where}", file=sys.stderr)
-    if failed:
-        print(f"sasview-bnn: {failed} of {total} curve(s) could not be classified (see the status and message columns)", file=sys.stderr)
-        return 1
-    return 0
+    return None
 
 
 def _rows(n: int) -> str:
