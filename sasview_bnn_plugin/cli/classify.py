@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..model.classifier import BNNClassifier, PreparedCurve
 from .command_line import UsageError
@@ -363,6 +363,37 @@ def _dask_batches(client: Any, files: list[Path], source: ModelSource, args: arg
                                 on_files=None if bar is None else bar.update)
 
 
+def _classify_batches(stream: ResultStream, args: argparse.Namespace, batches: Iterable[tuple[list[Curve], list[PreparedCurve]]],
+                      classifier: BNNClassifier, host: PluginHost, series: list[ClassificationResult] | None) -> None:
+    """Classify and write ``batches`` in order: the model runs on the next batch (in a thread: onnxruntime
+    releases the GIL) while this thread summarises and writes the one before."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def finish(batch: list[Curve], prepared: list[PreparedCurve], outcomes: Any) -> None:
+        batch_results = classifier.results_of(prepared, outcomes.result())
+        if args.explain:
+            explain_batch(batch, batch_results, classifier, host)
+        if args.plot is not None:
+            _plot_batch(args.plot, batch, batch_results, stream.written.n_rows, classifier, host)
+        stream.write(batch_results)
+        if series is not None:
+            series.extend(trend_summary(r) for r in batch_results)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sasview-bnn-model") as model:
+        previous = None
+        try:
+            for batch, prepared in batches:
+                running = (batch, prepared, model.submit(classifier.run_prepared, prepared))
+                if previous is not None:
+                    finish(*previous)
+                previous = running
+            if previous is not None:
+                finish(*previous)
+        finally:
+            if previous is not None:
+                previous[2].cancel()
+
+
 def _classify_into(stream: ResultStream, args: argparse.Namespace, files: list[Path], source: ModelSource, classifier: BNNClassifier,
                    host: PluginHost, series: list[ClassificationResult] | None, client: Any) -> int | None:
     """Classify ``files`` into the open ``stream``; an exit code if the run ends early, else None."""
@@ -381,15 +412,8 @@ def _classify_into(stream: ResultStream, args: argparse.Namespace, files: list[P
                     stream.write(batch_results)
                     if series is not None:
                         series.extend(trend_summary(r) for r in batch_results)
-            for batch, prepared in ([] if client is not None else _prepared_batches(classifier, files, args, skip)):
-                batch_results = classifier.classify_prepared(prepared)
-                if args.explain:
-                    explain_batch(batch, batch_results, classifier, host)
-                if args.plot is not None:
-                    _plot_batch(args.plot, batch, batch_results, stream.written.n_rows, classifier, host)
-                stream.write(batch_results)
-                if series is not None:
-                    series.extend(trend_summary(r) for r in batch_results)
+            else:
+                _classify_batches(stream, args, _prepared_batches(classifier, files, args, skip), classifier, host, series)
             stream.finish()
         except ResultsFileError as err:
             print(f"sasview-bnn: error: {err}; the {stream.written.n_rows} row(s) written before stay intact"

@@ -376,8 +376,17 @@ class BNNClassifier:
     def classify_prepared(self, prepared: Sequence["PreparedCurve"]) -> list[ClassificationResult]:
         """The second half of :meth:`classify`: one model call over the inputs of ``prepared`` (from
         :meth:`prepare` or :func:`prepare_curves`), then one result per curve, in order."""
+        return self.results_of(prepared, self.run_prepared(prepared))
+
+    def run_prepared(self, prepared: Sequence["PreparedCurve"]) -> list["_Outcome | Failure"]:
+        """The model's outcomes for the inputs of ``prepared``, in order (the model half of
+        :meth:`classify_prepared`; releases the GIL while onnxruntime runs, so it can run in a thread)."""
         accepted = [mi.features for _, readings in prepared for _, mi in readings if isinstance(mi, ModelInput)]
-        model_outcomes = self._predict_each(self._check_features(np.stack(accepted))) if accepted else []
+        return self._predict_each(self._check_features(np.stack(accepted))) if accepted else []
+
+    def results_of(self, prepared: Sequence["PreparedCurve"], model_outcomes: Sequence["_Outcome | Failure"]) -> list[ClassificationResult]:
+        """One result per curve of ``prepared`` from the outcomes :meth:`run_prepared` gave (the rest of
+        :meth:`classify_prepared`: the q-unit choice, the summaries, the plugins' result hooks)."""
         results: list[ClassificationResult] = []
         k = 0
         for curve, readings in prepared:
