@@ -101,3 +101,17 @@ def test_without_the_dask_extra_the_extra_is_named(model_path, folder, tmp_path)
     assert done.stderr == ("sasview-bnn: error: --scheduler and --workers need the Python package 'distributed', which is not "
                            'installed; install the [dask] extra: in your sasview-bnn clone, run pip install -e ".[dask]"\n')
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+def test_a_failing_worker_is_one_line_and_the_rows_stay(model_path, folder, tmp_path, cluster, capsys, monkeypatch):
+    import sasview_bnn_plugin.cli.dask_run as dask_run
+
+    def broken(paths, *args):
+        raise OSError(f"cannot read {paths[0]}")
+
+    monkeypatch.setattr(dask_run, "classify_chunk", broken)
+    out = tmp_path / "r.csv"
+    assert main(["classify", str(folder), "--model", str(model_path), "--scheduler", cluster.scheduler_address, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "error: a Dask worker failed on the files from" in err and "OSError: cannot read" in err and "Traceback" not in err
+    assert "rerun with --resume" in err and not out.exists()

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Iterator
 
 from ..model.classifier import BNNClassifier, PreparedCurve
 from .command_line import UsageError
+from .dask_run import ClusterError
 from ..core.curve import Curve
 from ..io.loading import CurveLoader, find_data_files
 from ..model.catalog import ModelNotFoundError, ModelSource, resolve_model
@@ -418,6 +419,10 @@ def _classify_into(stream: ResultStream, args: argparse.Namespace, files: list[P
         except ResultsFileError as err:
             print(f"sasview-bnn: error: {err}; the {stream.written.n_rows} row(s) written before stay intact"
                   + (f" in {stream.path} (free space, then rerun with --resume)" if stream.path else ""), file=sys.stderr)
+            return 1
+        except ClusterError as err:
+            print(f"sasview-bnn: error: {err}; the {stream.written.n_rows} row(s) written before stay intact"
+                  + (f" in {stream.path} (rerun with --resume)" if stream.path else ""), file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             if stream.path is not None:

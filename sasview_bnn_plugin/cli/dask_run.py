@@ -44,6 +44,10 @@ _classifiers: dict[tuple, tuple[BNNClassifier, Any]] = {}
 _lock = threading.Lock()
 
 
+class ClusterError(Exception):
+    """A task failed on the cluster (e.g. the model or a data file is not readable on a worker)."""
+
+
 def require_dask() -> Any:
     """The ``distributed`` module; a :class:`UsageError` naming the ``[dask]`` extra when it is not installed."""
     try:
@@ -127,18 +131,21 @@ def dask_results(client: Any, files: Sequence[Path], source_path: Path, source_n
 
     def submit(chunk: list[str]) -> None:
         chunk_skip = {p: done[p] for p in chunk if p in done}
-        in_flight.append((len(chunk), client.submit(classify_chunk, chunk, chunk_skip, str(source_path), source_name, options, pure=False)))
+        in_flight.append((chunk, client.submit(classify_chunk, chunk, chunk_skip, str(source_path), source_name, options, pure=False)))
 
     try:
         for chunk in _take(queue, 2 * n_workers + 1):
             submit(chunk)
         while in_flight:
-            n_files, future = in_flight.popleft()
-            results = future.result()
-            for chunk in _take(queue, 1):
-                submit(chunk)
+            chunk, future = in_flight.popleft()
+            try:
+                results = future.result()
+            except Exception as err:  # the worker's error, e.g. a path it cannot read
+                raise ClusterError(f"a Dask worker failed on the files from {chunk[0]}: {type(err).__name__}: {err}") from None
+            for later in _take(queue, 1):
+                submit(later)
             if on_files is not None:
-                on_files(n_files)
+                on_files(len(chunk))
             yield results
     finally:
         for _, future in in_flight:

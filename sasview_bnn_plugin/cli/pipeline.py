@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -48,6 +49,7 @@ def default_jobs() -> int:
 def _init_worker(config_json: str | None, q_unit: str) -> None:
     # A worker holds none of the caller's pipes (whoever reads sasview-bnn's output sees its end when sasview-bnn
     # ends, even when it is killed) and ends when sasview-bnn does (a killed parent closes no queue).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: sasview-bnn handles it
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)

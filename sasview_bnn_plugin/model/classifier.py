@@ -505,10 +505,14 @@ class BNNClassifier:
             coverage=outcome.coverage,
             q_window=outcome.q_window,
             n_points=outcome.n_points,
-            **self._optional_arguments(model_outcome),
+            # the verdict depends on the novelty arguments only (not on the anomalies or the prediction set)
+            **{key: value for key, value in self._optional_arguments(model_outcome).items() if key in _VERDICT_ARGUMENTS},
         )
         return ModelVerdict(trial.novelty_score, bool(trial.is_novel), str(trial.label))
 
+
+#: The arguments of ``ClassificationResult.from_samples`` a q-unit verdict (novelty score, novel, label) depends on.
+_VERDICT_ARGUMENTS = frozenset({"novelty_calibration", "novelty_level"})
 
 #: Curves the model gave no usable answer for (they never get a label).
 _MODEL_FAILED = Failure("the model could not be run on this curve (onnxruntime reported an error, see the log); no label is given")
