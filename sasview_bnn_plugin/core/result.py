@@ -229,8 +229,6 @@ class ClassificationResult:
                 f"{FLATNESS_LEVEL:g}): a blank, an empty cell or a background rather than a scattering curve; "
                 "do not trust the label"
             )
-        if featureless:
-            pass
         elif novel and novelty_level is not None:
             message += (
                 f"; NOVEL: unlike the training data (novelty p-value {p_value:.3g} < level "

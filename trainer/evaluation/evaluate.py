@@ -152,6 +152,8 @@ def evaluate_model(
     with CurveReader(test_path) as reader:
         noise_level = reader.column("instrument", "noise_level")[source_index] if "noise_level" in reader.columns("instrument") else None
         test_seed = reader.seed
+        # The runtime's flatness test (core.flatness): a curve flat within its error bars is novel whatever the network says.
+        featureless_all = np.array([_featureless(c) for start in range(0, len(reader), 4096) for c in reader.read(start, start + 4096)])
     scores_all = _uncertainty_scores(sample_probs, feature_score)
 
     # A curve showing an unseen class, as primary or as a secondary anomaly, is not in-distribution.
@@ -203,10 +205,7 @@ def evaluate_model(
         sel = (labels_all == c) | (present_all[:, c - 1] > 0 if c > 0 else False)
         if sel.any():
             novel_sets[f"class:{name}"] = {k: v[sel] for k, v in scores_all.items()}
-    # The runtime's flatness test (core.flatness): a curve flat within its error bars is novel whatever the network says.
-    with CurveReader(test_path) as reader:
-        flat_in = np.array([_featureless(c) for start in range(0, len(reader), 4096) for c in reader.read(start, start + 4096)])
-    flat_in = flat_in[source_index][in_dist]
+    flat_in = featureless_all[source_index][in_dist]
     synthetic_featureless: dict[str, np.ndarray] = {}
     for kind in KINDS:
         if n_synthetic <= 0:
