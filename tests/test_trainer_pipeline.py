@@ -300,6 +300,10 @@ def test_leave_family_out_run_never_trains_on_the_family_and_the_study_splits_th
     assert row["left_out"] == ["chain"] and row["left_out_family"]["n"] > 0 and row["in_family"]["n"] > 0
     assert row["gap"] == pytest.approx(row["in_family"]["accuracy"] - row["left_out_family"]["accuracy"])
     assert "| chain |" in markdown_table([row])
+    from sasview_bnn_trainer.evaluation.family_study import main as family_main
+
+    assert family_main([str(folder / "no_chains"), "--test", str(test), "--out", str(folder / "lfo_cli"), "--samples", "2"]) == 0
+    assert json.loads((folder / "lfo_cli.json").read_text()) == [row] and "| chain |" in (folder / "lfo_cli.md").read_text()
     with pytest.raises(ValueError, match="exclude-family"):
         study_run(folder / "vi", test)
     # The model card shows the study.

@@ -21,7 +21,6 @@ Run as ``python -m sasview_bnn_trainer.evaluation.family_study RUN... --test TES
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -82,21 +81,12 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from .study_cli import study_main
 
-    p = argparse.ArgumentParser(description="Leave-family-out study: accuracy on a shape family the run never saw "
-                                            "against accuracy on the families it saw, same model, same test set.")
-    p.add_argument("runs", nargs="+", help="run directories of `sasview-bnn-train fit --exclude-family ...`")
-    p.add_argument("--test", required=True, help="simulated test curve file (unseen seed)")
-    p.add_argument("--out", required=True, help="output stem: writes OUT.json and OUT.md")
-    p.add_argument("--samples", type=int, default=8, help="posterior samples (default 8)")
-    args = p.parse_args(argv)
-    rows = [study_run(r, args.test, n_samples=args.samples) for r in args.runs]
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    out.with_suffix(".md").write_text(markdown_table(rows) + "\n")
-    print(markdown_table(rows))
-    return 0
+    return study_main(argv, description="Leave-family-out study: accuracy on a shape family the run never saw "
+                                        "against accuracy on the families it saw, same model, same test set.",
+                      runs_help="run directories of `sasview-bnn-train fit --exclude-family ...`",
+                      study_run=study_run, markdown_table=markdown_table)
 
 
 if __name__ == "__main__":

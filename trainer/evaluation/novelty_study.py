@@ -31,7 +31,6 @@ curves of the run only; nothing is fitted on test curves.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,20 +238,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from .study_cli import study_main
 
-    p = argparse.ArgumentParser(description="Leave-one-class-out novelty study: every score on runs trained with --exclude-class.")
-    p.add_argument("runs", nargs="+", help="run directories of `sasview-bnn-train fit --exclude-class ...`")
-    p.add_argument("--test", required=True, help="simulated test curve file (unseen seed)")
-    p.add_argument("--out", required=True, help="output stem: writes OUT.json and OUT.md")
-    p.add_argument("--samples", type=int, default=8, help="posterior samples (default 8)")
-    args = p.parse_args(argv)
-    rows = [study_run(r, args.test, n_samples=args.samples) for r in args.runs]
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    out.with_suffix(".md").write_text(markdown_table(rows) + "\n")
-    print(markdown_table(rows))
-    return 0
+    return study_main(argv, description="Leave-one-class-out novelty study: every score on runs trained with --exclude-class.",
+                      runs_help="run directories of `sasview-bnn-train fit --exclude-class ...`", study_run=study_run, markdown_table=markdown_table)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,25 @@
+"""The one command line of the held-out studies (leave-one-class-out, leave-family-out): runs in, OUT.json and OUT.md out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+
+def study_main(argv: list[str] | None, *, description: str, runs_help: str,
+               study_run: Callable[..., dict[str, Any]], markdown_table: Callable[[list[dict[str, Any]]], str]) -> int:
+    """Parse ``RUN... --test TEST.h5 --out STEM [--samples S]``, run ``study_run`` per run, write and print the table."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("runs", nargs="+", help=runs_help)
+    p.add_argument("--test", required=True, help="simulated test curve file (unseen seed)")
+    p.add_argument("--out", required=True, help="output stem: writes OUT.json and OUT.md")
+    p.add_argument("--samples", type=int, default=8, help="posterior samples (default 8)")
+    args = p.parse_args(argv)
+    rows = [study_run(r, args.test, n_samples=args.samples) for r in args.runs]
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    out.with_suffix(".md").write_text(markdown_table(rows) + "\n")
+    print(markdown_table(rows))
+    return 0
