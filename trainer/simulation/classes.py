@@ -80,7 +80,7 @@ from .record import SimulatedCurve
 from .shapes import COMPACT_SHAPES, SHAPES, ShapeDraw, ShapeSpec, call_model, draw_shape, evaluate_shape, load_model
 
 #: Bump whenever the physics of the simulation changes.
-SIMULATOR_VERSION = "2.1.0"
+SIMULATOR_VERSION = "2.2.0"
 #: Draws tried per curve before giving up (a bug, not bad luck, if reached).
 MAX_ATTEMPTS = 500
 
@@ -216,7 +216,135 @@ def _clean(rng: np.random.Generator) -> Outcome:
     expected, noisy, d_i, scale = _finish(draft, smeared, rng)
     _clean_checks(draft, expected, noisy, d_i)
     draft.components["particle"] = interpolate_loglog(grid, values, inst.q) * scale
+    if rng.random() < NEAR_MISS_PROBABILITY:
+        m = _measured(draft, expected, noisy, d_i)
+        if _near_miss(m, draft, shape, rng):
+            return draft, m.expected, m.noisy, m.d_i
     return draft, expected, noisy, d_i
+
+
+# ----------------------------------------------------------------------------- near misses
+
+#: Share of clean curves that carry an anomaly just below the visibility line of docs/taxonomy.md.
+#: An anomaly counts only if a person could see it: a weak low-q rise over two or three points,
+#: one spike, a 10 % step, a slightly low point at the beamstop edge is still ``clean``. Without
+#: such curves the network learns "any hint of an upturn is aggregation" (real data: conalbumin).
+NEAR_MISS_PROBABILITY = 0.35
+#: Kinds of near miss and how often each is drawn.
+NEAR_MISS_KINDS: dict[str, float] = {"weak_upturn": 0.25, "weak_structure": 0.15, "minor_population": 0.15,
+                                     "few_spikes": 0.1, "small_step": 0.1, "edge_point": 0.1, "low_q_dip": 0.1,
+                                     "background_offset": 0.05}
+#: Tries per near miss before the clean curve goes without one.
+NEAR_MISS_ATTEMPTS = 4
+
+
+def _lay_near_miss(kind: str, m: Measured, draft: Draft, shape: ShapeDraw, rng: np.random.Generator) -> None:
+    """Put a sub-threshold anomaly of ``kind`` on a clean measured curve (in place); raise Rejected if it would be visible."""
+    inst, q = m.instrument, m.instrument.q
+    n = q.size
+    background = float(draft.params["background"])
+    signal = m.expected - background
+    before = m.expected.copy()
+    kind_points = crit.VISIBLE_MIN_POINTS
+    if kind == "weak_upturn":
+        grid = inst.model_grid()
+        values, _ = _aggregate_component(rng, grid, float(q[0]), shape.rg_target)
+        agg = _smear(inst, grid, values)
+        if not (signal[0] > 0 and agg[0] > 1e-250):
+            raise Rejected("no upturn possible")
+        agg = agg * float(rng.uniform(0.05, 0.9)) * signal[0] / agg[0]
+        ratio, slope = crit.upturn(q, signal, agg)
+        if crit.aggregation_visible(ratio, slope):
+            raise Rejected("upturn would be visible")
+        m.add(agg)
+        draft.criteria["near_miss_upturn_ratio"] = ratio
+    elif kind == "weak_structure":
+        # Sphere-equivalent radius from Rg (R = sqrt(5/3) Rg) for shapes without a hard-sphere radius.
+        radius = shape.spec.outer_radius(shape.params) if shape.spec.outer_radius else math.sqrt(5 / 3) * shape.rg_target
+        pars = {"radius_effective": radius * float(rng.uniform(1.0, 1.15)), "volfraction": float(rng.uniform(0.005, 0.06))}
+        s_q = call_model("hardsphere", q, pars)
+        if not np.all(np.isfinite(s_q)) or np.any(s_q <= 0):
+            raise Rejected("structure factor failed")
+        s_min, s_peak = crit.structure_factor_extremes(s_q)
+        if crit.interparticle_visible(s_min, s_peak):
+            raise Rejected("S(q) would be visible")
+        m.add(signal * (s_q - 1.0))
+        draft.criteria["near_miss_s_q_min"] = s_min
+    elif kind == "minor_population":
+        other = draw_shape(shape.rg_target * _log_uniform(rng, 0.05, 0.3) ** (1 if rng.random() < 0.7 else -1), rng)
+        grid = inst.model_grid()
+        term = _smear(inst, grid, evaluate_shape(other, grid))
+        if not np.all(np.isfinite(term)) or not np.max(term) > 0:
+            raise Rejected("second population failed")
+        # Scaled to reach 0.5-6 sigma at its strongest point: near, not across, the visibility line.
+        term = term / np.max(term / m.d_i) * float(rng.uniform(0.5, 6.0))
+        m.add(term)
+        draft.params.update(other.record("near_miss_"))
+    elif kind == "few_spikes":
+        k = int(rng.choice([1, 2]))
+        idx = rng.choice(np.arange(2, n - 2), size=k, replace=False)
+        extra = m.extra.copy()
+        extra[idx] += np.where(rng.random(k) < 0.8, 1.0, -1.0) * np.maximum(
+            rng.uniform(6.0, 40.0, k) * m.d_i[idx], rng.uniform(0.25, 1.5, k) * np.abs(m.expected[idx]))
+        m.extra = extra
+        kind_points = crit.VISIBLE_MIN_SPIKE_POINTS
+        if crit.spikes_visible(crit.spike_count(m.noisy, m.expected, m.d_i), n) and k >= kind_points:
+            raise Rejected("spikes would be visible")
+    elif kind == "small_step":
+        boundary = int(rng.integers(max(int(0.2 * n), 8), max(min(int(0.8 * n), n - 8), max(int(0.2 * n), 8) + 1)))
+        m.multiply(_log_uniform(rng, 1.02, 1.2) ** (1 if rng.random() < 0.5 else -1), boundary)
+        if crit.step_factor(m.noisy, before, m.d_i, boundary) >= crit.STEP_MIN_FACTOR:
+            raise Rejected("step would be visible")
+    elif kind == "edge_point":
+        k = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
+        values = m.expected.copy()
+        values[:k] = values[:k] * rng.uniform(0.8, 0.97, k) ** np.where(rng.random(k) < 0.75, 1.0, -1.0)
+        m.expected = values
+        kind_points = crit.VISIBLE_MIN_EDGE_POINTS
+    elif kind == "low_q_dip":
+        affected = max(2, int(round(n * rng.uniform(0.01, 0.05))))
+        transmission = np.ones(n)
+        t0 = float(rng.uniform(0.6, 0.95))
+        transmission[:affected] = t0 + (1 - t0) * np.arange(affected) / affected
+        m.multiply(transmission)
+        factor, frac = crit.low_q_distortion(m.expected, before)
+        if crit.low_q_artefact_visible(factor, frac):
+            raise Rejected("low-q distortion would be visible")
+    elif kind == "background_offset":
+        floor = float(np.min(m.expected[-max(n // 10, 3):]))
+        if not floor > 0:
+            raise Rejected("no positive high-q floor")
+        m.expected = m.expected - float(rng.uniform(0.2, 0.9)) * floor
+    else:
+        raise ValueError(f"unknown near-miss kind {kind!r}")
+    with_fault = m.noisy - m.z * m.d_i if kind == "few_spikes" else m.expected
+    score = crit.visibility_score(with_fault, before, m.d_i)
+    if score >= kind_points:
+        raise Rejected("near miss would be visible")
+    if np.any(m.expected < 0) or crit.trailing_negative_run_fraction(m.noisy, m.d_i) >= crit.NEGATIVE_MIN_RUN_FRACTION:
+        raise Rejected("near miss looks over-subtracted")
+    if kind != "few_spikes" and crit.spike_count(m.noisy, m.expected, m.d_i):
+        raise Rejected("a >= 5 sigma outlier by chance")
+    draft.params["near_miss"] = kind
+    draft.criteria["near_miss_score"] = float(score)
+
+
+def _near_miss(m: Measured, draft: Draft, shape: ShapeDraw, rng: np.random.Generator) -> bool:
+    """Try to lay a near miss (:data:`NEAR_MISS_KINDS`) on a clean curve; True when one was laid (``m`` changed)."""
+    names = list(NEAR_MISS_KINDS)
+    weights = np.array(list(NEAR_MISS_KINDS.values()))
+    kind = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    for _ in range(NEAR_MISS_ATTEMPTS):
+        trial = _copy(m)
+        saved = (dict(draft.params), dict(draft.criteria))
+        try:
+            _lay_near_miss(kind, trial, draft, shape, rng)
+        except Rejected:
+            draft.params, draft.criteria = saved
+            continue
+        m.expected, m.z, m.gross, m.d_i, m.extra = trial.expected, trial.z, trial.gross, trial.d_i, trial.extra
+        return True
+    return False
 
 
 def _aggregate_component(rng: np.random.Generator, grid: np.ndarray, q_min: float, rg: float) -> tuple[np.ndarray, dict[str, float | str]]:
