@@ -331,9 +331,7 @@ def _lay_near_miss(kind: str, m: Measured, draft: Draft, shape: ShapeDraw, rng: 
 
 def _near_miss(m: Measured, draft: Draft, shape: ShapeDraw, rng: np.random.Generator) -> bool:
     """Try to lay a near miss (:data:`NEAR_MISS_KINDS`) on a clean curve; True when one was laid (``m`` changed)."""
-    names = list(NEAR_MISS_KINDS)
-    weights = np.array(list(NEAR_MISS_KINDS.values()))
-    kind = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    kind = _draw_kind(NEAR_MISS_KINDS, rng)
     for _ in range(NEAR_MISS_ATTEMPTS):
         trial = _copy(m)
         saved = (dict(draft.params), dict(draft.criteria))
@@ -805,10 +803,15 @@ def _apply_artefact(m: Measured, kind: str, rng: np.random.Generator, params: di
         raise Rejected("artefact not visible")
 
 
-def _draw_artefact_kind(rng: np.random.Generator) -> str:
-    names = list(ARTEFACT_KINDS)
-    weights = np.array(list(ARTEFACT_KINDS.values()))
+def _draw_kind(table: dict[str, float], rng: np.random.Generator) -> str:
+    """One name of ``table`` (name -> relative weight), drawn by weight."""
+    names = list(table)
+    weights = np.array(list(table.values()))
     return names[int(rng.choice(len(names), p=weights / weights.sum()))]
+
+
+def _draw_artefact_kind(rng: np.random.Generator) -> str:
+    return _draw_kind(ARTEFACT_KINDS, rng)
 
 
 def _measured(draft: Draft, expected: np.ndarray, noisy: np.ndarray, d_i: np.ndarray) -> Measured:
