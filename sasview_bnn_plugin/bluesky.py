@@ -521,17 +521,18 @@ class _TolerantFiller(Filler):
     """
 
     def event_page(self, doc: dict) -> dict:
-        try:
-            return super().event_page(doc)
-        except Exception as err:
-            log.warning("sasview-bnn: external data of an event page could not be filled: %s: %s", type(err).__name__, err)
-            return doc
+        return self._filled(super().event_page, doc, "an event page")
 
     def event(self, doc: dict) -> dict:
+        return self._filled(super().event, doc, "an event")
+
+    @staticmethod
+    def _filled(fill: Callable[[dict], dict], doc: dict, what: str) -> dict:
+        """``fill(doc)``, or ``doc`` unfilled (logged) when its external data cannot be read."""
         try:
-            return super().event(doc)
+            return fill(doc)
         except Exception as err:
-            log.warning("sasview-bnn: external data of an event could not be filled: %s: %s", type(err).__name__, err)
+            log.warning("sasview-bnn: external data of %s could not be filled: %s: %s", what, type(err).__name__, err)
             return doc
 
 

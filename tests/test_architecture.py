@@ -55,6 +55,7 @@ THIRD_PARTY: dict[str, set[str]] = {
 TRAINER_MAY_IMPORT = (
     "sasview_bnn_plugin.core",
     "sasview_bnn_plugin.cli.command_line",
+    "sasview_bnn_plugin.cli.dask_cluster",
     "sasview_bnn_plugin.model.card",
     "sasview_bnn_plugin.model.catalog",
 )

@@ -20,10 +20,10 @@ import sys
 from pathlib import Path
 
 from ..model.calibration import DEFAULT_SET_LEVEL, RECOMMENDED_MIN_CURVES, CalibrationError, InstrumentCalibration, LabelTable, calibrate_results
-from .classify import _batches, _positive_int, _q_unit_choice, open_classifier
+from .classify import _batches, open_classifier
+from .options import add_input_options, add_output_option, add_q_unit_option, add_session_options
 from .command_line import UsageError
 from ..io.loading import CurveLoader, find_data_files
-from ..model.providers import PROVIDER_CHOICES
 from ..core.result import level_text
 
 #: Refused curves listed one by one on standard error (all are in the file).
@@ -43,18 +43,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "runtime refuses are counted and listed, not used. p-values cannot go below 1/(n+1) with n curves. "
         "exit status: 0 calibration written, 2 usage error, unusable model or labels, or no usable curve",
     )
-    parser.add_argument("paths", nargs="+", metavar="DIR", help="folders (or files) of ordinary curves from one instrument")
-    parser.add_argument("-o", "--output", required=True, type=Path, metavar="FILE.json", help="the calibration file to write")
-    parser.add_argument("-r", "--recursive", action="store_true", help="also read sub-folders of folders")
+    add_input_options(parser, "DIR", "folders (or files) of ordinary curves from one instrument")
+    add_output_option(parser, "FILE.json", "the calibration file to write", required=True, type=Path, default=None)
     parser.add_argument("--labels", type=Path, metavar="LABELS.csv",
                         help="CSV with columns file,dataset,label: the true class of curves (file relative to the CSV's folder, "
                         "empty dataset: every curve of the file); recalibrates the prediction-set thresholds at the model's levels")
-    parser.add_argument("--model", metavar="NAME|FILE", help="model name (see 'sasview-bnn models') or ONNX file; default: the first model shipped with sasview-bnn")
-    parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="onnxruntime execution provider (default auto)")
-    parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="N", help="curves per model call (default 256)")
-    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="onnxruntime intra-op threads")
-    parser.add_argument("--q-unit", type=_q_unit_choice, default="auto", metavar="{auto,1/A,1/nm}",
-                        help="unit of q for files that give none, as for classify (use the same setting when classifying)")
+    add_session_options(parser, batch_help="curves per model call (default 256)")
+    add_q_unit_option(parser, "unit of q for files that give none, as for classify (use the same setting when classifying)")
     parser.set_defaults(run=run, novelty_threshold=None, novelty_level=None, set_level=None, calibration=None)
 
 

@@ -26,13 +26,12 @@ from typing import Any, Iterable, Iterator
 from ..model.classifier import BNNClassifier, PreparedCurve
 from .command_line import UsageError
 from .dask_run import ClusterError
+from .options import add_input_options, add_model_options, add_output_option, add_plot_option, add_trend_options, positive_int
 from ..core.curve import Curve
 from ..io.loading import CurveLoader, find_data_files
 from ..model.catalog import ModelNotFoundError, ModelSource, resolve_model
 from ..core.model_format import ModelFormatError, ModelOptionError
 from ..plugins.host import PluginHost, build_plugin_host
-from ..model.providers import PROVIDER_CHOICES
-from ..core.q_units import q_unit_setting
 from ..core.result import CSV_COLUMNS, CSV_COLUMNS_EXPLAIN, ClassificationResult
 from ..io.result_stream import ResultsFileError, ResultStream, check_destination
 
@@ -40,66 +39,6 @@ log = logging.getLogger(__name__)
 
 #: Progress bars appear above this many files.
 PROGRESS_MIN_FILES = 5
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError("must be a finite number")
-    return value
-
-
-def _probability_level(text: str) -> str:
-    """A level strictly between 0 and 1, kept as typed (a prediction-set level is matched by value)."""
-    value = _finite_float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError("must be between 0 and 1 (e.g. 0.9)")
-    return text
-
-
-def _q_unit_choice(text: str) -> str:
-    """"auto", "1/A" or "1/nm" (other spellings of the two units accepted)."""
-    try:
-        return q_unit_setting(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, 1/A or 1/nm, got {text!r}") from None
-
-
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The options choosing and running the model (shared by ``classify`` and ``watch``)."""
-    parser.add_argument("--model", metavar="NAME|FILE", help="model name (see 'sasview-bnn models') or ONNX file; default: the first model shipped with sasview-bnn")
-    parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="onnxruntime execution provider (default auto: CUDA if available)")
-    parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="N", help="curves per model call and per write (default 256)")
-    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="onnxruntime intra-op threads (default: onnxruntime's choice)")
-    novelty = parser.add_mutually_exclusive_group()
-    novelty.add_argument("--novelty-threshold", type=_finite_float, default=None, metavar="X",
-                         help="novel when the novelty score exceeds X (overrides the model's threshold, and its p-values if it has them)")
-    novelty.add_argument("--novelty-level", type=_probability_level, default=None, metavar="P",
-                         help="novel when the novelty p-value is below P (models with novelty calibration; default: the model's level, e.g. 0.01)")
-    parser.add_argument("--set-level", type=_probability_level, default=None, metavar="LEVEL",
-                        help="coverage level of the conformal prediction sets, one the model exports (models with sets; default: the model's, e.g. 0.9)")
-    parser.add_argument("--calibration", metavar="FILE.json", default=None,
-                        help="an instrument calibration written by 'sasview-bnn calibrate' for this model: novelty p-values against "
-                        "the reference of your own ordinary curves (also for a model without novelty calibration) and, if it has "
-                        "them, prediction sets with its thresholds; the notes of every result name it")
-    parser.add_argument("--q-unit", type=_q_unit_choice, default="auto", metavar="{auto,1/A,1/nm}",
-                        help="unit of q for files that give none (plain ASCII columns, jscatter files, PDH files read as ASCII): "
-                        "auto (default) decides from the q range and, when both units are plausible, keeps the reading the model "
-                        "finds in-distribution; 1/A or 1/nm reads every such file in that unit. A unit the file gives is never "
-                        "overridden. Every row says the unit used (column q_unit_used) and, when the file gave none, why")
 
 
 def open_classifier(args: argparse.Namespace) -> tuple[ModelSource, BNNClassifier, PluginHost]:
@@ -149,21 +88,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "could not be completed (e.g. disk full; rows written stay whole), 2 usage error, unusable model "
         "or output in use by another sasview-bnn process (nothing classified)",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="data files or folders")
-    parser.add_argument("-r", "--recursive", action="store_true", help="also read sub-folders of folders")
+    add_input_options(parser, "PATH", "data files or folders")
     add_model_options(parser)
-    parser.add_argument("--output", "-o", default="-", metavar="FILE.csv|FILE.jsonl|FILE.json|-", help="where to write the results: CSV, JSON Lines (one result per line) or one JSON document (default -: CSV on standard output)")
+    add_output_option(parser, "FILE.csv|FILE.jsonl|FILE.json|-", "where to write the results: CSV, JSON Lines (one result per line) or one JSON document (default -: CSV on standard output)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run: keep the complete rows of FILE.partial (or FILE) and classify only the curves without a row (.csv or .jsonl)")
-    parser.add_argument("--plot", metavar="DIR", type=Path, help="write one PNG per curve into DIR (needs matplotlib)")
+    add_plot_option(parser, "write one PNG per curve into DIR (needs matplotlib)")
     add_trend_options(parser, "the curves classified in this run, in the order of the files")
-    parser.add_argument("--jobs", "-j", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--jobs", "-j", type=positive_int, default=None, metavar="N",
                         help="processes reading and preprocessing the files while the model runs in this one (default: the number "
                         "of cores; 1: everything in this process). The rows and their order do not depend on it")
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
                         help="classify on the Dask cluster of this scheduler: files in chunks to its workers, one model session "
                         "per worker, rows written here in file order (the same rows; the model file must be readable at the same "
                         "path on the workers). Needs the [dask] extra")
-    parser.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
                         help="classify on an embedded Dask cluster of N worker processes on this machine (as --scheduler)")
     parser.add_argument("--explain", action="store_true",
                         help="also say where in q each verdict came from: occlude 32 q-windows of the model input in one model call "
@@ -171,18 +109,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "CSV: a strongest_q_range column 'q_lo;q_hi' in the unit of q_unit_used, appended last; --plot: a shaded band). "
                         "Costs about 30 model inputs per curve")
     parser.set_defaults(run=run)
-
-
-def add_trend_options(parser: argparse.ArgumentParser, series: str) -> None:
-    """``--trend FILE.png`` and ``--trend-x`` (shared by ``classify`` and ``watch``)."""
-    parser.add_argument("--trend", metavar="FILE.png", type=Path,
-                        help=f"draw the class probabilities (and anomalies present) of {series}, with their 90 %% posterior bands, "
-                        "and mark the first frame from which 1 - p(clean) >= 0.5, or one anomaly's p(present) >= 0.5, for 3 "
-                        "consecutive frames (needs matplotlib)")
-    parser.add_argument("--trend-x", metavar="index|time|temperature|KEY", default=None,
-                        help="x axis of --trend: the frame number (index, default), the measurement time or sample temperature "
-                        "from the files' metadata, or any numeric metadata key; frames without it fall back to the frame number "
-                        "(with a note)")
 
 
 def check_figure_options(args: argparse.Namespace) -> None:

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -34,6 +35,7 @@ from ..core.result import ClassificationResult
 from ..io.loading import CurveLoader
 from ..model.classifier import BNNClassifier
 from .command_line import UsageError
+from .dask_cluster import dask_client as cluster_client
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +64,14 @@ def require_dask() -> Any:
 
 @contextlib.contextmanager
 def dask_client(scheduler: str | None, workers: int | None) -> Iterator[Any]:
-    """A ``distributed.Client`` of the cluster at ``scheduler``, or of an embedded ``LocalCluster`` of ``workers`` processes."""
-    distributed = require_dask()
-    if scheduler:
-        try:
-            client = distributed.Client(scheduler, timeout="30s")
-        except (OSError, TimeoutError) as err:
-            raise UsageError(f"cannot connect to the Dask scheduler {scheduler}: {err}") from None
-        with client:
-            yield client
-        return
-    cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                                       silence_logs=logging.ERROR)
-    with cluster, distributed.Client(cluster) as client:
+    """A ``distributed.Client`` of the cluster at ``scheduler``, or of an embedded ``LocalCluster`` of ``workers`` processes (no dashboard)."""
+    require_dask()
+    with cluster_client(scheduler, workers, connect_timeout="30s", unreachable=_unreachable, dashboard_address=None) as client:
         yield client
+
+
+def _unreachable(scheduler: str, err: BaseException) -> UsageError:
+    return UsageError(f"cannot connect to the Dask scheduler {scheduler}: {err}")
 
 
 def worker_classifier(model_path: str, name: str, options: dict[str, Any]) -> tuple[BNNClassifier, Any]:
@@ -134,7 +130,7 @@ def dask_results(client: Any, files: Sequence[Path], source_path: Path, source_n
         in_flight.append((chunk, client.submit(classify_chunk, chunk, chunk_skip, str(source_path), source_name, options, pure=False)))
 
     try:
-        for chunk in _take(queue, 2 * n_workers + 1):
+        for chunk in islice(queue, 2 * n_workers + 1):
             submit(chunk)
         while in_flight:
             chunk, future = in_flight.popleft()
@@ -142,7 +138,7 @@ def dask_results(client: Any, files: Sequence[Path], source_path: Path, source_n
                 results = future.result()
             except Exception as err:  # the worker's error, e.g. a path it cannot read
                 raise ClusterError(f"a Dask worker failed on the files from {chunk[0]}: {type(err).__name__}: {err}") from None
-            for later in _take(queue, 1):
+            for later in islice(queue, 1):
                 submit(later)
             if on_files is not None:
                 on_files(len(chunk))
@@ -150,11 +146,3 @@ def dask_results(client: Any, files: Sequence[Path], source_path: Path, source_n
     finally:
         for _, future in in_flight:
             future.cancel()
-
-
-def _take(items: Iterator[list[str]], n: int) -> Iterator[list[str]]:
-    for _ in range(n):
-        item = next(items, None)
-        if item is None:
-            return
-        yield item

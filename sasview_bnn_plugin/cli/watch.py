@@ -27,17 +27,8 @@ from pathlib import Path
 from types import FrameType
 
 from ..model.classifier import BNNClassifier
-from .classify import (
-    _finite_float,
-    _plot_batch,
-    add_model_options,
-    add_trend_options,
-    check_figure_options,
-    open_classifier,
-    run_information,
-    trend_summary,
-    write_trend,
-)
+from .classify import _plot_batch, check_figure_options, open_classifier, run_information, trend_summary, write_trend
+from .options import add_model_options, add_output_option, add_plot_option, add_trend_options, finite_float
 from .command_line import UsageError
 from ..core.curve import Curve
 from ..io.folder_watch import FolderWatcher
@@ -49,14 +40,14 @@ log = logging.getLogger(__name__)
 
 
 def _non_negative_float(text: str) -> float:
-    value = _finite_float(text)
+    value = finite_float(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be zero or more seconds")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = _finite_float(text)
+    value = finite_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be more than zero seconds")
     return value
@@ -75,12 +66,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "written (e.g. disk full; rows written stay whole), 2 usage error, unusable model or output in use",
     )
     parser.add_argument("folder", metavar="DIR", type=Path, help="the folder to watch (not its sub-folders)")
-    parser.add_argument("--output", "-o", default="-", metavar="FILE.csv|FILE.jsonl|-", help="results file to append to (default -: CSV on standard output)")
+    add_output_option(parser, "FILE.csv|FILE.jsonl|-", "results file to append to (default -: CSV on standard output)")
     parser.add_argument("--pattern", metavar="GLOB", default=None, help="only file names matching GLOB, e.g. '*.xml' (default: every format sasdata reads)")
     parser.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS", help="seconds between looks at the folder (default 1)")
     parser.add_argument("--settle", type=_non_negative_float, default=2.0, metavar="SECONDS", help="a file is complete when unchanged for this long (default 2)")
     add_model_options(parser)
-    parser.add_argument("--plot", metavar="DIR", type=Path, help="write one PNG per curve into DIR, as classify does (needs matplotlib)")
+    add_plot_option(parser, "write one PNG per curve into DIR, as classify does (needs matplotlib)")
     add_trend_options(parser, "the curves classified since watching started, in the order they arrived (redrawn after each batch)")
     parser.set_defaults(run=run)
 

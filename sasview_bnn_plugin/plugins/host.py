@@ -123,10 +123,8 @@ class IsolatingPluginManager(pluggy.PluginManager):
     # -- the isolation layers -----------------------------------------------------------------------------
 
     def _isolation_layer(self, hook_name: str, impl: pluggy.HookImpl) -> Callable[..., Any]:
-        if impl.wrapper:
+        if impl.wrapper or impl.hookwrapper:
             return self._wrapper_layer(hook_name, impl)
-        if impl.hookwrapper:
-            return self._old_style_wrapper_layer(hook_name, impl)
         return self._plain_layer(hook_name, impl)
 
     def _failure(self, hook_name: str, plugin_name: str, err: BaseException, call: _HookCall | None) -> None:
@@ -202,88 +200,87 @@ class IsolatingPluginManager(pluggy.PluginManager):
             return result
         return [self._stamp(group, plugin_name, call) if isinstance(group, (list, tuple)) else group for group in result]
 
+    def _start_wrapper(self, hook_name: str, impl: pluggy.HookImpl, function: Callable[..., Any], args: tuple, kwargs: dict,
+                       call: _HookCall | None) -> Any:
+        """Run a wrapper (``wrapper=True`` or ``hookwrapper=True``) up to its yield; None, reported, if it fails or does not yield."""
+        try:
+            teardown = function(*args, **kwargs)
+            next(teardown)
+        except StopIteration:
+            kind = "wrapper" if impl.wrapper else "hookwrapper"
+            self.report(f"plugin {impl.plugin_name!r} failed in {hook_name}: its {kind} did not yield; ignored")
+            return None
+        except Exception as err:
+            self._failure(hook_name, impl.plugin_name, err, call)
+            return None
+        return teardown
+
     def _wrapper_layer(self, hook_name: str, impl: pluggy.HookImpl) -> Callable[..., Any]:
+        """The layer around a ``wrapper=True`` or an old-style ``hookwrapper=True`` implementation."""
         function = impl.function
-        plugin_name = impl.plugin_name
+        around = self._around_new_style if impl.wrapper else self._around_old_style
 
         @functools.wraps(function)
         def isolated(*args: Any, **kwargs: Any) -> Any:
             call = _CURRENT_CALL.get()
+            teardown = self._start_wrapper(hook_name, impl, function, args, kwargs, call)
+            return (yield from around(hook_name, impl.plugin_name, teardown, call))
+
+        return isolated
+
+    def _around_new_style(self, hook_name: str, plugin_name: str, teardown: Any, call: _HookCall | None) -> Any:
+        """The rest of a ``wrapper=True`` layer, from the yield on (``teardown`` None: a failed wrapper, transparent)."""
+        if teardown is None:
+            return (yield)  # the result it wraps passes through
+        try:
+            result = yield
+        except BaseException as exc:
+            # Something inside the call raised: the plugin's wrapper handles it or raises, as pluggy documents.
             try:
-                teardown = function(*args, **kwargs)
-                next(teardown)
-            except StopIteration:
-                self.report(f"plugin {plugin_name!r} failed in {hook_name}: its wrapper did not yield; ignored")
-                return (yield)
-            except Exception as err:
-                self._failure(hook_name, plugin_name, err, call)
-                return (yield)
-            try:
-                result = yield
-            except BaseException as exc:
-                # Something inside the call raised: the plugin's wrapper handles it or raises, as pluggy documents.
-                try:
-                    teardown.throw(exc)
-                except StopIteration as stop:
-                    return self._after_wrapper(hook_name, plugin_name, stop.value, call)
-                teardown.close()
-                raise exc
-            try:
-                teardown.send(result)
+                teardown.throw(exc)
             except StopIteration as stop:
-                try:
-                    return self._after_wrapper(hook_name, plugin_name, stop.value, call)
-                except Exception as err:
-                    self._failure(hook_name, plugin_name, err, call)
-                    return result
+                return self._after_wrapper(hook_name, plugin_name, stop.value, call)
+            teardown.close()
+            raise exc
+        try:
+            teardown.send(result)
+        except StopIteration as stop:
+            try:
+                return self._after_wrapper(hook_name, plugin_name, stop.value, call)
             except Exception as err:
                 self._failure(hook_name, plugin_name, err, call)
                 return result
-            teardown.close()
-            self.report(f"plugin {plugin_name!r} failed in {hook_name}: its wrapper yielded twice; ignored")
+        except Exception as err:
+            self._failure(hook_name, plugin_name, err, call)
             return result
+        teardown.close()
+        self.report(f"plugin {plugin_name!r} failed in {hook_name}: its wrapper yielded twice; ignored")
+        return result
 
-        return isolated
-
-    def _old_style_wrapper_layer(self, hook_name: str, impl: pluggy.HookImpl) -> Callable[..., Any]:
-        function = impl.function
-        plugin_name = impl.plugin_name
-
-        @functools.wraps(function)
-        def isolated(*args: Any, **kwargs: Any) -> Any:
-            call = _CURRENT_CALL.get()
+    def _around_old_style(self, hook_name: str, plugin_name: str, teardown: Any, call: _HookCall | None) -> Any:
+        """The rest of a ``hookwrapper=True`` layer, from the yield on (``teardown`` None: a failed wrapper, transparent)."""
+        if teardown is None:
+            yield  # the outcome passes through
+            return
+        outcome = yield
+        try:
+            teardown.send(outcome)
+        except StopIteration:
+            pass
+        except Exception as err:
+            if err is outcome.exception:
+                raise  # the wrapper re-raised the call's own failure (outcome.get_result()): pluggy's business
+            self._failure(hook_name, plugin_name, err, call)
+            return
+        else:
+            teardown.close()
+            self.report(f"plugin {plugin_name!r} failed in {hook_name}: its hookwrapper yielded twice; ignored")
+            return
+        if outcome.exception is None:
             try:
-                teardown = function(*args, **kwargs)
-                next(teardown)
-            except StopIteration:
-                self.report(f"plugin {plugin_name!r} failed in {hook_name}: its hookwrapper did not yield; ignored")
-                yield
-                return
+                outcome.force_result(self._after_wrapper(hook_name, plugin_name, outcome.get_result(), call))
             except Exception as err:
                 self._failure(hook_name, plugin_name, err, call)
-                yield
-                return
-            outcome = yield
-            try:
-                teardown.send(outcome)
-            except StopIteration:
-                pass
-            except Exception as err:
-                if err is outcome.exception:
-                    raise  # the wrapper re-raised the call's own failure (outcome.get_result()): pluggy's business
-                self._failure(hook_name, plugin_name, err, call)
-                return
-            else:
-                teardown.close()
-                self.report(f"plugin {plugin_name!r} failed in {hook_name}: its hookwrapper yielded twice; ignored")
-                return
-            if outcome.exception is None:
-                try:
-                    outcome.force_result(self._after_wrapper(hook_name, plugin_name, outcome.get_result(), call))
-                except Exception as err:
-                    self._failure(hook_name, plugin_name, err, call)
-
-        return isolated
 
 
 class PluginHost:

@@ -43,7 +43,6 @@ import functools
 import hashlib
 import io
 import json
-import logging
 import os
 import re
 import shutil
@@ -54,6 +53,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from sasview_bnn_plugin import __version__ as PACKAGE_VERSION
+from sasview_bnn_plugin.cli.dask_cluster import dask_client as cluster_client
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 
 from .record import SimulatedCurve
@@ -374,27 +374,20 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator["distributed.Cl
     10 ms cost about 0.17 ms of CPU per curve, 6 % of a worker's time,
     measured here. An existing cluster keeps its own settings.
     """
-    import dask
-    import distributed
-
-    if scheduler:
-        try:
-            client = distributed.Client(scheduler, timeout="15s")
-        except (OSError, TimeoutError) as err:
-            raise SimulationConfigError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
-        with client:
-            yield client
-        return
-    # The nannies hand the configuration in force when they start to their worker processes.
-    with dask.config.set(EMBEDDED_WORKER_CONFIG), distributed.LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
+    with cluster_client(
+        scheduler,
+        workers,
+        connect_timeout="15s",
+        unreachable=_unreachable,
+        config=EMBEDDED_WORKER_CONFIG,
         host="127.0.0.1",
         dashboard_address="127.0.0.1:0",  # the HTTP server on a free loopback port
-        silence_logs=logging.ERROR,
-    ) as cluster, distributed.Client(cluster) as client:
+    ) as client:
         yield client
+
+
+def _unreachable(scheduler: str, err: BaseException) -> SimulationConfigError:
+    return SimulationConfigError(f"cannot reach the Dask scheduler at {scheduler}: {err}")
 
 
 def check_output_path(out: Path) -> None:
