@@ -193,6 +193,19 @@ def test_no_import_cycle_between_gui_modules():
     assert not [m for m in edges if reaches(m, m, {m})], edges
 
 
+def test_the_guis_hookspecs_import_no_qt_and_the_runtimes_specify_no_ui_hook():
+    """Plugins and runtime-only tests import ``gui/hookspecs.py`` without Qt; the UI hooks are specified there only."""
+    gui_specs = PACKAGE / "gui" / "hookspecs.py"
+    tops = {module.split(".")[0] for _, module in runtime_imports(gui_specs, "sasview_bnn_plugin")}
+    assert not tops & {"PySide6", "shiboken6", "sas", "matplotlib"}, tops
+    runtime_specs = ast.parse((PACKAGE / "plugins" / "hookspecs.py").read_text())
+    functions = {node.name for node in runtime_specs.body if isinstance(node, ast.FunctionDef)}
+    ui = {node.name for node in ast.parse(gui_specs.read_text()).body if isinstance(node, ast.FunctionDef)
+          and node.name.startswith("sasview_bnn_")}
+    assert ui == {"sasview_bnn_perspectives", "sasview_bnn_menu_actions", "sasview_bnn_grid_columns"}
+    assert not functions & ui
+
+
 def test_the_trainer_uses_only_the_runtimes_contract():
     wrong = []
     for path in sorted((ROOT / "trainer").rglob("*.py")):

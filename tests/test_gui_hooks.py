@@ -15,7 +15,7 @@ pytest.importorskip("sas.qtgui.Perspectives.perspective")
 
 from PySide6 import QtWidgets  # noqa: E402
 
-from sasview_bnn_plugin.gui import builtin_gui_plugin, sasview_hooks  # noqa: E402
+from sasview_bnn_plugin.gui import builtin_gui_plugin, hookspecs as gui_hooks, sasview_hooks  # noqa: E402
 from sasview_bnn_plugin.gui.launch import build_gui_plugin_host  # noqa: E402
 from sasview_bnn_plugin.gui.perspective import BNNAnomalyPerspective  # noqa: E402
 from sasview_bnn_plugin.gui.settings import GuiSettings  # noqa: E402
@@ -50,10 +50,10 @@ def perspectives_dict():
 
 def test_builtin_gui_plugin_contributes_through_the_hooks():
     host = build_gui_plugin_host()
-    assert BNNAnomalyPerspective in host.perspectives()
-    actions = [a for a in host.menu_actions() if a[1] == "BNN Anomaly"]
+    assert BNNAnomalyPerspective in gui_hooks.perspectives(host)
+    actions = [a for a in gui_hooks.menu_actions(host) if a[1] == "BNN Anomaly"]
     assert actions == [("Analysis", "BNN Anomaly", builtin_gui_plugin.show_bnn_perspective)]
-    columns = dict(host.grid_columns())
+    columns = dict(gui_hooks.grid_columns(host))
     assert columns["BNN anomaly"] is grid_cell
     # Outside a running SasView the menu callback has nothing to switch and says so by doing nothing.
     assert sasview_hooks.switch_to_perspective("BNN Anomaly") is False

@@ -16,6 +16,7 @@ import pytest
 
 from sasview_bnn_plugin.model.catalog import shipped_models
 from sasview_bnn_plugin.core.curve import Curve
+from sasview_bnn_plugin.gui import hookspecs as gui_hooks
 from sasview_bnn_plugin.plugins.hookspecs import hookimpl
 from sasview_bnn_plugin.model.catalog import ModelSource
 from sasview_bnn_plugin.plugins.host import PREPARE_HOOK, build_plugin_host
@@ -301,7 +302,7 @@ def test_a_raising_plugin_is_isolated_with_its_name_and_the_others_still_run():
     assert out.notes == ["Plain2", "Plain1"]
     host.publish_result(a_result())
     assert calls == ["Plain2", "Plain1", "Plain2", "Plain1"]
-    assert host.menu_actions() == [] and host.perspectives() == []
+    assert gui_hooks.menu_actions(host) == [] and gui_hooks.perspectives(host) == []
     assert host.problems == [
         "plugin 'Broken' failed in sasview_bnn_models: RuntimeError: model server unreachable",
         "plugin 'Broken' failed to prepare beam.dat sasentry01: ZeroDivisionError: bug in plugin",
@@ -340,7 +341,7 @@ def test_a_wrapper_that_raises_is_reported_and_lets_the_result_through():
     assert [m.provider for m in host.models()] == ["shipped"] * len(shipped_models())
     assert host.manager.hook.sasview_bnn_result(result=a_result("r.txt")) == ["stored r.txt"]
     assert host.prepare_raw_curve(raw_curve("w.dat")).notes == ["Plain1", "inspected"]
-    assert host.grid_columns() == []
+    assert gui_hooks.grid_columns(host) == []
     assert host.problems == [
         "plugin 'BrokenWrappers' failed in sasview_bnn_models: RuntimeError: before the yield",
         "plugin 'BrokenWrappers' failed in sasview_bnn_result: RuntimeError: after the yield",
@@ -403,3 +404,39 @@ def test_the_external_example_plugin_still_works_next_to_ordered_plugins(tmp_pat
     (impl,) = [i for i in getattr(host.manager.hook, PREPARE_HOOK).get_hookimpls() if i.plugin_name == "First"]
     assert impl.tryfirst
     assert not [p for p in host.problems if "example" in p]
+
+
+def test_the_ui_hooks_are_the_guis_own_and_join_the_same_manager_when_the_gui_is_used():
+    import pluggy
+
+    from sasview_bnn_plugin.plugins import hookspecs as runtime_hookspecs
+
+    assert not [name for name in dir(runtime_hookspecs) if name in gui_hooks.LIST_HOOKS]
+
+    class Columns:
+        @hookimpl(tryfirst=True)
+        def sasview_bnn_grid_columns(self):
+            return [("first", str)]
+
+    class MoreColumns:
+        @hookimpl
+        def sasview_bnn_grid_columns(self):
+            return [("second", repr)]
+
+    host = build_plugin_host(load_entry_points=False, extra_plugins=[Columns(), MoreColumns()])
+    caller = getattr(host.manager.hook, gui_hooks.GRID_COLUMNS_HOOK)
+    assert caller.spec is None  # a host built for the runtime knows no UI hook
+    assert gui_hooks.grid_columns(host) == [("first", str), ("second", repr)]  # tryfirst, then pluggy's order
+    assert caller.spec is not None and caller.spec.namespace is gui_hooks  # the GUI's specs, in the same manager
+    gui_hooks.add_to(host)  # once: adding them again changes nothing
+    assert host.problems == []
+
+    class WrongArguments:
+        @hookimpl
+        def sasview_bnn_menu_actions(self, window):
+            return []
+
+    gui_host = build_plugin_host(load_entry_points=False, extra_hookspecs=[gui_hooks])
+    assert getattr(gui_host.manager.hook, gui_hooks.MENU_ACTIONS_HOOK).spec is not None
+    with pytest.raises(pluggy.PluginValidationError):
+        gui_host.manager.register(WrongArguments())

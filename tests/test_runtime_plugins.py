@@ -14,6 +14,7 @@ from onnx_test_models import write_model
 from sasview_bnn_plugin.model.catalog import shipped_models
 from sasview_bnn_plugin.model.classifier import BNNClassifier
 from sasview_bnn_plugin.core.curve import Curve
+from sasview_bnn_plugin.gui import hookspecs as gui_hooks
 from sasview_bnn_plugin.plugins.hookspecs import hookimpl
 from sasview_bnn_plugin.model.catalog import ModelSource
 from sasview_bnn_plugin.plugins.host import build_plugin_host
@@ -89,7 +90,7 @@ def test_a_raising_plugin_never_stops_classification(model_path):
     results = classifier.classify([curve_in_nm("a.txt"), curve_in_nm("b.txt")])
     assert [r.status for r in results] == ["ok", "ok"]
     assert len(sink.received) == 2
-    assert host.grid_columns() == []
+    assert gui_hooks.grid_columns(host) == []
     text = "\n".join(host.problems)
     for fragment in ("model server unreachable", "bug in plugin", "disk full", "no grid"):
         assert fragment in text
@@ -124,8 +125,8 @@ def test_ui_hooks_collect_contributions():
             return [object]
 
     host = build_plugin_host(load_entry_points=False, extra_plugins=[Ui()])
-    assert host.menu_actions() == [("Analysis/Anomalies", "Classify", print)]
-    assert host.perspectives() == [object]
+    assert gui_hooks.menu_actions(host) == [("Analysis/Anomalies", "Classify", print)]
+    assert gui_hooks.perspectives(host) == [object]
 
 
 def test_a_plugin_that_fails_to_import_is_reported_and_skipped(tmp_path, monkeypatch):

@@ -45,10 +45,11 @@ def pyside_loses_none_references(calls: int = 200) -> bool:
 
 
 def build_gui_plugin_host() -> PluginHost:
-    """Built-in, installed and GUI plugins (the GUI plugin contributes the perspective, menu action and grid column)."""
-    from . import builtin_gui_plugin
+    """Built-in, installed and GUI plugins (the GUI plugin contributes the perspective, menu action and grid column),
+    with the GUI's hook specifications (:mod:`.hookspecs`) next to the runtime's."""
+    from . import builtin_gui_plugin, hookspecs
 
-    return build_plugin_host(extra_plugins=[builtin_gui_plugin])
+    return build_plugin_host(extra_plugins=[builtin_gui_plugin], extra_hookspecs=[hookspecs])
 
 
 def start_sasview_with_plugins() -> None:

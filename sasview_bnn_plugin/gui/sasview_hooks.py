@@ -38,8 +38,8 @@ is listed here; when SasView changes, this is the only file to revisit.
    integration registers itself as "sasview_bnn", so plugin callbacks can find
    the running SasView (:func:`switch_to_perspective`).
 
-What is contributed comes from the pluggy UI hooks of
-:mod:`sasview_bnn_plugin.plugins.hookspecs` (perspectives, menu actions, grid
+What is contributed comes from the GUI's pluggy hooks,
+:mod:`sasview_bnn_plugin.gui.hookspecs` (perspectives, menu actions, grid
 columns); the project's own pieces are the hook implementations in
 :mod:`sasview_bnn_plugin.gui.builtin_gui_plugin`.
 """
@@ -55,6 +55,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from ..core.curve import Curve
 from ..core.result import ClassificationResult
 from ..plugins.host import PluginHost
+from . import hookspecs as gui_hooks
 from .classification_service import ClassificationService
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def register_perspectives(host: PluginHost) -> list[str]:
     import sas.qtgui.Perspectives as Perspectives
 
     names = []
-    for cls in host.perspectives():
+    for cls in gui_hooks.perspectives(host):
         name = getattr(cls, "name", None)
         if not isinstance(cls, type) or not issubclass(cls, QtWidgets.QWidget) or not isinstance(name, str) or not name:
             host.problems.append(f"a contributed perspective {cls!r} is not a QWidget class with a name; ignored")
@@ -185,7 +186,7 @@ class SasViewIntegration:
         self.actions: dict[str, QtGui.QAction] = {}
         self._add_menu_actions()
         communicator(gui_manager).perspectiveChangedSignal.connect(self._tick_analysis_action)
-        self.grid = BatchGridColumns(gui_manager, host.grid_columns(), self)
+        self.grid = BatchGridColumns(gui_manager, gui_hooks.grid_columns(host), self)
         ObjectLibrary.addObject(INTEGRATION_OBJECT_NAME, self)
         log.info(
             "sasview-bnn attached: perspectives %s, menu actions %s, batch-grid columns %s",
@@ -236,7 +237,7 @@ class SasViewIntegration:
         return menu
 
     def _add_menu_actions(self) -> None:
-        for contribution in self.host.menu_actions():
+        for contribution in gui_hooks.menu_actions(self.host):
             try:
                 path, label, callback = contribution
             except (TypeError, ValueError):

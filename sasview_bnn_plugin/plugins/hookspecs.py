@@ -7,12 +7,11 @@ through an entry point in the group ``"sasview_bnn"``::
     [project.entry-points.sasview_bnn]
     my_plugin = "my_package.plugin"
 
-The runtime consumes the model, raw-curve and result hooks. The three UI hooks
-describe pieces that the SasView integration places in its window; they are
-collected by :class:`~sasview_bnn_plugin.plugins.host.PluginHost` and placed
-into SasView by :mod:`sasview_bnn_plugin.gui.sasview_hooks` (the project's own
-perspective, menu action and grid column come from
-:mod:`sasview_bnn_plugin.gui.builtin_gui_plugin` through the same hooks).
+These are the runtime's hooks: models, raw curves, results, anomalies and 2D
+frames. The SasView integration has its own hooks, for the pieces it places in
+SasView's window (perspectives, menu actions, batch-grid columns), specified in
+:mod:`sasview_bnn_plugin.gui.hookspecs` (same project name and ``hookimpl``)
+and registered with the same plugin manager when the GUI is used.
 
 How the hooks are called: through pluggy, ``manager.hook.<name>(...)``, so
 everything pluggy documents holds. Implementations run in pluggy's order:
@@ -44,9 +43,13 @@ if TYPE_CHECKING:
 PROJECT_NAME = "sasview_bnn"
 ENTRY_POINT_GROUP = "sasview_bnn"
 
+#: Marks the specifications (here and in :mod:`sasview_bnn_plugin.gui.hookspecs`).
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 #: Decorate plugin functions with this marker.
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+#: The hooks of this module whose implementations each return a list (checked by the host, see its docs).
+LIST_HOOKS = frozenset({"sasview_bnn_models"})
 
 
 @hookspec
@@ -135,36 +138,4 @@ def sasview_bnn_reduce_frame(frame: Any, metadata: dict[str, Any]) -> "tuple[Any
     None (pluggy's order: later-registered plugins first) is used, and the
     remaining implementations are not called; an implementation that raises
     is reported and skipped. No answer at all makes the curve an error result.
-    """
-
-
-@hookspec
-def sasview_bnn_perspectives() -> list[Any]:
-    """Contribute SasView perspectives (consumed by the SasView integration).
-
-    Return a list of classes implementing SasView's perspective interface
-    (a ``QWidget`` subclass with a ``name`` attribute), each shown as an
-    extra perspective tab. The host concatenates the lists in pluggy's call order.
-    """
-
-
-@hookspec
-def sasview_bnn_menu_actions() -> list[Any]:
-    """Contribute menu actions (consumed by the SasView integration).
-
-    Return a list of ``(menu_path, label, callback)`` tuples: ``menu_path`` a
-    string like ``"Analysis/Anomaly classification"``, ``label`` the menu text,
-    ``callback`` a callable taking the list of selected sasdata ``Data1D``.
-    The host concatenates the lists in pluggy's call order.
-    """
-
-
-@hookspec
-def sasview_bnn_grid_columns() -> list[Any]:
-    """Contribute columns for the batch-results grid (consumed by the SasView integration).
-
-    Return a list of ``(header, function)`` pairs: ``header`` the column title,
-    ``function`` mapping a
-    :class:`~sasview_bnn_plugin.core.result.ClassificationResult` to the cell's text.
-    The host concatenates the lists in pluggy's call order.
     """

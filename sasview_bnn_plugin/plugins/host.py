@@ -52,8 +52,6 @@ MODELS_HOOK = "sasview_bnn_models"
 RESULT_HOOK = "sasview_bnn_result"
 ANOMALY_HOOK = "sasview_bnn_anomaly"
 REDUCE_HOOK = "sasview_bnn_reduce_frame"
-#: Hooks whose implementations each return a list (or None).
-LIST_HOOKS = frozenset({MODELS_HOOK, "sasview_bnn_perspectives", "sasview_bnn_menu_actions", "sasview_bnn_grid_columns"})
 
 
 def is_anomalous(result: ClassificationResult) -> bool:
@@ -88,12 +86,29 @@ class IsolatingPluginManager(pluggy.PluginManager):
 
     ``report`` receives the message of each plugin failure; :class:`PluginHost`
     sets it to record them in ``host.problems`` (the default only logs).
+    :attr:`list_hooks` are the hooks whose implementations each return a list
+    (or None), named by the ``LIST_HOOKS`` of each hookspec module added.
     """
 
     def __init__(self, project_name: str = hookspecs.PROJECT_NAME, report: Callable[[str], None] | None = None) -> None:
         super().__init__(project_name)
         self.report: Callable[[str], None] = report or _log_problem
+        self.list_hooks: frozenset[str] = frozenset()
+        self._hookspec_sources: list[Any] = []
         self.add_hookcall_monitoring(self._call_started, self._call_ended)
+
+    def add_hookspecs(self, module_or_class: Any) -> None:
+        """Add hook specifications as pluggy does, once per module (again: nothing); their ``LIST_HOOKS`` become list hooks.
+
+        Implementations registered before are checked against the new
+        specifications by pluggy (e.g. the GUI's hooks added to a host built
+        for the runtime).
+        """
+        if any(source is module_or_class for source in self._hookspec_sources):
+            return
+        super().add_hookspecs(module_or_class)
+        self._hookspec_sources.append(module_or_class)
+        self.list_hooks = self.list_hooks | frozenset(getattr(module_or_class, "LIST_HOOKS", ()))
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         """Register ``plugin`` as pluggy does, then put the isolation layer around each of its hook implementations."""
@@ -168,7 +183,7 @@ class IsolatingPluginManager(pluggy.PluginManager):
             if call is not None:
                 call.curve = out
             return out
-        if hook_name in LIST_HOOKS:
+        if hook_name in self.list_hooks:
             if isinstance(out, (str, bytes)) or not isinstance(out, Iterable):
                 self.report(f"plugin {plugin_name!r} returned {type(out).__name__} from {hook_name}, not a list; ignored")
                 return None
@@ -371,22 +386,21 @@ class PluginHost:
         """The first plugin's reduction of a 2D frame, ``(q, I, dI, q_unit)``, or None when no plugin reduces it."""
         return self._call(REDUCE_HOOK, None, frame=frame, metadata=metadata)
 
-    def perspectives(self) -> list[Any]:
-        """SasView perspectives contributed by plugins (for the SasView integration), in pluggy's call order."""
-        return [item for items in self._lists("sasview_bnn_perspectives") for item in items]
+    def collect(self, hook_name: str) -> list[Any]:
+        """The items every implementation of the list hook ``hook_name`` contributes, concatenated in pluggy's call order.
 
-    def menu_actions(self) -> list[Any]:
-        """Menu actions contributed by plugins (for the SasView integration), in pluggy's call order."""
-        return [item for items in self._lists("sasview_bnn_menu_actions") for item in items]
-
-    def grid_columns(self) -> list[Any]:
-        """Batch-grid columns contributed by plugins (for the SasView integration), in pluggy's call order."""
-        return [item for items in self._lists("sasview_bnn_grid_columns") for item in items]
+        For hooks of other front ends, e.g. the GUI's (:mod:`sasview_bnn_plugin.gui.hookspecs`).
+        """
+        return [item for items in self._lists(hook_name) for item in items]
 
 
-def build_plugin_host(load_entry_points: bool = True, extra_plugins: Iterable[object] = ()) -> PluginHost:
+def build_plugin_host(load_entry_points: bool = True, extra_plugins: Iterable[object] = (),
+                      extra_hookspecs: Iterable[Any] = ()) -> PluginHost:
     """A host with the built-in plugin, installed entry-point plugins and ``extra_plugins``.
 
+    ``extra_hookspecs``: hookspec modules of a front end (the GUI's
+    :mod:`sasview_bnn_plugin.gui.hookspecs`) added next to the runtime's
+    before any plugin is registered, so plugins are checked against them.
     Registration order: the built-in plugin, the entry points, then
     ``extra_plugins`` (pluggy calls later-registered plugins first). Entry
     points are loaded one by one (rather than with
@@ -396,6 +410,8 @@ def build_plugin_host(load_entry_points: bool = True, extra_plugins: Iterable[ob
     """
     manager = IsolatingPluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
+    for specs in extra_hookspecs:
+        manager.add_hookspecs(specs)
     manager.register(builtin_plugin, name=builtin_plugin.PLUGIN_NAME)
     host = PluginHost(manager)
     if load_entry_points:
