@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sasview_bnn_plugin.model.card import card_path, file_sha256, markdown_card_path
-from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD
+from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD, NOVELTY_SETTINGS_KEY
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 from sasview_bnn_plugin.model.catalog import read_metadata
@@ -121,6 +121,8 @@ def build_card(
         "preprocessing": _json(meta.get("preprocessing", "{}")),
         "novelty": {
             "score": meta.get("novelty_score"),
+            "settings": _json(meta.get(NOVELTY_SETTINGS_KEY, "null")),  # k, bank size ... (export --novelty-score)
+            "scales": _json(meta.get("novelty_scales", "null")),
             "threshold": float(meta["novelty_threshold"]),
             "false_alarm_rate_on_validation": float(meta["novelty_false_alarm_rate"]),
             "false_alarm_rate_on_test": test_metrics.get("novelty", {}).get("in_distribution_false_alarm_rate"),
@@ -142,6 +144,13 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return "n/a" if value is None else str(value)
+
+
+def _settings_text(settings: Any) -> str:
+    """" (k = 10, bank of 4000 training curves, mean features)" for a kNN score's settings; "" for the others."""
+    if not isinstance(settings, dict) or "bank_size" not in settings:
+        return ""
+    return f" (k = {settings.get('k')}, bank of {settings['bank_size']} training curves, {settings.get('features')} features)"
 
 
 def render_markdown(card: dict[str, Any]) -> str:
@@ -194,8 +203,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
         "## Novelty",
         "",
-        f"Score `{nov['score']}`, threshold {nov['threshold']:.4g}: false-alarm rate {nov['false_alarm_rate_on_validation']:.3f} "
-        f"on validation curves, {_fmt(nov['false_alarm_rate_on_test'])} on the test set.",
+        f"Score `{nov['score']}`{_settings_text(nov.get('settings'))}, threshold {nov['threshold']:.4g}: false-alarm rate "
+        f"{nov['false_alarm_rate_on_validation']:.3f} on validation curves, {_fmt(nov['false_alarm_rate_on_test'])} on the test set.",
         "",
         f"| novel input | n | flagged by threshold | flagged or low confidence (top p < {LOW_CONFIDENCE_THRESHOLD}) | "
         "AUROC MI | AUROC entropy | AUROC feature score | FPR@95 feature score |",

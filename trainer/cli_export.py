@@ -8,6 +8,9 @@ import sys
 #: The exporter's graph layouts (``export.EXPORT_LAYOUTS``, spelled out so that --help imports no torch), default first.
 EXPORT_LAYOUTS = ("sample-major", "batch-major", "grouped")
 DEFAULT_LAYOUT = EXPORT_LAYOUTS[0]
+#: The exported novelty scores (``novelty.NOVELTY_SCORES``, spelled out for the same reason), default first.
+NOVELTY_SCORES = ("mahalanobis_entropy", "knn_entropy", "knn")
+KNN_FEATURES = ("mean", "samples")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +32,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", choices=EXPORT_LAYOUTS, default=DEFAULT_LAYOUT,
                    help=f"graph layout (default {DEFAULT_LAYOUT}; 'grouped' is the slower torch-exported graph of earlier "
                    "releases, same outputs within 1e-5)")
+    p.add_argument("--novelty-score", choices=NOVELTY_SCORES, default=NOVELTY_SCORES[0],
+                   help="the novelty score in the graph: max(F/q_F, entropy/q_entropy) with F the Mahalanobis distance "
+                   "(mahalanobis_entropy, the default) or the kNN distance (knn_entropy), or knn/q_knn alone (knn); "
+                   "q are validation quantiles at 1 - the false-alarm rate")
+    p.add_argument("--knn-k", type=int, default=10, help="kNN scores: the k-th nearest bank curve (default 10)")
+    p.add_argument("--knn-bank", type=int, default=4000,
+                   help="kNN scores: training curves in the bank, stratified over the classes, chosen with --seed (default 4000)")
+    p.add_argument("--knn-features", choices=KNN_FEATURES, default=KNN_FEATURES[0],
+                   help="kNN scores: compare the posterior-mean penultimate features (mean, default: a bank of "
+                   "4000 x hidden float16 values) or every sample's (samples: S times the size and the arithmetic)")
     p.set_defaults(run=run)
 
 
@@ -40,12 +53,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         result = export_run(args.run_dir, args.out, args.samples, false_alarm_rate=args.false_alarm_rate, seed=args.seed,
-                            layout=args.layout)
+                            layout=args.layout, novelty_score=args.novelty_score, knn_k=args.knn_k, knn_bank=args.knn_bank,
+                            knn_features=args.knn_features)
     except (ValueError, OSError, RuntimeError) as err:
         print(f"sasview-bnn-train export: error: {err}", file=sys.stderr)
         return 1
     meta = result.metadata
-    print(f"wrote {result.path}: {meta['n_samples']} {meta['inference_method']} samples, novelty threshold "
+    print(f"wrote {result.path}: {meta['n_samples']} {meta['inference_method']} samples, novelty score {meta['novelty_score']} "
+          f"({meta['novelty_settings']}), novelty threshold "
           f"{float(meta['novelty_threshold']):.4g} (false-alarm rate {float(meta['novelty_false_alarm_rate']):.3f}); "
           f"onnxruntime vs torch (float64) max |dp| = {result.parity_max_abs_diff:.2g}; validation {meta['metrics']}")
     return 0

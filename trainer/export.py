@@ -73,6 +73,7 @@ from sasview_bnn_plugin.core.model_format import (
     INPUT_NAME,
     NOVELTY_CALIBRATION_KEY,
     NOVELTY_OUTPUT,
+    NOVELTY_SETTINGS_KEY,
     PROBABILITIES_OUTPUT,
     REQUIRED_METADATA,
     check_metadata,
@@ -84,7 +85,18 @@ from .evaluation.metrics import classification_summary, presence_summary, roc_au
 from .features import FeatureFile, split_rows
 from .fit import load_run
 from .network import PARAMETER_NAMES, PackedCNN, pack_members
-from .novelty import NOVELTY_SCORE_NAME, ExportedModel, MahalanobisNovelty, fit_mahalanobis
+from .novelty import (
+    DEFAULT_KNN_BANK,
+    DEFAULT_KNN_FEATURES,
+    DEFAULT_KNN_K,
+    DEFAULT_NOVELTY_SCORE,
+    NOVELTY_SCORES,
+    ExportedModel,
+    MahalanobisNovelty,
+    fit_knn_bank,
+    fit_mahalanobis,
+    stratified_rows,
+)
 from .onnx_graph import DEFAULT_LAYOUT, LAYOUTS, EnsembleWeights, build_graph
 
 __all__ = [  # the novelty model lives in .novelty, the graph in .onnx_graph; re-exported for callers of this module
@@ -176,6 +188,9 @@ def write_graph(model: ExportedModel, path: str | Path, layout: str = DEFAULT_LA
     """
     path = Path(path)
     if layout == LEGACY_LAYOUT:
+        if model.score_kind != "mahalanobis_entropy":
+            raise ValueError(f"the {LEGACY_LAYOUT!r} layout holds the Mahalanobis novelty score only; "
+                             f"export {model.score_kind!r} in {' or '.join(LAYOUTS)}")
         example = torch.zeros((2, model.network.config.in_channels, model.network.config.n_bins))
         output_names = [PROBABILITIES_OUTPUT, NOVELTY_OUTPUT] + ([ANOMALY_OUTPUT] if model.has_presence else [])
         with warnings.catch_warnings():
@@ -197,18 +212,23 @@ def write_graph(model: ExportedModel, path: str | Path, layout: str = DEFAULT_LA
     return proto
 
 
-def float64_outputs(model: ExportedModel, features: np.ndarray, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """(class probabilities (n, S, 7), anomaly probabilities (n, S, n_anomalies)) of ``model`` computed in float64."""
+def float64_outputs(model: ExportedModel, features: np.ndarray, batch_size: int = 512,
+                    with_scores: bool = False) -> tuple[np.ndarray, ...]:
+    """(class probabilities (n, S, 7), anomaly probabilities (n, S, n_anomalies)[, novelty scores (n,)]) of ``model`` in float64."""
     exact = copy.deepcopy(model).double().eval()
-    probs, presence = [], []
+    probs, presence, scores = [], [], []
     with torch.no_grad():
         for s in range(0, features.shape[0], batch_size):
-            p, _, _, a = exact.components(torch.from_numpy(np.asarray(features[s : s + batch_size], np.float64)))
+            x = torch.from_numpy(np.asarray(features[s : s + batch_size], np.float64))
+            p, _, _, a = exact.components(x)
             probs.append(p.numpy())
             presence.append(a.numpy())
-    if not probs:
-        return np.zeros((0,)), np.zeros((0,))
-    return np.concatenate(probs), np.concatenate(presence)
+            if with_scores:
+                scores.append(exact(x)[1].numpy())
+    out = (np.concatenate(probs), np.concatenate(presence)) if probs else (np.zeros((0,)), np.zeros((0,)))
+    if with_scores:
+        out += (np.concatenate(scores) if scores else np.zeros((0,)),)
+    return out
 
 
 def rebuild_model_file(source: str | Path, out_path: str | Path, layout: str = DEFAULT_LAYOUT) -> Path:
@@ -260,6 +280,10 @@ def export_run(
     max_val_curves: int = 20_000,
     parity_tolerance: float = 1e-5,
     layout: str = DEFAULT_LAYOUT,
+    novelty_score: str = DEFAULT_NOVELTY_SCORE,
+    knn_k: int = DEFAULT_KNN_K,
+    knn_bank: int = DEFAULT_KNN_BANK,
+    knn_features: str = DEFAULT_KNN_FEATURES,
 ) -> ExportResult:
     """Export ``n_samples`` posterior samples of a run to ``out_path`` (ONNX) with full metadata.
 
@@ -272,10 +296,34 @@ def export_run(
     ``parity_tolerance`` (max abs difference of the class and anomaly
     probabilities) with the same model evaluated by torch in float64 -- the
     exact answer, so the check measures the graph's own rounding, not the sum
-    of two float32 computations' (both are about 1e-6 to 1e-5 from it).
+    of two float32 computations' (both are about 1e-6 to 1e-5 from it); the
+    novelty score must agree with the float64 one within ``parity_tolerance``
+    x max(1, |score|) for the kNN scores (the Mahalanobis score's float32
+    rounding is larger, about 1e-4 of it, and is not checked).
+
+    ``novelty_score`` is a key of
+    :data:`~sasview_bnn_trainer.novelty.NOVELTY_SCORES`: "mahalanobis_entropy"
+    (default) fits the Mahalanobis head on the ``max_fit_curves`` curves;
+    "knn_entropy" and "knn" store the penultimate features of ``knn_bank``
+    training curves, stratified over the classes (seeded by ``seed``), and
+    score the cosine distance to the ``knn_k``-th nearest of them
+    (:class:`~sasview_bnn_trainer.novelty.KnnNovelty`). The score's name and
+    settings go into the ``novelty_score`` and ``novelty_settings`` metadata.
+    ``knn_features`` "mean" (default) compares the posterior-mean features
+    (a bank of B x hidden), "samples" every sample's (S times the bank and
+    the arithmetic; a 16-sample, 128-hidden model with 4,000 curves would add
+    16 MB to the file).
     """
     if layout not in EXPORT_LAYOUTS:
         raise ValueError(f"unknown graph layout {layout!r}; choose from {', '.join(EXPORT_LAYOUTS)}")
+    if novelty_score not in NOVELTY_SCORES:
+        raise ValueError(f"unknown novelty score {novelty_score!r}; choose from {', '.join(NOVELTY_SCORES)}")
+    knn = novelty_score != "mahalanobis_entropy"
+    if knn and layout == LEGACY_LAYOUT:
+        raise ValueError(f"the {LEGACY_LAYOUT!r} layout holds the Mahalanobis novelty score only; export {novelty_score!r} "
+                         f"in {' or '.join(LAYOUTS)}")
+    if knn and not 1 <= knn_k <= knn_bank:
+        raise ValueError(f"the kNN score needs 1 <= k <= the bank size, got k = {knn_k}, bank {knn_bank}")
     if not 0.0 < false_alarm_rate < 1.0:
         raise ValueError(f"the false-alarm rate must lie between 0 and 1, got {false_alarm_rate}")
     posterior, record = load_run(run_dir)
@@ -297,8 +345,18 @@ def export_run(
                                           data.get("max_train"), features.anomalies)
         rng = np.random.default_rng(seed)
         fit_rows = np.sort(rng.choice(train_rows, min(max_fit_curves, train_rows.size), replace=False))
-        novelty = fit_mahalanobis(network, features, fit_rows)
-        model = ExportedModel(network, novelty).eval()
+        if knn:
+            bank_rows = stratified_rows(train_rows, features.labels[train_rows], knn_bank, seed)
+            novelty = fit_knn_bank(network, features, bank_rows, k=min(knn_k, bank_rows.size), knn_features=knn_features)
+            settings = {"score": novelty_score, "k": novelty.k, "bank_size": novelty.bank_size, "features": knn_features,
+                        "bank_dtype": "float16", "bank_seed": seed, "bank_from": "training curves, stratified over the classes",
+                        "bank_classes": {CLASS_NAMES[c]: int(n) for c, n in zip(*np.unique(features.labels[bank_rows], return_counts=True))},
+                        "distance": "1 - the k-th largest cosine similarity of the L2-normalised penultimate features"
+                                    + (" (posterior mean)" if knn_features == "mean" else " (every sample's, averaged over the samples)")}
+        else:
+            novelty = fit_mahalanobis(network, features, fit_rows)
+            settings = {"score": novelty_score, "fit_curves": int(fit_rows.size), "ridge": 1e-3}
+        model = ExportedModel(network, novelty, with_entropy=novelty_score != "knn").eval()
         if val_rows.size > max_val_curves:
             val_rows = np.sort(rng.choice(val_rows, max_val_curves, replace=False))
         val_x = features.read_rows(val_rows)
@@ -308,15 +366,17 @@ def export_run(
     with torch.no_grad():
         parts = [model.components(torch.from_numpy(val_x[s : s + 1024])) for s in range(0, val_x.shape[0], 1024)]
         torch_probs_all = np.concatenate([p.numpy() for p, _, _, _ in parts])
-        mahalanobis = np.concatenate([m.numpy() for _, m, _, _ in parts])
+        feature = np.concatenate([m.numpy() for _, m, _, _ in parts])
         entropy = np.concatenate([h.numpy() for _, _, h, _ in parts])
         presence_all = np.concatenate([a.numpy() for _, _, _, a in parts])
         # Two disjoint halves of the validation curves: scales and legacy threshold / conformal calibration.
         calibration = np.random.default_rng([seed, 0xCA1]).random(val_y.size) < 0.5
         fitting = ~calibration
-        scales = [max(float(np.quantile(v[fitting], 1.0 - false_alarm_rate)), 1e-12) for v in (mahalanobis, entropy)]
+        scales = [max(float(np.quantile(v[fitting], 1.0 - false_alarm_rate)), 1e-12) for v in (feature, entropy)]
         model.set_novelty_scales(*scales)
-    scores = np.maximum(mahalanobis / np.float32(scales[0]), entropy / np.float32(scales[1]))  # the graph's combination
+    scores = feature / np.float32(scales[0])  # the graph's combination
+    if model.with_entropy:
+        scores = np.maximum(scores, entropy / np.float32(scales[1]))
     threshold = float(np.quantile(scores[fitting], 1.0 - false_alarm_rate))
     achieved_far = float(np.mean(scores[calibration] > threshold))
     mean_probs = torch_probs_all.mean(axis=1)
@@ -338,7 +398,8 @@ def export_run(
         "n_samples": str(n_samples),
         "inference_method": posterior.method,
         "prior_sigma": repr(posterior.prior_sigma),
-        "novelty_score": NOVELTY_SCORE_NAME,
+        "novelty_score": NOVELTY_SCORES[novelty_score],
+        NOVELTY_SETTINGS_KEY: json.dumps(settings),
         "novelty_threshold": repr(threshold),
         "novelty_false_alarm_rate": repr(achieved_far),
         "training_data": json.dumps(
@@ -363,7 +424,7 @@ def export_run(
                                | {"kl_weight": fit_config.get("kl_weight", 1.0), "lr_schedule": fit_config.get("lr_schedule", "constant"),
                                   "epochs_done": record["epoch"]}),
         "novelty_target_false_alarm_rate": repr(false_alarm_rate),
-        "novelty_scales": json.dumps({"mahalanobis": scales[0], "entropy": scales[1]}),
+        "novelty_scales": json.dumps({"knn" if knn else "mahalanobis": scales[0]} | ({"entropy": scales[1]} if model.with_entropy else {})),
         "posterior_sample_seed": str(seed),
         CONFORMAL_KEY: json.dumps(conformal),
         NOVELTY_CALIBRATION_KEY: json.dumps({"scores": novelty_reference, "default_level": DEFAULT_NOVELTY_LEVEL}),
@@ -388,13 +449,17 @@ def export_run(
 
     session = onnx_session(out_path)
     check_rows = min(val_x.shape[0], 2048)
-    ort_probs, _, ort_presence = run_onnx_all(session, val_x[:check_rows])
-    exact_probs, exact_presence = float64_outputs(model, val_x[:check_rows])
+    ort_probs, ort_scores, ort_presence = run_onnx_all(session, val_x[:check_rows])
+    exact_probs, exact_presence, exact_scores = float64_outputs(model, val_x[:check_rows], with_scores=True)
     diff = float(np.max(np.abs(ort_probs - exact_probs))) if check_rows else 0.0
     if ort_presence is not None and check_rows:
         diff = max(diff, float(np.max(np.abs(ort_presence - exact_presence))))
     if diff > parity_tolerance:
         raise RuntimeError(f"onnxruntime and torch (float64) disagree by {diff:.3g} on the probabilities (tolerance {parity_tolerance:g})")
+    score_diff = float(np.max(np.abs(ort_scores - exact_scores) / np.maximum(1.0, np.abs(exact_scores)))) if check_rows else 0.0
+    if knn and score_diff > parity_tolerance:
+        raise RuntimeError(f"onnxruntime and torch (float64) disagree by {score_diff:.3g} on the novelty score "
+                           f"(relative to max(1, |score|); tolerance {parity_tolerance:g})")
     return ExportResult(out_path, metadata, diff, model)
 
 

@@ -1,4 +1,4 @@
-"""The feature-space novelty model of an exported ensemble, and the torch module the export calibrates.
+"""The feature-space novelty models of an exported ensemble, and the torch module the export calibrates.
 
 - :class:`MahalanobisNovelty`: M, the squared Mahalanobis distance of each
   sample's penultimate activations h (hidden,) to the nearest training-class
@@ -6,10 +6,22 @@
   mean_s min_c (h_s - mu_sc)^T Sigma_s^-1 (h_s - mu_sc);
 - :func:`fit_mahalanobis`: the class means and the covariance (a ridge of 1e-3
   of the mean variance added) fitted on training curves, in float64;
-- :class:`ExportedModel`: the network and the novelty head together, the
+- :class:`KnnNovelty`: K, the cosine distance to the k-th nearest of a bank of
+  training curves, K = 1 - the k-th largest sim(x, b) over the bank b. By
+  default ("mean") sim is the cosine similarity of the posterior-mean
+  penultimate features mean_s h_s; with "samples" it is mean_s u_s(x) . u_s(b),
+  u_s = h_s / |h_s| each sample's L2-normalised features -- then 1 - sim is
+  half the squared Euclidean distance of the concatenated normalised features
+  divided by sqrt(S), and K ranks curves exactly as the ``knn`` score of
+  :mod:`~sasview_bnn_trainer.evaluation.novelty_study` does (with its bank);
+- :func:`fit_knn_bank`: the bank, a class-stratified seeded choice of
+  training curves (:func:`stratified_rows`);
+- :class:`ExportedModel`: the network and a novelty head together, the
   torch reference of everything the exported graph returns (probabilities,
-  anomaly probabilities, novelty score max(M / q_M, H / q_H) with H the
-  predictive entropy of the posterior-mean probabilities).
+  anomaly probabilities, novelty score max(F / q_F, H / q_H), F the feature
+  score M or K, H the predictive entropy of the posterior-mean
+  probabilities; or K / q_K alone). :data:`NOVELTY_SCORES` names the choices
+  (``sasview-bnn-train export --novelty-score``).
 
 They read the network only through its public interface
 (:meth:`~sasview_bnn_trainer.network.PackedCNN.hidden_features`,
@@ -31,7 +43,20 @@ from .network import PackedCNN
 if TYPE_CHECKING:
     from .features import FeatureFile
 
-NOVELTY_SCORE_NAME = "max(mahalanobis/q_mahalanobis, entropy/q_entropy)"
+#: The exported novelty scores (``export --novelty-score``) -> the formula written as the model's ``novelty_score``.
+NOVELTY_SCORES: dict[str, str] = {
+    "mahalanobis_entropy": "max(mahalanobis/q_mahalanobis, entropy/q_entropy)",
+    "knn_entropy": "max(knn/q_knn, entropy/q_entropy)",
+    "knn": "knn/q_knn",
+}
+DEFAULT_NOVELTY_SCORE = "mahalanobis_entropy"
+NOVELTY_SCORE_NAME = NOVELTY_SCORES[DEFAULT_NOVELTY_SCORE]
+#: Defaults of the kNN score: the k-th neighbour, curves in the bank.
+DEFAULT_KNN_K = 10
+DEFAULT_KNN_BANK = 4000
+#: Which features of a curve the kNN score compares (:class:`KnnNovelty`); the default first.
+KNN_FEATURES: tuple[str, ...] = ("mean", "samples")
+DEFAULT_KNN_FEATURES = KNN_FEATURES[0]
 
 
 class MahalanobisNovelty(nn.Module):
@@ -76,29 +101,93 @@ class MahalanobisNovelty(nn.Module):
         return dist.min(dim=2).values.mean(dim=1)
 
 
+class KnnNovelty(nn.Module):
+    """1 - the k-th largest cosine similarity to a bank of training curves (see the module docstring).
+
+    Built from ``bank`` (S, B, hidden), the penultimate features of B curves.
+    ``features`` says which vector of a curve is compared:
+
+    - "mean" (default): the posterior-mean features h = mean_s h_s,
+      normalised; stored as the matrix the graph multiplies with, ``bank``
+      (hidden, B), column b the unit vector of curve b;
+    - "samples": every sample's features normalised, sim = mean_s u_s . v_s
+      (the study's ``knn``); ``bank`` (S*hidden, B), column b holding
+      v_s(b) / S for s = 0..S-1. S times the size and the arithmetic.
+
+    The stored bank is rounded to float16 (the graph keeps it so, half the
+    file size; onnxruntime casts it to float32 once, when the session opens);
+    this module computes with the same rounded values, so graph and reference
+    agree. Input: packed hidden activations (batch, S*hidden, 1); output (batch,).
+    """
+
+    def __init__(self, bank: np.ndarray, k: int = DEFAULT_KNN_K, features: str = DEFAULT_KNN_FEATURES) -> None:
+        super().__init__()
+        s, b, h = bank.shape
+        if not 1 <= k <= b:
+            raise ValueError(f"the kNN score needs 1 <= k <= the bank size ({b}), got k = {k}")
+        if features not in KNN_FEATURES:
+            raise ValueError(f"unknown kNN features {features!r}; choose from {', '.join(KNN_FEATURES)}")
+        self.samples, self.bank_size, self.hidden, self.k, self.features = s, b, h, int(k), features
+        per_curve = torch.from_numpy(np.asarray(bank, np.float64)).permute(1, 0, 2)  # (B, S, H)
+        if features == "mean":
+            matrix = unit_features(per_curve.mean(dim=1))  # (B, H)
+        else:
+            matrix = (unit_features(per_curve) / s).reshape(b, s * h)
+        self.register_buffer("bank", torch.from_numpy(matrix.T.numpy().astype(np.float16).astype(np.float32)))
+
+    def bank_matrix(self) -> np.ndarray:
+        """The stored bank, shape (hidden, B) ("mean") or (S*hidden, B) ("samples"), float32 holding float16 values."""
+        return self.bank.detach().cpu().numpy().astype(np.float32)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        h = hidden.reshape(-1, self.samples, self.hidden)
+        if self.features == "mean":
+            unit = unit_features(h.mean(dim=1))
+        else:
+            unit = unit_features(h).reshape(-1, self.samples * self.hidden)
+        similarity = unit @ self.bank.to(unit.dtype)  # (b, B)
+        return 1.0 - torch.topk(similarity, self.k, dim=1).values.min(dim=1).values
+
+
+def unit_features(hidden: Tensor) -> Tensor:
+    """Each sample's feature vector divided by its L2 norm (at least 1e-12), hidden (..., S, H) -> same shape."""
+    return hidden / torch.clamp(torch.linalg.vector_norm(hidden, dim=-1, keepdim=True), min=1e-12)
+
+
 class ExportedModel(nn.Module):
     """features (batch, 4, bins) -> (probabilities (batch, S, 7), novelty_score (batch,)[, anomaly_probabilities (batch, S, 6)]).
 
-    The novelty score is max(M / q_M, H / q_H); the scales start at 1 and are
-    set by :meth:`set_novelty_scales`.
+    The novelty score is max(F / q_F, H / q_H) with F the novelty head's
+    feature score (M or K), or F / q_F alone when ``with_entropy`` is False;
+    the scales start at 1 and are set by :meth:`set_novelty_scales`.
     """
 
-    def __init__(self, network: PackedCNN, novelty: MahalanobisNovelty) -> None:
+    def __init__(self, network: PackedCNN, novelty: MahalanobisNovelty | KnnNovelty, with_entropy: bool = True) -> None:
         super().__init__()
         self.network = network
         self.novelty = novelty
+        self.with_entropy = bool(with_entropy)
+        if isinstance(novelty, MahalanobisNovelty) and not with_entropy:
+            raise ValueError("the Mahalanobis novelty score is exported combined with the entropy only")
         self.register_buffer("scales", torch.ones(2))
 
-    def set_novelty_scales(self, mahalanobis: float, entropy: float) -> None:
-        """Divide M by ``mahalanobis`` and H by ``entropy`` (both > 0) in the combined score."""
-        self.scales.copy_(torch.tensor([mahalanobis, entropy], dtype=self.scales.dtype))
+    @property
+    def score_kind(self) -> str:
+        """The key of :data:`NOVELTY_SCORES` this model computes."""
+        if isinstance(self.novelty, MahalanobisNovelty):
+            return "mahalanobis_entropy"
+        return "knn_entropy" if self.with_entropy else "knn"
+
+    def set_novelty_scales(self, feature: float, entropy: float = 1.0) -> None:
+        """Divide the feature score F by ``feature`` and H by ``entropy`` (both > 0) in the combined score."""
+        self.scales.copy_(torch.tensor([feature, entropy], dtype=self.scales.dtype))
 
     @property
     def has_presence(self) -> bool:
         return self.network.config.n_anomalies > 0
 
     def components(self, features: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(probabilities (batch, S, 7), M (batch,), H (batch,), presence (batch, S, n_anomalies)) before scaling."""
+        """(probabilities (batch, S, 7), F (batch,), H (batch,), presence (batch, S, n_anomalies)) before scaling."""
         net = self.network
         hidden = net.hidden_features(features).reshape(-1, net.members * net.config.hidden, 1)  # packed, as the heads read it
         logits, presence = net.heads(hidden)
@@ -108,8 +197,10 @@ class ExportedModel(nn.Module):
         return probs, self.novelty(hidden), entropy, torch.sigmoid(presence)
 
     def forward(self, features: Tensor) -> tuple[Tensor, ...]:
-        probs, mahalanobis, entropy, presence = self.components(features)
-        score = torch.maximum(mahalanobis / self.scales[0], entropy / self.scales[1])
+        probs, feature, entropy, presence = self.components(features)
+        score = feature / self.scales[0]
+        if self.with_entropy:
+            score = torch.maximum(score, entropy / self.scales[1])
         return (probs, score, presence) if self.has_presence else (probs, score)
 
 
@@ -141,3 +232,34 @@ def fit_mahalanobis(
         precision = 0.5 * (precision + precision.T)
         whiten[k] = np.linalg.cholesky(precision).T  # whiten^T whiten = precision
     return MahalanobisNovelty(means, whiten)
+
+
+def stratified_rows(rows: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A seeded choice of ``size`` of ``rows`` (labels ``labels``, same length), as even over the classes as they allow, sorted.
+
+    Every class gets size // n_classes rows (all it has when it has fewer);
+    the rows still missing are drawn from those left, uniformly. All rows when
+    there are no more than ``size``.
+    """
+    rows, labels = np.asarray(rows), np.asarray(labels)
+    if rows.size <= size:
+        return np.sort(rows)
+    rng = np.random.default_rng([seed, 0xB4A])
+    classes = np.unique(labels)
+    quota = size // classes.size
+    chosen = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:quota] for c in classes])
+    left = np.setdiff1d(np.arange(rows.size), chosen)
+    chosen = np.concatenate([chosen, rng.choice(left, size - chosen.size, replace=False)])
+    return np.sort(rows[chosen])
+
+
+def fit_knn_bank(network: PackedCNN, features: FeatureFile, rows: np.ndarray, *, k: int = DEFAULT_KNN_K,
+                 knn_features: str = DEFAULT_KNN_FEATURES, batch_size: int = 1024) -> KnnNovelty:
+    """The kNN novelty head whose bank is the penultimate features of the curves ``rows`` (choose them with :func:`stratified_rows`)."""
+    parts = []
+    with torch.no_grad():
+        for x, _ in features.iter_batches(rows, batch_size):
+            parts.append(network.hidden_features(torch.from_numpy(x)).double().numpy())  # (b, S, H)
+    if not parts:
+        raise ValueError("the kNN bank needs at least one training curve")
+    return KnnNovelty(np.concatenate(parts).transpose(1, 0, 2), k, knn_features)

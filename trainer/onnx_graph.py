@@ -69,19 +69,30 @@ class EnsembleWeights:
     """Everything the exported graph computes with, as float32 numpy arrays.
 
     ``params``: packed network parameters by name (PARAMETER_NAMES, PackedCNN
-    shapes, the S samples stacked along the first axis); ``whiten`` (S, H, H),
-    ``project`` (S, C, H) (whitened class means), ``mean_norms`` (S, C):
-    the novelty head; ``scales``: (q_M, q_H), the divisors of the two novelty
-    components.
+    shapes, the S samples stacked along the first axis); ``novelty``: the
+    score (a key of :data:`~sasview_bnn_trainer.novelty.NOVELTY_SCORES`).
+    The Mahalanobis head: ``whiten`` (S, H, H), ``project`` (S, C, H)
+    (whitened class means), ``mean_norms`` (S, C); the kNN head: ``knn_bank``
+    (H, B) or (S*H, B) (:meth:`~sasview_bnn_trainer.novelty.KnnNovelty.bank_matrix`, float16 values) and
+    ``knn_k``; the other head's arrays are None. ``scales``: (q_F, q_H), the
+    divisors of the feature score and the entropy (q_H unused by "knn").
     """
 
     config: NetworkConfig
     samples: int
     params: dict[str, np.ndarray]
-    whiten: np.ndarray
-    project: np.ndarray
-    mean_norms: np.ndarray
+    whiten: np.ndarray | None
+    project: np.ndarray | None
+    mean_norms: np.ndarray | None
     scales: tuple[float, float]
+    novelty: str = "mahalanobis_entropy"
+    knn_bank: np.ndarray | None = None
+    knn_k: int = 0
+
+    @property
+    def knn_features(self) -> str:
+        """"mean" (a bank of posterior-mean features, (H, B)) or "samples" ((S*H, B)); the same thing when S = 1."""
+        return "mean" if self.knn_bank is not None and self.knn_bank.shape[0] == self.config.hidden else "samples"
 
     @property
     def n_outputs(self) -> int:
@@ -92,9 +103,12 @@ class EnsembleWeights:
         """The weights of an :class:`~sasview_bnn_trainer.novelty.ExportedModel`."""
         net, nov = model.network, model.novelty
         params = {name: net.get_parameter(name).detach().cpu().numpy().astype(np.float32) for name in PARAMETER_NAMES}
+        scales = tuple(float(v) for v in model.scales.detach().cpu().numpy())
+        if model.score_kind != "mahalanobis_entropy":
+            return cls(config=net.config, samples=net.members, params=params, whiten=None, project=None, mean_norms=None,
+                       scales=scales, novelty=model.score_kind, knn_bank=nov.bank_matrix(), knn_k=nov.k)
         return cls(config=net.config, samples=net.members, params=params, whiten=nov.whitening_matrices(),
-                   project=nov.white_means(), mean_norms=nov.mean_square_norms(),
-                   scales=tuple(float(v) for v in model.scales.detach().cpu().numpy()))
+                   project=nov.white_means(), mean_norms=nov.mean_square_norms(), scales=scales)
 
     @classmethod
     def from_onnx(cls, proto: onnx.ModelProto, config: NetworkConfig | None = None) -> "EnsembleWeights":
@@ -120,6 +134,11 @@ class EnsembleWeights:
                 params[name] = params[name][:, :, 0, :]
             params["fc.weight"] = params["fc.weight"].reshape(samples * h, -1, 1)
             scales = init["novelty.scales"]
+            if "novelty.knn_bank" in init:  # one scale: the kNN score alone
+                q = (float(scales[0]), float(scales[1]) if scales.size > 1 else 1.0)
+                return cls(config, samples, {n: params[n] for n in PARAMETER_NAMES}, None, None, None, q,
+                           "knn_entropy" if scales.size > 1 else "knn", init["novelty.knn_bank"].astype(np.float32),
+                           int(init["novelty.knn_k"][0]))
             return cls(config, samples, {n: params[n] for n in PARAMETER_NAMES}, heads[:, n_out:], init["novelty.project"],
                        init["novelty.mean_norms"][:, :, 0], (float(scales[0]), float(scales[1])))
         params = {name: init[f"network.{name}"] for name in PARAMETER_NAMES}
@@ -167,10 +186,12 @@ class _Graph:
         self._count += 1
         return self.const(f"c{self._count}", np.asarray(values, dtype=np.int64))
 
-    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs) -> str:
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, n_outputs: int = 1, **attrs) -> str:
+        """Add a node; its first output's name (an operator's other outputs get that name + "_1", "_2", ...)."""
         self._count += 1
         out = out or f"{op_type.lower()}{self._count}"
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"{op_type}_{self._count}", **attrs))
+        outputs = [out] + [f"{out}_{i}" for i in range(1, n_outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, outputs, name=f"{op_type}_{self._count}", **attrs))
         return out
 
 
@@ -193,12 +214,14 @@ def build_graph(weights: EnsembleWeights, layout: str = DEFAULT_LAYOUT) -> onnx.
     assert p["fc.weight"].shape == (s * hdim, fc_in, 1), p["fc.weight"].shape
     wfc = g.const("fc.weight", p["fc.weight"].reshape(s * hdim, c3, 1, fc_in // c3))
     b1, b2, b3, bfc = (g.const(f"{n}.bias", p[f"{n}.bias"]) for n in ("conv1", "conv2", "conv3", "fc"))
-    w_heads = np.concatenate([p["out.weight"].reshape(s, n_out, hdim), weights.whiten], axis=1)
-    b_heads = np.concatenate([p["out.bias"].reshape(s, n_out), np.zeros((s, hdim), np.float32)], axis=1)[:, :, None]
+    mahalanobis_head = weights.novelty == "mahalanobis_entropy"
+    w_heads, b_heads = p["out.weight"].reshape(s, n_out, hdim), p["out.bias"].reshape(s, n_out)[:, :, None]
+    if mahalanobis_head:  # the whitening of the novelty head rides along in the heads' product
+        w_heads = np.concatenate([w_heads, weights.whiten], axis=1)
+        b_heads = np.concatenate([b_heads, np.zeros((s, hdim, 1), np.float32)], axis=1)
     w_heads, b_heads = g.const("heads.weight", w_heads), g.const("heads.bias", b_heads)
-    project = g.const("novelty.project", weights.project)
-    mean_norms = g.const("novelty.mean_norms", weights.mean_norms[:, :, None])
-    scales = g.const("novelty.scales", np.asarray(weights.scales, dtype=np.float32))
+    n_scales = 1 if weights.novelty == "knn" else 2
+    scales = g.const("novelty.scales", np.asarray(weights.scales[:n_scales], dtype=np.float32))
     conv = dict(kernel_shape=[1, k], pads=[0, pad, 0, pad], strides=[1, 1], dilations=[1, 1])
     pool = dict(kernel_shape=[1, 2], strides=[1, 2])
 
@@ -244,18 +267,14 @@ def build_graph(weights: EnsembleWeights, layout: str = DEFAULT_LAYOUT) -> onnx.
         hid = g.op("Reshape", [h, g.ints([s, hdim, -1])])  # (S, H, B)
     else:
         hid = g.op("Transpose", [g.op("Reshape", [h, g.ints([-1, s, hdim])])], perm=[1, 2, 0])  # (S, H, B)
-    heads = g.op("Add", [g.op("MatMul", [w_heads, hid]), b_heads])  # (S, n_out + H, B)
-    logits = g.op("Slice", [heads, g.ints([0]), g.ints([n_out]), g.ints([1])])
-    z = g.op("Slice", [heads, g.ints([n_out]), g.ints([n_out + hdim]), g.ints([1])])  # whitened hidden (S, H, B)
-
-    # Novelty: mean_s min_c |z - W mu_c|^2 = |z|^2 - 2 z.(W mu_c) + |W mu_c|^2, clipped at 0.
-    dots = g.op("MatMul", [project, z])  # (S, C, B)
-    z_norms = g.op("ReduceSumSquare", [z], axes=[1], keepdims=1)  # (S, 1, B)
-    two = g.const("two", np.asarray(2.0, np.float32))
-    dist = g.op("Sub", [z_norms, g.op("Mul", [dots, two])])
-    dist = g.op("Add", [dist, mean_norms])
-    dist = g.op("Clip", [dist, g.const("zero", np.asarray(0.0, np.float32)), ""])
-    mahalanobis = g.op("ReduceMean", [g.op("ReduceMin", [dist], axes=[1], keepdims=0)], axes=[0], keepdims=0)  # (B,)
+    heads = g.op("Add", [g.op("MatMul", [w_heads, hid]), b_heads])  # (S, n_out [+ H], B)
+    if mahalanobis_head:
+        logits = g.op("Slice", [heads, g.ints([0]), g.ints([n_out]), g.ints([1])])
+        z = g.op("Slice", [heads, g.ints([n_out]), g.ints([n_out + hdim]), g.ints([1])])  # whitened hidden (S, H, B)
+        feature = _mahalanobis(g, z, weights)
+    else:
+        logits = heads
+        feature = _knn(g, hid, weights)
 
     logits = g.op("Transpose", [logits], perm=[2, 0, 1])  # (B, S, n_out)
     cls = g.op("Slice", [logits, g.ints([0]), g.ints([n_cls]), g.ints([2])])
@@ -263,9 +282,9 @@ def build_graph(weights: EnsembleWeights, layout: str = DEFAULT_LAYOUT) -> onnx.
     mean = g.op("ReduceMean", [probs], axes=[1], keepdims=0)
     log = g.op("Log", [g.op("Clip", [mean, g.const("tiny", np.asarray(1e-12, np.float32)), ""])])
     entropy = g.op("Neg", [g.op("ReduceSum", [g.op("Mul", [mean, log]), g.ints([1])], keepdims=0)])
-    scale_m = g.op("Gather", [scales, g.ints(0)], axis=0)
-    scale_h = g.op("Gather", [scales, g.ints(1)], axis=0)
-    score = g.op("Max", [g.op("Div", [mahalanobis, scale_m]), g.op("Div", [entropy, scale_h])])
+    score = g.op("Div", [feature, g.op("Gather", [scales, g.ints(0)], axis=0)])
+    if n_scales == 2:
+        score = g.op("Max", [score, g.op("Div", [entropy, g.op("Gather", [scales, g.ints(1)], axis=0)])])
     zero, axis0 = g.ints([0]), g.ints([0])
     g.op("Slice", [probs, zero, n_rows, axis0], PROBABILITIES_OUTPUT)
     g.op("Slice", [score, zero, n_rows, axis0], NOVELTY_OUTPUT)
@@ -284,3 +303,41 @@ def build_graph(weights: EnsembleWeights, layout: str = DEFAULT_LAYOUT) -> onnx.
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def _mahalanobis(g: _Graph, z: str, weights: EnsembleWeights) -> str:
+    """mean_s min_c |z - W mu_c|^2 = |z|^2 - 2 z.(W mu_c) + |W mu_c|^2, clipped at 0, of the whitened hidden z (S, H, B) -> (B,)."""
+    project = g.const("novelty.project", weights.project)
+    mean_norms = g.const("novelty.mean_norms", weights.mean_norms[:, :, None])
+    dots = g.op("MatMul", [project, z])  # (S, C, B)
+    z_norms = g.op("ReduceSumSquare", [z], axes=[1], keepdims=1)  # (S, 1, B)
+    two = g.const("two", np.asarray(2.0, np.float32))
+    dist = g.op("Sub", [z_norms, g.op("Mul", [dots, two])])
+    dist = g.op("Add", [dist, mean_norms])
+    dist = g.op("Clip", [dist, g.const("zero", np.asarray(0.0, np.float32)), ""])
+    return g.op("ReduceMean", [g.op("ReduceMin", [dist], axes=[1], keepdims=0)], axes=[0], keepdims=0)  # (B,)
+
+
+def _knn(g: _Graph, hid: str, weights: EnsembleWeights) -> str:
+    """1 - the k-th largest cosine similarity of the hidden activations (S, H, B) to the bank -> (B,).
+
+    The compared vectors (the posterior-mean features, (H, B), or every
+    sample's, (S*H, B)) are divided by their norms (at least 1e-12); they and
+    the bank (float16 in the file, cast once to float32) meet in ONE Gemm
+    (transA), the k largest similarities of every curve come from TopK, the
+    k-th is their minimum.
+    """
+    s, hdim = weights.samples, weights.config.hidden
+    bank = g.op("Cast", [g.const("novelty.knn_bank", weights.knn_bank.astype(np.float16))], to=TensorProto.FLOAT)
+    k = g.const("novelty.knn_k", np.asarray([weights.knn_k], np.int64))
+    if weights.knn_features == "mean":
+        vectors, axis = g.op("ReduceMean", [hid], axes=[0], keepdims=0), 0  # (H, B)
+    else:
+        vectors, axis = hid, 1  # (S, H, B), normalised per sample
+    norms = g.op("Sqrt", [g.op("ReduceSumSquare", [vectors], axes=[axis], keepdims=1)])
+    norms = g.op("Max", [norms, g.const("knn_min_norm", np.asarray(1e-12, np.float32))])
+    unit = g.op("Reshape", [g.op("Div", [vectors, norms]), g.ints([weights.knn_bank.shape[0], -1])])  # (D, B)
+    similarity = g.op("Gemm", [unit, bank], transA=1)  # (B, bank size)
+    top = g.op("TopK", [similarity, k], n_outputs=2, axis=1, largest=1, sorted=1)  # (B, k)
+    kth = g.op("ReduceMin", [top], axes=[1], keepdims=0)
+    return g.op("Sub", [g.const("one", np.asarray(1.0, np.float32)), kth])

@@ -128,6 +128,12 @@ OPTIONAL_METADATA: dict[str, str] = {
 }
 
 
+#: Informational (the runtime computes nothing from it; model cards show it): JSON of the exported novelty
+#: score's settings, ``{"score": "knn_entropy", "k": 10, "bank_size": 4000, ...}`` or
+#: ``{"score": "mahalanobis_entropy", ...}`` (``sasview-bnn-train export --novelty-score``).
+NOVELTY_SETTINGS_KEY = "novelty_settings"
+
+
 class ModelOptionError(ValueError):
     """A run-time option the model cannot honour (e.g. a prediction-set level it does not export); the message says what it offers."""
 

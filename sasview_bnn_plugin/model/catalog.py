@@ -26,6 +26,7 @@ CARD_KEYS: tuple[str, ...] = (
     "inference_method",
     "n_samples",
     "novelty_score",
+    "novelty_settings",
     "novelty_threshold",
     "novelty_false_alarm_rate",
     "metrics",
