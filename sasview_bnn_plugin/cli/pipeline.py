@@ -68,14 +68,15 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _read_chunk(paths: Sequence[str]) -> list[list[PreparedCurve] | list[Curve]]:
-    """In a worker: the curves of each file (prepared unless the main process prepares them)."""
+    """In a worker: the curves of each file (prepared unless the main process prepares them; the curves of
+    all the chunk's files at once, the same inputs as file by file)."""
     loader: CurveLoader = _worker_state["loader"]  # type: ignore[assignment]
     config = _worker_state["config"]
-    out: list[list[PreparedCurve] | list[Curve]] = []
-    for path in paths:
-        curves = loader.load(path)
-        out.append(curves if config is None else prepare_curves(curves, config, str(_worker_state["q_unit"])))
-    return out
+    per_file = [loader.load(path) for path in paths]
+    if config is None:
+        return per_file
+    prepared = iter(prepare_curves([curve for curves in per_file for curve in curves], config, str(_worker_state["q_unit"])))
+    return [[next(prepared) for _ in curves] for curves in per_file]
 
 
 def prepared_batches(

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 CHANNELS: tuple[str, ...] = ("intensity", "coverage", "outlier", "jump")
 
@@ -167,15 +166,29 @@ def _as_1d(name: str, values: Any, length: int | None = None) -> np.ndarray:
     return arr
 
 
-def _running_median(values: np.ndarray, window: int) -> np.ndarray:
-    """Centred running median, shape preserved; the ends are padded by reflection."""
-    n = values.shape[0]
-    half = min(window // 2, (n - 1) // 2)
-    if half < 1:
-        return values.copy()
-    padded = np.pad(values, half, mode="reflect")
-    windows = sliding_window_view(padded, 2 * half + 1)
-    return np.partition(windows, half, axis=1)[:, half]
+def _running_medians(values: np.ndarray, lengths: np.ndarray, window: int) -> np.ndarray:
+    """The centred running median of each curve in ``values`` (curves of ``lengths`` points one after the
+    other), shape preserved; a curve's ends are padded by reflection (``np.pad(mode="reflect")``), its
+    window narrowed to 2 * ((n - 1) // 2) + 1 points for a short curve (none for n < 3: the values)."""
+    out = values.copy()
+    halves = np.minimum(window // 2, (lengths - 1) // 2)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    for half in np.unique(halves[halves >= 1]):
+        chosen = np.flatnonzero(halves == half)
+        n = lengths[chosen]
+        padded_n = n + 2 * half
+        # Each chosen curve padded by reflection, one after the other: index -half .. n - 1 + half of each curve.
+        local = np.arange(padded_n.sum()) - np.repeat(np.cumsum(padded_n) - padded_n, padded_n) - half
+        last = np.repeat(n - 1, padded_n)
+        local = np.abs(local)
+        local = np.where(local > last, 2 * last - local, local)
+        padded = values[np.repeat(starts[chosen], padded_n) + local]
+        # The window of point p of a curve starts at padded position p; windows crossing two curves are skipped.
+        window_starts = np.arange(n.sum()) + np.repeat(np.cumsum(padded_n) - padded_n - (np.cumsum(n) - n), n)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)[window_starts]
+        windows.partition(half, axis=1)
+        out[np.repeat(starts[chosen] - (np.cumsum(n) - n), n) + np.arange(n.sum())] = windows[:, half]
+    return out
 
 
 def _transform(x: np.ndarray, softening: float) -> np.ndarray:
@@ -190,14 +203,27 @@ def _transform_slope(x: np.ndarray, softening: float) -> np.ndarray:
 
 
 def _strongest_per_bin(bins: np.ndarray, z: np.ndarray, n_bins: int, z_scale: float) -> np.ndarray:
-    """For every bin, the signed z of largest magnitude, compressed by asinh(z/z_scale)."""
+    """For every bin, the signed z of largest magnitude, compressed by asinh(z/z_scale); of equal magnitudes
+    the last point's (a stable sort of the points by bin, then |z|, keeps the last). Points sorted by bin
+    (the points of a curve sorted by q, the curves one after the other) are taken run by run."""
     out = np.zeros(n_bins, dtype=np.float64)
     if z.size == 0:
         return out
-    order = np.lexsort((np.abs(z), bins))
-    sorted_bins = bins[order]
-    last_of_bin = np.r_[sorted_bins[1:] != sorted_bins[:-1], True]
-    out[sorted_bins[last_of_bin]] = np.arcsinh(z[order][last_of_bin] / z_scale)
+    magnitude = np.abs(z)
+    if (bins[1:] < bins[:-1]).any():  # not grouped by bin: sort
+        order = np.lexsort((magnitude, bins))
+        sorted_bins = bins[order]
+        last_of_bin = np.r_[sorted_bins[1:] != sorted_bins[:-1], True]
+        out[sorted_bins[last_of_bin]] = np.arcsinh(z[order][last_of_bin] / z_scale)
+        return out
+    runs = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+    largest = np.maximum.reduceat(magnitude, runs)
+    run_of = np.cumsum(np.r_[False, bins[1:] != bins[:-1]])
+    positions = np.arange(z.size)
+    chosen = np.maximum.reduceat(np.where(magnitude == largest[run_of], positions, -1), runs)
+    # A run whose largest magnitude is NaN (a sort puts NaN last): its value is NaN, and the curve is refused.
+    picked = np.where(chosen >= 0, z[np.maximum(chosen, 0)], np.nan)
+    out[bins[runs]] = np.arcsinh(picked / z_scale)
     return out
 
 
@@ -236,7 +262,49 @@ def prepare_curve(
         non-finite or non-positive, fewer than ``min_points`` valid points in
         the domain, or less than ``min_overlap_decades`` of overlap with it.
     """
+    outcome = prepare_many([(q, intensity, d_intensity, q_unit)], config)[0]
+    if isinstance(outcome, CurveError):
+        raise outcome
+    return outcome
+
+
+def prepare_many(
+    curves: Sequence[tuple[Any, Any, Any, str | None]],
+    config: PreprocessingConfig | None = None,
+) -> list[ModelInput | CurveError]:
+    """Map many curves, each exactly as :func:`prepare_curve` maps it alone (it is this function on one
+    curve); a refused curve never stops the others.
+
+    ``curves`` holds (q, I, dI or None, q_unit) tuples. Each curve is checked and cleaned on its own
+    (:func:`_clean_curve`: the refusals with their messages), then all accepted curves are mapped onto
+    the grid at once, with numpy over the concatenated points (:func:`_map_onto_grid`): the same
+    operations on the same numbers, so the features are bit for bit those of one curve at a time.
+    Returns per curve its :class:`ModelInput` or its :class:`CurveError`.
+    """
     cfg = config or PreprocessingConfig()
+    outcomes: list[ModelInput | CurveError | None] = [None] * len(curves)
+    cleaned: list[int] = []
+    arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]] = []
+    for k, (q, i, di, unit) in enumerate(curves):
+        try:
+            arrays.append(_clean_curve(q, i, di, unit, cfg))
+        except CurveError as err:
+            outcomes[k] = err
+            continue
+        cleaned.append(k)
+    if arrays:
+        with np.errstate(all="ignore"):  # non-finite results are refused, not warned about
+            mapped = _map_onto_grid(arrays, cfg)
+        for k, outcome in zip(cleaned, mapped):
+            outcomes[k] = outcome
+    return outcomes  # type: ignore[return-value]
+
+
+def _clean_curve(
+    q: Any, intensity: Any, d_intensity: Any, q_unit: str | None, cfg: PreprocessingConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
+    """One curve checked and cleaned for :func:`_map_onto_grid`: q in 1/Å, sorted, unique, inside the domain
+    (I and dI rescaled if extreme), and the notes; or :class:`CurveError` saying why it is refused."""
     notes: list[str] = []
     q_arr = _as_1d("q", q)
     i_arr = _as_1d("intensity", intensity, q_arr.shape[0])
@@ -298,16 +366,11 @@ def prepare_curve(
         raise CurveError(
             f"only {q_arr.size} valid point(s) lie in the model's q-domain; at least {cfg.min_points} are needed"
         )
+    if q_arr.size < 3:  # only with a config of min_points < 3: a point's neighbours are needed
+        raise CurveError(f"only {q_arr.size} valid point(s) lie in the model's q-domain; at least 3 are needed")
 
     i_arr, di_arr = _rescale_extreme(i_arr, di_arr)
-    with np.errstate(all="ignore"):  # non-finite results are refused below, not warned about
-        model_input = _map_onto_grid(q_arr, i_arr, di_arr, cfg, notes)
-    if not np.isfinite(model_input.features).all():
-        raise CurveError(
-            "the intensities cannot be represented on the model grid: they span too many orders of magnitude "
-            "(check the data for corrupt values)"
-        )
-    return model_input
+    return q_arr, i_arr, di_arr, notes
 
 
 #: Beyond these magnitudes intermediate sums and products of intensities over- or underflow.
@@ -330,71 +393,116 @@ def _rescale_extreme(i_arr: np.ndarray, di_arr: np.ndarray | None) -> tuple[np.n
 
 
 def _map_onto_grid(
-    q_arr: np.ndarray, i_arr: np.ndarray, di_arr: np.ndarray | None, cfg: PreprocessingConfig, notes: list[str]
-) -> ModelInput:
-    """The model input of a cleaned curve: q in 1/Å, sorted, unique, inside the domain, shape (points,)."""
-    smooth = _running_median(i_arr, cfg.median_window)
-    i_ref = float(np.max(smooth))
-    if not i_ref > 0:
-        raise CurveError("all intensities are zero or negative: this is not a scattering curve (check the background subtraction)")
+    curves: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]], cfg: PreprocessingConfig
+) -> list[ModelInput | CurveError]:
+    """The model inputs of cleaned curves (q in 1/Å, sorted, unique, inside the domain, shape (points,);
+    dI or None; the notes so far), all at once: every step runs on the points of all curves
+    concatenated (shape (total points,)) or on the grid of all curves (shape (curves, bins)), each
+    curve's numbers passing through the same operations as alone. Per curve its
+    :class:`ModelInput`, or the :class:`CurveError` refusing it."""
+    n_curves, n_bins = len(curves), cfg.n_bins
+    lengths = np.array([c[0].shape[0] for c in curves], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    ends = starts + lengths - 1
+    q_arr = np.concatenate([c[0] for c in curves])
+    i_arr = np.concatenate([c[1] for c in curves])
+    di_arr = np.concatenate([np.full(c[1].shape[0], np.nan) if c[2] is None else c[2] for c in curves])
+    curve_of = np.repeat(np.arange(n_curves), lengths)
+
+    smooth = _running_medians(i_arr, lengths, cfg.median_window)
+    i_ref_curve = np.maximum.reduceat(smooth, starts)
+    i_ref = i_ref_curve[curve_of]
 
     # Uncertainties: reported dI where usable, else a local robust scatter; floored.
     residual = i_arr - smooth
     # Local scatter from the deviation of each point from the mean of its two neighbours
     # (excludes the point itself, so it is never exactly zero): sigma * sqrt(3/2) for white noise.
-    neighbour_dev = np.abs(i_arr[1:-1] - 0.5 * (i_arr[:-2] + i_arr[2:]))
-    neighbour_dev = np.r_[neighbour_dev[0], neighbour_dev, neighbour_dev[-1]]
-    local_scatter = 1.4826 / math.sqrt(1.5) * _running_median(neighbour_dev, cfg.noise_window)
+    # The first and last point of a curve take their neighbour's deviation.
+    deviation = np.abs(i_arr[1:-1] - 0.5 * (i_arr[:-2] + i_arr[2:]))  # [p - 1]: of point p
+    points = np.arange(i_arr.shape[0])
+    neighbour_dev = deviation[np.clip(points, starts[curve_of] + 1, ends[curve_of] - 1) - 1]
+    local_scatter = 1.4826 / math.sqrt(1.5) * _running_medians(neighbour_dev, lengths, cfg.noise_window)
     sigma = local_scatter.copy()
-    if di_arr is not None:
-        usable = np.isfinite(di_arr) & (di_arr > 0)
-        sigma[usable] = di_arr[usable]
+    usable = np.isfinite(di_arr) & (di_arr > 0)
+    sigma[usable] = di_arr[usable]
     floor = cfg.relative_noise_floor * np.maximum(np.abs(smooth), cfg.softening * i_ref)
     sigma = np.maximum(sigma, floor)
 
     x = i_arr / i_ref
-    if not np.isfinite(x).all():
-        raise CurveError(
-            "the intensities span more than 300 orders of magnitude (a spike far above the rest of the curve): "
-            "check the data for corrupt values"
-        )
     edges = cfg.bin_edges
-    bins = np.clip(np.searchsorted(edges, q_arr, side="right") - 1, 0, cfg.n_bins - 1)
+    bins = np.clip(np.searchsorted(edges, q_arr, side="right") - 1, 0, n_bins - 1)
+    grid_bins = curve_of * n_bins + bins  # the bin of each point on the grid of all curves
 
-    # Channel 0: bin-averaged intensity (linear space, so noise around zero averages out).
-    counts = np.bincount(bins, minlength=cfg.n_bins)
-    sums = np.bincount(bins, weights=x, minlength=cfg.n_bins)
+    # Channel 0: bin-averaged intensity (linear space, so noise around zero averages out), interpolated in log q
+    # over the empty bins inside the window as np.interp does it (the same operations).
+    counts = np.bincount(grid_bins, minlength=n_curves * n_bins).reshape(n_curves, n_bins)
+    sums = np.bincount(grid_bins, weights=x, minlength=n_curves * n_bins).reshape(n_curves, n_bins)
     filled = counts > 0
     log_centres = np.log(cfg.bin_centres)
-    t_filled = _transform(sums[filled] / counts[filled], cfg.softening)
-    first, last = int(bins[0]), int(bins[-1])
-    covered = np.zeros(cfg.n_bins, dtype=bool)
-    covered[first : last + 1] = True
-    intensity_channel = np.zeros(cfg.n_bins)
-    intensity_channel[covered] = np.interp(log_centres[covered], log_centres[filled], t_filled)
+    columns = np.arange(n_bins)
+    covered = (columns >= bins[starts][:, None]) & (columns <= bins[ends][:, None])
+    intensity_channel = np.zeros((n_curves, n_bins))
+    intensity_channel[filled] = _transform(sums[filled] / counts[filled], cfg.softening)
+    rows, gaps = np.nonzero(covered & ~filled)
+    if rows.size:
+        before = np.maximum.accumulate(np.where(filled, columns, -1), axis=1)[rows, gaps]
+        after = np.minimum.accumulate(np.where(filled, columns, n_bins)[:, ::-1], axis=1)[:, ::-1][rows, gaps]
+        x0, x1 = log_centres[before], log_centres[after]
+        y0, y1 = intensity_channel[rows, before], intensity_channel[rows, after]
+        slope = (y1 - y0) / (x1 - x0)
+        value = slope * (log_centres[gaps] - x0) + y0
+        bad = np.isnan(value)
+        if bad.any():  # np.interp: if we get nan in one direction, try the other
+            value[bad] = slope[bad] * (log_centres[gaps][bad] - x1[bad]) + y1[bad]
+            still = np.isnan(value) & (y0 == y1)
+            value[still] = y0[still]
+        intensity_channel[rows, gaps] = value
 
     # Channel 2: point-level outliers against the running median.
     z_outlier = residual / sigma
-    outlier_channel = _strongest_per_bin(bins, z_outlier, cfg.n_bins, cfg.z_scale)
+    outlier_channel = _strongest_per_bin(grid_bins, z_outlier, n_curves * n_bins, cfg.z_scale).reshape(n_curves, n_bins)
 
-    # Channel 3: point-to-point jumps in T beyond the local trend.
+    # Channel 3: point-to-point jumps in T beyond the local trend (the differences within each curve).
     t_points = _transform(x, cfg.softening)
     sigma_t = sigma / i_ref * _transform_slope(x, cfg.softening)
-    diffs = np.diff(t_points)
-    trend = _running_median(diffs, cfg.median_window + 2)
-    z_jump = (diffs - trend) / np.hypot(sigma_t[1:], sigma_t[:-1])
-    jump_channel = _strongest_per_bin(bins[1:], z_jump, cfg.n_bins, cfg.z_scale)
+    within = curve_of[1:] == curve_of[:-1]
+    diffs = (t_points[1:] - t_points[:-1])[within]
+    trend = _running_medians(diffs, lengths - 1, cfg.median_window + 2)
+    z_jump = (diffs - trend) / np.hypot(sigma_t[1:], sigma_t[:-1])[within]
+    jump_channel = _strongest_per_bin(grid_bins[1:][within], z_jump, n_curves * n_bins, cfg.z_scale).reshape(n_curves, n_bins)
 
-    features = np.stack([intensity_channel, covered.astype(np.float64), outlier_channel, jump_channel])
-    features[2:, ~covered] = 0.0
-    coverage = float(math.log10(q_arr[-1] / q_arr[0]) / math.log10(cfg.q_max / cfg.q_min))
-    return ModelInput(
-        features=np.ascontiguousarray(features, dtype=np.float32),
-        coverage=min(max(coverage, 0.0), 1.0),
-        q_window=(float(q_arr[0]), float(q_arr[-1])),
-        n_points=int(q_arr.size),
-        notes=notes,
-    )
+    features = np.stack([intensity_channel, covered.astype(np.float64), outlier_channel, jump_channel], axis=1)
+    features[:, 2][~covered] = 0.0
+    features[:, 3][~covered] = 0.0
+    features32 = np.ascontiguousarray(features, dtype=np.float32)
+    positive = i_ref_curve > 0
+    finite_x = np.logical_and.reduceat(np.isfinite(x), starts)
+    finite_features = np.isfinite(features32).reshape(n_curves, -1).all(axis=1)
+    domain_decades = math.log10(cfg.q_max / cfg.q_min)
+    out: list[ModelInput | CurveError] = []
+    for k, (q, _, _, notes) in enumerate(curves):
+        if not positive[k]:
+            out.append(CurveError("all intensities are zero or negative: this is not a scattering curve (check the background subtraction)"))
+        elif not finite_x[k]:
+            out.append(CurveError(
+                "the intensities span more than 300 orders of magnitude (a spike far above the rest of the curve): "
+                "check the data for corrupt values"
+            ))
+        elif not finite_features[k]:
+            out.append(CurveError(
+                "the intensities cannot be represented on the model grid: they span too many orders of magnitude "
+                "(check the data for corrupt values)"
+            ))
+        else:
+            coverage = float(math.log10(q[-1] / q[0]) / domain_decades)
+            out.append(ModelInput(
+                features=features32[k],
+                coverage=min(max(coverage, 0.0), 1.0),
+                q_window=(float(q[0]), float(q[-1])),
+                n_points=int(q.size),
+                notes=notes,
+            ))
+    return out
 
 
 def prepare_batch(
@@ -408,12 +516,7 @@ def prepare_batch(
     and per input curve either its :class:`ModelInput` or its :class:`CurveError`.
     """
     cfg = config or PreprocessingConfig()
-    outcomes: list[ModelInput | CurveError] = []
-    for q, i, di, unit in curves:
-        try:
-            outcomes.append(prepare_curve(q, i, di, unit, cfg))
-        except CurveError as err:
-            outcomes.append(err)
+    outcomes = prepare_many(curves, cfg)
     accepted = [o.features for o in outcomes if isinstance(o, ModelInput)]
     batch = np.stack(accepted) if accepted else np.zeros((0, *cfg.input_shape), dtype=np.float32)
     return np.ascontiguousarray(batch, dtype=np.float32), outcomes

@@ -175,23 +175,14 @@ class ClassificationResult:
         novelty_score: float,
         novelty_threshold: float,
         *,
-        file: str,
-        dataset: str,
-        coverage: float,
-        q_window: tuple[float, float],
-        n_points: int,
-        model: str = "",
-        notes: list[str] | None = None,
         anomaly_samples: np.ndarray | None = None,
-        anomaly_threshold: float = DEFAULT_ANOMALY_THRESHOLD,
-        set_threshold: float | None = None,
-        set_level: float | None = None,
-        novelty_calibration: np.ndarray | None = None,
-        novelty_level: float | None = None,
-        flatness_p: float | None = None,
+        **keywords: Any,
     ) -> "ClassificationResult":
         """Summarise posterior samples of shape (S, 7) for one curve.
 
+        ``keywords``: those of :func:`summarise_samples` (the optional outputs below) and those of
+        :meth:`from_summary` saying which curve it is (``file``, ``dataset``, ``coverage``, ``q_window``,
+        ``n_points``, ``model``, ``notes``, ``flatness_p``).
         Optional outputs: ``anomaly_samples`` (S, 6), presence probabilities per
         posterior sample, with ``anomaly_threshold``; ``set_threshold`` and
         ``set_level``, the APS threshold of a coverage level; ``novelty_calibration``,
@@ -200,28 +191,48 @@ class ClassificationResult:
         score > ``novelty_threshold``. ``flatness_p``: the curve's flatness p-value
         (:func:`~sasview_bnn_plugin.core.flatness.flatness_p_value` of the raw I and dI);
         a featureless curve is novel whatever the network says.
+
+        The summary of a batch of one (:func:`summarise_samples`, then :meth:`from_summary`): the
+        same numbers as a row of a batch.
         """
         samples = np.asarray(samples, dtype=np.float64)
         if samples.ndim != 2 or samples.shape[1] != len(CLASS_NAMES):
             raise ValueError(f"expected samples of shape (S, {len(CLASS_NAMES)}), got {samples.shape}")
-        mean = samples.mean(axis=0)
-        predictive = float(entropy(mean))
-        expected = float(entropy(samples).mean())
-        score = float(novelty_score)
-        p_value = math.nan
-        if novelty_calibration is not None:
-            p_value = float(novelty_p_values(np.array([score]), novelty_calibration, assume_sorted=True)[0])
-        if novelty_level is not None:
-            if novelty_calibration is None:
-                raise ValueError("novelty_level needs novelty_calibration scores")
-            novel = bool(p_value < novelty_level) if math.isfinite(score) else True
-        else:
-            novel = bool(score > novelty_threshold) if math.isfinite(score) else True
+        presence = None
+        if anomaly_samples is not None:
+            presence = np.asarray(anomaly_samples, dtype=np.float64)
+            if presence.ndim != 2 or presence.shape[1] != len(ANOMALY_NAMES):
+                raise ValueError(f"expected anomaly samples of shape (S, {len(ANOMALY_NAMES)}), got {presence.shape}")
+            presence = presence[None]
+        options = {key: keywords.pop(key) for key in _SUMMARY_OPTIONS if key in keywords}
+        summary = summarise_samples(samples[None], np.array([float(novelty_score)]), novelty_threshold, anomaly_samples=presence, **options)
+        return cls.from_summary(summary, 0, **keywords)
+
+    @classmethod
+    def from_summary(
+        cls,
+        summary: "SampleSummary",
+        k: int,
+        *,
+        file: str,
+        dataset: str,
+        coverage: float,
+        q_window: tuple[float, float],
+        n_points: int,
+        model: str = "",
+        notes: list[str] | None = None,
+        flatness_p: float | None = None,
+    ) -> "ClassificationResult":
+        """The result of curve ``k`` of a batch summarised by :func:`summarise_samples` (the numbers are the
+        summary's row ``k``; here only what is said about them: the label, the message, the lists of names).
+        ``flatness_p`` as in :meth:`from_samples`."""
+        mean, std = summary.mean[k], summary.std[k]
+        score = float(summary.score[k])
+        p_value = float(summary.p_value[k])
         featureless = is_featureless(flatness_p)
-        novel = novel or featureless
-        index = int(np.argmax(mean))
+        novel = bool(summary.model_novel[k]) or featureless
+        index = int(summary.index[k])
         label = CLASS_NAMES[index]
-        std = samples.std(axis=0)
         message = f"{label} (p = {mean[index]:.2f} ± {std[index]:.2f})"
         if featureless:
             message += (
@@ -229,46 +240,40 @@ class ClassificationResult:
                 f"{FLATNESS_LEVEL:g}): a blank, an empty cell or a background rather than a scattering curve; "
                 "do not trust the label"
             )
-        elif novel and novelty_level is not None:
+        elif novel and summary.novelty_level is not None:
             message += (
                 f"; NOVEL: unlike the training data (novelty p-value {p_value:.3g} < level "
-                f"{novelty_level:g}), do not trust the label"
+                f"{summary.novelty_level:g}), do not trust the label"
             )
         elif novel:
             message += (
                 f"; NOVEL: unlike the training data (novelty score {score:.3g} > threshold "
-                f"{novelty_threshold:.3g}), do not trust the label"
+                f"{summary.novelty_threshold:.3g}), do not trust the label"
             )
         optional: dict[str, Any] = {}
-        if anomaly_samples is not None:
-            presence = np.asarray(anomaly_samples, dtype=np.float64)
-            if presence.ndim != 2 or presence.shape[1] != len(ANOMALY_NAMES):
-                raise ValueError(f"expected anomaly samples of shape (S, {len(ANOMALY_NAMES)}), got {presence.shape}")
-            p_present = presence.mean(axis=0)
-            ranked = np.argsort(-p_present, kind="stable")
-            present = tuple(ANOMALY_NAMES[k] for k in ranked if p_present[k] >= anomaly_threshold)
+        if summary.presence_mean is not None:
+            p_present = summary.presence_mean[k]
+            threshold = summary.anomaly_threshold
+            ranked = [j for j in summary.presence_order[k] if p_present[j] >= threshold]
             optional.update(
                 presence_probabilities=p_present,
-                presence_std=presence.std(axis=0),
-                presence_low=np.quantile(presence, 0.05, axis=0),
-                presence_high=np.quantile(presence, 0.95, axis=0),
-                anomaly_threshold=float(anomaly_threshold),
-                anomalies_present=present,
+                presence_std=summary.presence_std[k],
+                presence_low=summary.presence_low[k],
+                presence_high=summary.presence_high[k],
+                anomaly_threshold=float(threshold),
+                anomalies_present=tuple(ANOMALY_NAMES[j] for j in ranked),
             )
-            listed = ", ".join(f"{ANOMALY_NAMES[k]} ({p_present[k]:.2f})" for k in ranked if p_present[k] >= anomaly_threshold)
+            listed = ", ".join(f"{ANOMALY_NAMES[j]} ({p_present[j]:.2f})" for j in ranked)
             message += f"; anomalies present: {listed or 'none'}"
-        if set_threshold is not None:
-            if set_level is None:
-                raise ValueError("set_threshold needs its set_level")
-            in_set = aps_sets(mean[None, :], set_threshold)[0]
-            ranked = np.argsort(-mean, kind="stable")
-            plausible = tuple(CLASS_NAMES[k] for k in ranked if in_set[k])
-            optional.update(prediction_set=plausible, set_level=float(set_level))
-            message += f"; plausible at {level_text(set_level)}: {' or '.join(plausible)}"
-        if novelty_calibration is not None:
+        if summary.in_set is not None:
+            in_set = summary.in_set[k]
+            plausible = tuple(CLASS_NAMES[j] for j in summary.class_order[k] if in_set[j])
+            optional.update(prediction_set=plausible, set_level=float(summary.set_level))
+            message += f"; plausible at {level_text(summary.set_level)}: {' or '.join(plausible)}"
+        if summary.has_p_values:
             optional["novelty_p_value"] = p_value
-        if novelty_level is not None:
-            optional["novelty_level"] = float(novelty_level)
+        if summary.novelty_level is not None:
+            optional["novelty_level"] = float(summary.novelty_level)
         if flatness_p is not None:
             optional["flatness_p_value"] = float(flatness_p)
         all_notes = list(notes or [])
@@ -282,18 +287,18 @@ class ClassificationResult:
             label=label,
             probabilities=mean,
             probability_std=std,
-            probability_low=np.quantile(samples, 0.05, axis=0),
-            probability_high=np.quantile(samples, 0.95, axis=0),
-            predictive_entropy=predictive,
-            expected_entropy=expected,
-            mutual_information=max(predictive - expected, 0.0),
+            probability_low=summary.low[k],
+            probability_high=summary.high[k],
+            predictive_entropy=float(summary.predictive[k]),
+            expected_entropy=float(summary.expected[k]),
+            mutual_information=float(summary.mutual_information[k]),
             novelty_score=score,
-            novelty_threshold=float(novelty_threshold),
+            novelty_threshold=float(summary.novelty_threshold),
             is_novel=novel,
             coverage=float(coverage),
             q_window=(float(q_window[0]), float(q_window[1])),
             n_points=int(n_points),
-            n_samples=int(samples.shape[0]),
+            n_samples=summary.n_samples,
             model=model,
             notes=all_notes,
             **optional,
@@ -382,3 +387,122 @@ class ClassificationResult:
             out["strongest_q_range"] = [clean(float(v)) for v in self.sensitivity.explain_q_range]
             out["sensitivity"] = self.sensitivity.to_dict()
         return out
+
+
+@dataclass(frozen=True)
+class SampleSummary:
+    """The numbers of the results of n curves, computed with numpy over the whole batch (:func:`summarise_samples`).
+
+    Per curve (first axis n): class probabilities ``mean``, ``std``, ``low``/``high`` (5th/95th percentile)
+    (n, 7); ``predictive``, ``expected`` entropy and ``mutual_information`` (n,); novelty ``score``,
+    ``p_value`` (NaN without calibration scores) and ``model_novel`` (the novelty rule alone, before the
+    flatness test) (n,); ``index``, the most probable class (n,); ``class_order``, classes by descending
+    probability (n, 7). With anomaly samples: ``presence_mean``/``std``/``low``/``high`` and
+    ``presence_order`` (n, 6); with a set threshold: ``in_set`` (n, 7), else None. And the settings they
+    were computed with.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    predictive: np.ndarray
+    expected: np.ndarray
+    mutual_information: np.ndarray
+    score: np.ndarray
+    p_value: np.ndarray
+    model_novel: np.ndarray
+    index: np.ndarray
+    class_order: np.ndarray
+    n_samples: int
+    novelty_threshold: float
+    novelty_level: float | None
+    has_p_values: bool
+    presence_mean: np.ndarray | None = None
+    presence_std: np.ndarray | None = None
+    presence_low: np.ndarray | None = None
+    presence_high: np.ndarray | None = None
+    presence_order: np.ndarray | None = None
+    anomaly_threshold: float = math.nan
+    in_set: np.ndarray | None = None
+    set_level: float = math.nan
+
+
+#: The keywords of :func:`summarise_samples` that :meth:`ClassificationResult.from_samples` passes on.
+_SUMMARY_OPTIONS = ("anomaly_threshold", "set_threshold", "set_level", "novelty_calibration", "novelty_level")
+
+
+def summarise_samples(
+    samples: np.ndarray,
+    novelty_scores: np.ndarray,
+    novelty_threshold: float,
+    *,
+    anomaly_samples: np.ndarray | None = None,
+    anomaly_threshold: float = DEFAULT_ANOMALY_THRESHOLD,
+    set_threshold: float | None = None,
+    set_level: float | None = None,
+    novelty_calibration: np.ndarray | None = None,
+    novelty_level: float | None = None,
+) -> SampleSummary:
+    """The summaries of n curves' posterior samples, shape (n, S, 7), and novelty scores (n,), in one numpy
+    pass over the batch; the arguments as in :meth:`ClassificationResult.from_samples` (``anomaly_samples``
+    (n, S, 6)). Every number is the one a batch of one gives (the reductions run along the same axes in the
+    same order). Rows of NaN (curves the model failed on) give NaN rows and raise nothing."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 3 or samples.shape[2] != len(CLASS_NAMES):
+        raise ValueError(f"expected samples of shape (n, S, {len(CLASS_NAMES)}), got {samples.shape}")
+    scores = np.asarray(novelty_scores, dtype=np.float64).reshape(-1)
+    if scores.shape != samples.shape[:1]:
+        raise ValueError(f"expected {samples.shape[0]} novelty score(s), got {scores.size}")
+    if novelty_level is not None and novelty_calibration is None:
+        raise ValueError("novelty_level needs novelty_calibration scores")
+    if set_threshold is not None and set_level is None:
+        raise ValueError("set_threshold needs its set_level")
+    with np.errstate(invalid="ignore"):
+        mean = samples.mean(axis=1)
+        predictive = entropy(mean)
+        expected = entropy(samples).mean(axis=1)
+        difference = predictive - expected
+        p_value = np.full(scores.shape, math.nan)
+        if novelty_calibration is not None:
+            p_value = novelty_p_values(scores, novelty_calibration, assume_sorted=True)
+        finite = np.isfinite(scores)
+        if novelty_level is not None:
+            model_novel = ~finite | (p_value < novelty_level)
+        else:
+            model_novel = ~finite | (scores > novelty_threshold)
+        optional: dict[str, Any] = {}
+        if anomaly_samples is not None:
+            presence = np.asarray(anomaly_samples, dtype=np.float64)
+            if presence.ndim != 3 or presence.shape[0] != samples.shape[0] or presence.shape[2] != len(ANOMALY_NAMES):
+                raise ValueError(f"expected anomaly samples of shape (n, S, {len(ANOMALY_NAMES)}), got {presence.shape}")
+            p_present = presence.mean(axis=1)
+            optional.update(
+                presence_mean=p_present,
+                presence_std=presence.std(axis=1),
+                presence_low=np.quantile(presence, 0.05, axis=1),
+                presence_high=np.quantile(presence, 0.95, axis=1),
+                presence_order=np.argsort(-p_present, axis=1, kind="stable"),
+                anomaly_threshold=float(anomaly_threshold),
+            )
+        if set_threshold is not None:
+            optional.update(in_set=aps_sets(mean, set_threshold), set_level=float(set_level))
+        return SampleSummary(
+            mean=mean,
+            std=samples.std(axis=1),
+            low=np.quantile(samples, 0.05, axis=1),
+            high=np.quantile(samples, 0.95, axis=1),
+            predictive=predictive,
+            expected=expected,
+            mutual_information=np.where(0.0 > difference, 0.0, difference),  # max(difference, 0.0), NaN kept
+            score=scores,
+            p_value=p_value,
+            model_novel=model_novel,
+            index=np.argmax(mean, axis=1),
+            class_order=np.argsort(-mean, axis=1, kind="stable"),
+            n_samples=int(samples.shape[1]),
+            novelty_threshold=float(novelty_threshold),
+            novelty_level=None if novelty_level is None else float(novelty_level),
+            has_p_values=novelty_calibration is not None,
+            **optional,
+        )

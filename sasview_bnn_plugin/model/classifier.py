@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -41,11 +41,11 @@ from ..core.model_format import (
     read_optional_parts,
 )
 from ..core.flatness import flatness_p_value
-from ..core.preprocessing import CurveError, ModelInput, PreprocessingConfig, prepare_curve
+from ..core.preprocessing import CurveError, ModelInput, PreprocessingConfig, prepare_curve, prepare_many
 from .providers import PROVIDER_CHOICES, ProviderDecision, open_session
 from ..core.q_units import ModelVerdict, QUnitReading, canonical_q_unit, decide_q_unit, forced_note, q_unit_setting, resolve_q_unit
-from ..core.result import ClassificationResult
-from ..core.taxonomy import ANOMALY_NAMES, N_CLASSES
+from ..core.result import ClassificationResult, SampleSummary, summarise_samples
+from ..core.taxonomy import ANOMALY_NAMES, CLASS_NAMES, N_CLASSES
 
 if TYPE_CHECKING:
     from ..plugins.host import PluginHost
@@ -284,9 +284,10 @@ class BNNClassifier:
         """
         return [o if isinstance(o, Failure) else (o.samples, o.novelty) for o in self._predict_each(self._check_features(features))]
 
-    def _predict_each(self, batch: np.ndarray) -> list["_Outcome | Failure"]:
-        """:meth:`predict_each` with the optional anomaly probabilities (S, 6) of each curve."""
-        outcomes: list[_Outcome | Failure] = []
+    def _predict_each(self, batch: np.ndarray) -> "ModelOutcomes":
+        """:meth:`predict_each` with the optional anomaly probabilities (S, 6) of each curve, as
+        :class:`ModelOutcomes` (the batch's arrays, checked with numpy over the batch)."""
+        parts: list[ModelOutcomes] = []
         for start in range(0, batch.shape[0], self.batch_size):
             chunk = batch[start : start + self.batch_size]
             try:
@@ -294,12 +295,27 @@ class BNNClassifier:
             except Exception as err:  # onnxruntime fails on this batch: find the curve(s) it fails on
                 log.warning("the model failed on a batch of %d curve(s) (%s); retrying them one by one", len(chunk), _first_line(err))
                 if len(chunk) == 1:
-                    outcomes.append(_MODEL_FAILED)
+                    parts.append(self._no_outcomes(1, _MODEL_FAILED))
                     continue
-                outcomes.extend(self._predict_each(chunk[k : k + 1])[0] for k in range(len(chunk)))
+                parts.extend(self._predict_each(chunk[k : k + 1]) for k in range(len(chunk)))
                 continue
-            outcomes.extend(_checked_outcome(probs[k], novelty[k], None if presence is None else presence[k]) for k in range(len(chunk)))
-        return outcomes
+            parts.append(_checked_outcomes(probs, novelty, presence))
+        return ModelOutcomes.concatenate(parts) if parts else self._no_outcomes(0)
+
+    def _no_outcomes(self, n: int, failure: Failure | None = None) -> "ModelOutcomes":
+        """``n`` outcomes that are all ``failure`` (NaN rows; ``n`` = 0: the outcomes of no input)."""
+        presence = np.full((n, self.n_samples, len(ANOMALY_NAMES)), np.nan) if self.optional_parts.anomalies is not None else None
+        return ModelOutcomes(np.full((n, self.n_samples, N_CLASSES), np.nan), np.full(n, np.nan), presence, [failure] * n)
+
+    def _as_outcomes(self, outcomes: Sequence["_Outcome | Failure"]) -> "ModelOutcomes":
+        """``outcomes`` as :class:`ModelOutcomes` (a list of :class:`_Outcome` / :class:`Failure` given by hand)."""
+        if isinstance(outcomes, ModelOutcomes):
+            return outcomes
+        parts = [self._no_outcomes(1, o) if isinstance(o, Failure) else
+                 ModelOutcomes(np.asarray(o.samples, np.float64)[None], np.array([float(o.novelty)]),
+                               None if o.presence is None else np.asarray(o.presence, np.float64)[None], [None])
+                 for o in outcomes]
+        return ModelOutcomes.concatenate(parts) if parts else self._no_outcomes(0)
 
     def run_batch(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """One onnxruntime call on all of ``features`` (batch, 4, 256), however large (no chunking).
@@ -365,46 +381,49 @@ class BNNClassifier:
         steps) with the model input(s) of its q-unit reading(s).
         Pure numpy: it can be done in another process (:func:`prepare_curves`) and handed to
         :meth:`classify_prepared`."""
-        prepared: list[PreparedCurve] = []
+        ready: list[Curve] = []
         for index, item in enumerate(curves):
             curve = self._as_curve(item, index)
             if self.plugin_host is not None:
                 curve = self.plugin_host.prepare_raw_curve(curve)
-            prepared.append(PreparedCurve(curve, self._prepare_readings(curve)))
-        return prepared
+            ready.append(curve)
+        return _prepare_many(self.config, ready, self.q_unit)
 
     def classify_prepared(self, prepared: Sequence["PreparedCurve"]) -> list[ClassificationResult]:
         """The second half of :meth:`classify`: one model call over the inputs of ``prepared`` (from
         :meth:`prepare` or :func:`prepare_curves`), then one result per curve, in order."""
         return self.results_of(prepared, self.run_prepared(prepared))
 
-    def run_prepared(self, prepared: Sequence["PreparedCurve"]) -> list["_Outcome | Failure"]:
+    def run_prepared(self, prepared: Sequence["PreparedCurve"]) -> "ModelOutcomes":
         """The model's outcomes for the inputs of ``prepared``, in order (the model half of
         :meth:`classify_prepared`; releases the GIL while onnxruntime runs, so it can run in a thread)."""
         accepted = [mi.features for _, readings in prepared for _, mi in readings if isinstance(mi, ModelInput)]
-        return self._predict_each(self._check_features(np.stack(accepted))) if accepted else []
+        return self._predict_each(self._check_features(np.stack(accepted))) if accepted else self._no_outcomes(0)
 
     def results_of(self, prepared: Sequence["PreparedCurve"], model_outcomes: Sequence["_Outcome | Failure"]) -> list[ClassificationResult]:
         """One result per curve of ``prepared`` from the outcomes :meth:`run_prepared` gave (the rest of
-        :meth:`classify_prepared`: the q-unit choice, the summaries, the plugins' result hooks)."""
+        :meth:`classify_prepared`: the q-unit choice, the summaries, the plugins' result hooks).
+        The numbers of all the batch's results are computed at once (:func:`~sasview_bnn_plugin.core.result.summarise_samples`)."""
+        outcomes = self._as_outcomes(model_outcomes)
+        summary = self.summarise(outcomes)
         results: list[ClassificationResult] = []
         k = 0
         for curve, readings in prepared:
             answers = []
             for reading, outcome in readings:
-                model_outcome = None
+                row = None
                 if isinstance(outcome, ModelInput):
-                    model_outcome = model_outcomes[k]
+                    row = k
                     k += 1
-                    if isinstance(model_outcome, Failure):
-                        outcome = model_outcome
-                answers.append((reading, outcome, model_outcome))
-            reading, outcome, model_outcome = self._choose_reading(answers)
+                    failure = outcomes.failures[row]
+                    if failure is not None:
+                        outcome = failure
+                answers.append((reading, outcome, row))
+            reading, outcome, row = self._choose_reading(answers, summary)
             if isinstance(outcome, ModelInput):
-                result = ClassificationResult.from_samples(
-                    model_outcome.samples,
-                    model_outcome.novelty,
-                    self.novelty_threshold,
+                result = ClassificationResult.from_summary(
+                    summary,
+                    row,
                     file=curve.source,
                     dataset=curve.dataset,
                     coverage=outcome.coverage,
@@ -413,7 +432,6 @@ class BNNClassifier:
                     model=self.name,
                     notes=curve.notes + reading.notes + outcome.notes + self._calibration_notes,
                     flatness_p=flatness_p_value(curve.intensity, curve.d_intensity),
-                    **self._optional_arguments(model_outcome),
                 )
             else:
                 result = ClassificationResult.error(curve.source, curve.dataset, outcome, curve.notes + reading.notes, model=self.name)
@@ -446,12 +464,19 @@ class BNNClassifier:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _optional_arguments(self, outcome: "_Outcome") -> dict[str, Any]:
-        """The keyword arguments of ``ClassificationResult.from_samples`` for this model's optional parts."""
+    def summarise(self, outcomes: "ModelOutcomes") -> SampleSummary:
+        """The numbers of the results of ``outcomes`` (all rows at once; failed rows are NaN and unused), with this
+        classifier's novelty rule, anomaly threshold and prediction sets."""
+        return summarise_samples(outcomes.samples, outcomes.novelty, self.novelty_threshold, anomaly_samples=outcomes.presence,
+                                 **self._optional_arguments())
+
+    def _optional_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~sasview_bnn_plugin.core.result.summarise_samples` for this model's optional
+        parts (but the anomaly samples)."""
         parts = self.optional_parts
         arguments: dict[str, Any] = {}
         if parts.anomalies is not None:
-            arguments.update(anomaly_samples=outcome.presence, anomaly_threshold=parts.anomalies.threshold)
+            arguments.update(anomaly_threshold=parts.anomalies.threshold)
         if self.set_threshold is not None:
             arguments.update(set_threshold=self.set_threshold, set_level=self.set_level)
         reference = self.novelty_reference
@@ -474,45 +499,27 @@ class BNNClassifier:
         """The model input of a curve (q read in ``q_unit``, else its own unit), or the :class:`Failure` saying why it is refused."""
         return _prepare_input(self.config, curve, q_unit)
 
-    def _prepare_readings(self, curve: Curve) -> list[tuple[QUnitReading, ModelInput | Failure]]:
-        """The reading(s) of a curve to run: one, or two when nobody gave its q unit and both units are plausible."""
-        return _prepare_readings(self.config, self.q_unit, curve)
-
-    def _choose_reading(self, answers: list[tuple[QUnitReading, Any, Any]]) -> tuple[QUnitReading, Any, Any]:
-        """The (reading, model input or refusal, model outcome) to report: the only one, or the one the model check keeps."""
+    def _choose_reading(self, answers: list[tuple[QUnitReading, Any, int | None]],
+                        summary: SampleSummary) -> tuple[QUnitReading, Any, int | None]:
+        """The (reading, model input or refusal, row of ``summary``) to report: the only one, or the one the model check keeps."""
         if len(answers) == 1:
             return answers[0]
-        verdicts = {reading.unit: self._verdict(outcome, model_outcome) for reading, outcome, model_outcome in answers}
+        verdicts = {reading.unit: self._verdict(outcome, row, summary) for reading, outcome, row in answers}
         first = answers[0][0]
         decision = decide_q_unit(first.resolution, verdicts, first.subject)
-        for reading, outcome, model_outcome in answers:
+        for reading, outcome, row in answers:
             if reading.unit == decision.unit:
                 reading.note, reading.uncertain = decision.note, decision.uncertain
-                return reading, outcome, model_outcome
+                return reading, outcome, row
         raise AssertionError("the q-unit decision chose a unit that was not tried")  # pragma: no cover
 
-    def _verdict(self, outcome: ModelInput | Failure, model_outcome: "_Outcome | None") -> ModelVerdict | str:
-        """The model's verdict on one reading (novelty decided exactly as in the results), or why it has none (the
-        failure's message, as :func:`~sasview_bnn_plugin.core.q_units.decide_q_unit` takes it)."""
-        if not isinstance(outcome, ModelInput) or model_outcome is None:
+    @staticmethod
+    def _verdict(outcome: ModelInput | Failure, row: int | None, summary: SampleSummary) -> ModelVerdict | str:
+        """The model's verdict on one reading (novelty decided exactly as in the results, before the flatness
+        test), or why it has none (the failure's message, as :func:`~sasview_bnn_plugin.core.q_units.decide_q_unit` takes it)."""
+        if not isinstance(outcome, ModelInput) or row is None:
             return str(outcome)
-        trial = ClassificationResult.from_samples(
-            model_outcome.samples,
-            model_outcome.novelty,
-            self.novelty_threshold,
-            file="",
-            dataset="",
-            coverage=outcome.coverage,
-            q_window=outcome.q_window,
-            n_points=outcome.n_points,
-            # the verdict depends on the novelty arguments only (not on the anomalies or the prediction set)
-            **{key: value for key, value in self._optional_arguments(model_outcome).items() if key in _VERDICT_ARGUMENTS},
-        )
-        return ModelVerdict(trial.novelty_score, bool(trial.is_novel), str(trial.label))
-
-
-#: The arguments of ``ClassificationResult.from_samples`` a q-unit verdict (novelty score, novel, label) depends on.
-_VERDICT_ARGUMENTS = frozenset({"novelty_calibration", "novelty_level"})
+        return ModelVerdict(float(summary.score[row]), bool(summary.model_novel[row]), CLASS_NAMES[int(summary.index[row])])
 
 #: Curves the model gave no usable answer for (they never get a label).
 _MODEL_FAILED = Failure("the model could not be run on this curve (onnxruntime reported an error, see the log); no label is given")
@@ -528,6 +535,37 @@ class _Outcome(NamedTuple):
     samples: np.ndarray
     novelty: float
     presence: np.ndarray | None = None
+
+
+class ModelOutcomes(Sequence):
+    """The model's answers for m inputs (:meth:`BNNClassifier.run_prepared`): the batch's arrays, float64 --
+    ``samples`` (m, S, 7), ``novelty`` (m,), ``presence`` (m, S, 6) clipped to [0, 1] or None -- and per input
+    the :class:`Failure` refusing its answer or None (a refused row is NaN). Item ``k`` is an :class:`_Outcome`
+    or that :class:`Failure`."""
+
+    def __init__(self, samples: np.ndarray, novelty: np.ndarray, presence: np.ndarray | None, failures: list[Failure | None]) -> None:
+        self.samples, self.novelty, self.presence, self.failures = samples, novelty, presence, failures
+
+    def __len__(self) -> int:
+        return len(self.failures)
+
+    def __getitem__(self, k: int) -> "_Outcome | Failure":  # type: ignore[override]
+        failure = self.failures[k]
+        if failure is not None:
+            return failure
+        return _Outcome(self.samples[k], float(self.novelty[k]), None if self.presence is None else self.presence[k])
+
+    def __iter__(self) -> Iterator["_Outcome | Failure"]:
+        return (self[k] for k in range(len(self)))
+
+    @staticmethod
+    def concatenate(parts: Sequence["ModelOutcomes"]) -> "ModelOutcomes":
+        """The outcomes of ``parts`` one after the other."""
+        if len(parts) == 1:
+            return parts[0]
+        presence = None if parts[0].presence is None else np.concatenate([p.presence for p in parts])
+        return ModelOutcomes(np.concatenate([p.samples for p in parts]), np.concatenate([p.novelty for p in parts]), presence,
+                             [f for p in parts for f in p.failures])
 _INTERNAL_ERROR = Failure("sasview-bnn failed while preparing this curve (an internal error, see the log; please report it with the file)")
 
 
@@ -553,23 +591,39 @@ def _curve_from_arrays(q: Any, intensity: Any, d_intensity: Any, dq: Any, q_unit
     )
 
 
-def _checked_outcome(samples: np.ndarray, novelty: Any, presence: np.ndarray | None = None) -> _Outcome | Failure:
-    """The outcome if samples (S, 7) and presence (S, 6) are finite probabilities and the novelty score finite,
-    else the :class:`Failure` refusing them."""
-    samples = np.asarray(samples, dtype=np.float64)
-    if not np.isfinite(samples).all():
-        return _NON_FINITE
-    if samples.min() < -1e-4 or samples.max() > 1 + 1e-4 or not np.allclose(samples.sum(axis=1), 1.0, atol=1e-3):
-        return _NOT_PROBABILITIES
-    score = float(novelty)
-    if not np.isfinite(score):
-        return _BAD_NOVELTY
-    if presence is not None:
-        presence = np.asarray(presence, dtype=np.float64)
-        if not np.isfinite(presence).all() or presence.min() < -1e-4 or presence.max() > 1 + 1e-4:
-            return _BAD_PRESENCE
-        presence = np.clip(presence, 0.0, 1.0)
-    return _Outcome(samples, score, presence)
+def _checked_outcomes(samples: np.ndarray, novelty: np.ndarray, presence: np.ndarray | None = None) -> ModelOutcomes:
+    """The outcomes of a model call on n inputs, each checked (with numpy over the batch): samples (n, S, 7) and
+    presence (n, S, 6) must be finite probabilities (each sample's classes summing to 1 within 1e-3) and the
+    novelty scores (n,) finite, else that input's :class:`Failure` (the first that applies of: non-finite,
+    not probabilities, bad novelty, bad presence) and a NaN row."""
+    samples = np.array(samples, dtype=np.float64)
+    scores = np.array(novelty, dtype=np.float64).reshape(-1)
+    n = samples.shape[0]
+    with np.errstate(invalid="ignore", over="ignore"):
+        finite = np.isfinite(samples).reshape(n, -1).all(axis=1)
+        flat = samples.reshape(n, -1)
+        in_range = (flat.min(axis=1, initial=np.inf) >= -1e-4) & (flat.max(axis=1, initial=-np.inf) <= 1 + 1e-4)
+        sums = samples.sum(axis=2)
+        normalised = ((np.abs(sums - 1.0) <= 1e-3 + 1e-5 * 1.0) | (sums == 1.0)).all(axis=1)  # np.allclose(sums, 1, atol=1e-3)
+        checks = [(finite, _NON_FINITE), (in_range & normalised, _NOT_PROBABILITIES), (np.isfinite(scores), _BAD_NOVELTY)]
+        if presence is not None:
+            presence = np.array(presence, dtype=np.float64)
+            flat_presence = presence.reshape(n, -1)
+            usable = (np.isfinite(flat_presence).all(axis=1) & (flat_presence.min(axis=1, initial=np.inf) >= -1e-4)
+                      & (flat_presence.max(axis=1, initial=-np.inf) <= 1 + 1e-4))
+            checks.append((usable, _BAD_PRESENCE))
+            np.clip(presence, 0.0, 1.0, out=presence)
+    failures: list[Failure | None] = [None] * n
+    for passed, failure in reversed(checks):  # the first check that fails names the failure
+        for k in np.flatnonzero(~passed):
+            failures[k] = failure
+    failed = np.array([f is not None for f in failures], dtype=bool)
+    if failed.any():
+        samples[failed] = np.nan
+        scores[failed] = np.nan
+        if presence is not None:
+            presence[failed] = np.nan
+    return ModelOutcomes(samples, scores, presence, failures)
 
 
 def _first_line(err: BaseException) -> str:
@@ -587,8 +641,34 @@ class PreparedCurve(NamedTuple):
 def prepare_curves(curves: Iterable[Curve], config: PreprocessingConfig, q_unit: str = "auto") -> list[PreparedCurve]:
     """:meth:`BNNClassifier.prepare` without a classifier (no model, no session; no plugins' raw-curve steps):
     for another process, given the classifier's ``config`` and ``q_unit``. The same inputs, bit for bit."""
-    setting = q_unit_setting(q_unit)
-    return [PreparedCurve(curve, _prepare_readings(config, setting, curve)) for curve in curves]
+    return _prepare_many(config, list(curves), q_unit_setting(q_unit))
+
+
+class _ToPrepare(NamedTuple):
+    """A reading still to be mapped onto the model input: q read in ``unit`` (None: the curve's own unit)."""
+
+    unit: str | None
+
+
+def _prepare_many(config: PreprocessingConfig, curves: Sequence[Curve], q_unit: str) -> list[PreparedCurve]:
+    """Each curve with the model input(s) of its reading(s) (``q_unit`` the classifier's setting): the readings
+    chosen curve by curve, then all their inputs mapped at once
+    (:func:`~sasview_bnn_plugin.core.preprocessing.prepare_many`: the inputs of one curve at a time, bit for bit)."""
+    plans = [_plan_readings(q_unit, curve) for curve in curves]
+    jobs = [(curve, step.unit) for curve, plan in zip(curves, plans) for _, step in plan if isinstance(step, _ToPrepare)]
+    inputs = iter(_prepare_inputs(config, jobs))
+    return [PreparedCurve(curve, [(reading, next(inputs) if isinstance(step, _ToPrepare) else step) for reading, step in plan])
+            for curve, plan in zip(curves, plans)]
+
+
+def _prepare_inputs(config: PreprocessingConfig, jobs: Sequence[tuple[Curve, str | None]]) -> list[ModelInput | Failure]:
+    """The model inputs of (curve, unit) pairs (q read in ``unit``, else the curve's own unit), or the :class:`Failure`
+    saying why each is refused."""
+    try:
+        outcomes = prepare_many([(curve.q, curve.intensity, curve.d_intensity, unit or curve.q_unit) for curve, unit in jobs], config)
+    except Exception:  # a bug, not a curve's fault: one at a time, so that only the curve at fault gets the internal error
+        return [_prepare_input(config, curve, unit) for curve, unit in jobs]
+    return [Failure(str(outcome)) if isinstance(outcome, CurveError) else outcome for outcome in outcomes]
 
 
 def _prepare_input(config: PreprocessingConfig, curve: Curve, q_unit: str | None = None) -> ModelInput | Failure:
@@ -605,9 +685,9 @@ def _prepare_input(config: PreprocessingConfig, curve: Curve, q_unit: str | None
     return model_input
 
 
-def _prepare_readings(config: PreprocessingConfig, q_unit: str, curve: Curve) -> list[tuple[QUnitReading, ModelInput | Failure]]:
+def _plan_readings(q_unit: str, curve: Curve) -> list[tuple[QUnitReading, _ToPrepare | Failure]]:
     """The reading(s) of a curve to run: one, or two when nobody gave its q unit and both units are plausible
-    (``q_unit`` the classifier's setting: "auto", "1/A" or "1/nm")."""
+    (``q_unit`` the classifier's setting: "auto", "1/A" or "1/nm"); each still to be mapped, or the failure refusing it."""
     if curve.failure is not None:
         return [(QUnitReading(None, curve.q_unit_source or "assumed"), curve.failure)]
     if curve.q_unit_source != "assumed":
@@ -615,12 +695,12 @@ def _prepare_readings(config: PreprocessingConfig, q_unit: str, curve: Curve) ->
             unit = canonical_q_unit(curve.q_unit)
         except CurveError:  # the preprocessing refuses it and says so
             unit = None
-        return [(QUnitReading(unit, curve.q_unit_source or "file"), _prepare_input(config, curve))]
+        return [(QUnitReading(unit, curve.q_unit_source or "file"), _ToPrepare(None))]
     subject = "q unit not given in the file" if curve.source else "q unit not given"
     try:
         if q_unit != "auto":
             note = forced_note(q_unit, curve.q, curve.intensity, subject)
-            return [(QUnitReading(q_unit, "user", note), _prepare_input(config, curve, q_unit))]
+            return [(QUnitReading(q_unit, "user", note), _ToPrepare(q_unit))]
         try:
             preferred = canonical_q_unit(curve.q_unit)
         except CurveError:
@@ -631,8 +711,8 @@ def _prepare_readings(config: PreprocessingConfig, q_unit: str, curve: Curve) ->
         return [(QUnitReading(None, "assumed"), _INTERNAL_ERROR)]
     if not resolution.needs_model:
         decision = decide_q_unit(resolution, subject=subject)
-        return [(QUnitReading(decision.unit, "assumed", decision.note), _prepare_input(config, curve, decision.unit))]
+        return [(QUnitReading(decision.unit, "assumed", decision.note), _ToPrepare(decision.unit))]
     return [
-        (QUnitReading(unit, "assumed", resolution=resolution, subject=subject), _prepare_input(config, curve, unit))
+        (QUnitReading(unit, "assumed", resolution=resolution, subject=subject), _ToPrepare(unit))
         for unit in resolution.candidates
     ]
