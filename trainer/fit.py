@@ -34,7 +34,7 @@ from sasview_bnn_plugin import __version__
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, N_CLASSES, class_index
 
 from .evaluation.metrics import classification_summary, presence_summary
-from .features import FeatureFile, build_features, family_membership, split_rows
+from .features import PREPARE_BATCH, FeatureFile, build_features, family_membership, split_rows
 from .network import NetworkConfig, pack_members
 from .posterior import LOSSES, METHODS, Posterior, build_posterior, posterior_from_spec
 
@@ -48,17 +48,16 @@ LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 def outlier_pool(n: int, seed: int, preprocessing_json: str) -> np.ndarray:
     """Features (n, channels, bins) float32 of ``n`` synthetic outliers, with the run's preprocessing."""
-    from sasview_bnn_plugin.core.preprocessing import CurveError, PreprocessingConfig, prepare_curve
+    from sasview_bnn_plugin.core.preprocessing import CurveError, PreprocessingConfig, prepare_many
 
     from .simulation.outliers import outlier_curves
 
     cfg = PreprocessingConfig.from_json(preprocessing_json)
+    curves = list(outlier_curves(n, seed))
     rows = []
-    for curve in outlier_curves(n, seed):
-        try:
-            rows.append(prepare_curve(curve.q, curve.intensity, curve.d_intensity, curve.q_unit, cfg).features)
-        except CurveError:
-            continue
+    for first in range(0, len(curves), PREPARE_BATCH):
+        outcomes = prepare_many([(c.q, c.intensity, c.d_intensity, c.q_unit) for c in curves[first : first + PREPARE_BATCH]], cfg)
+        rows.extend(o.features for o in outcomes if not isinstance(o, CurveError))
     return np.stack(rows)
 
 
