@@ -61,6 +61,7 @@ own, and the label is the most visible anomaly. The primary anomaly's score
 is re-measured after additive secondaries; a mixture that hides it is
 dropped for the single-anomaly curve.
 
+Every range drawn from is in the class's parameter table, :mod:`.specs`.
 All internal q are in 1/Å; the stored curve is converted to its random unit.
 """
 
@@ -74,10 +75,11 @@ import numpy as np
 
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 
-from . import criteria as crit
+from . import criteria as crit, specs
 from .instrument import Instrument, counting_noise, draw_instrument, interpolate_loglog
 from .record import SimulatedCurve
 from .shapes import COMPACT_SHAPES, SHAPES, ShapeDraw, ShapeSpec, call_model, draw_shape, evaluate_shape, load_model
+from .specs import LATTICES, log_uniform as _log_uniform
 
 #: Bump whenever the physics of the simulation changes.
 SIMULATOR_VERSION = "2.2.0"
@@ -119,14 +121,10 @@ class Simulation:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-
-
-def _place_rg(instrument: Instrument, rng: np.random.Generator, lo: float = 0.08, hi: float = 0.65) -> float:
-    """An Rg (Å) whose knee q ≈ 0.87/Rg sits at a random log-position in [lo, hi] of the window."""
+def _place_rg(instrument: Instrument, rng: np.random.Generator, position: specs.Parameter = specs.KNEE_POSITION) -> float:
+    """An Rg (Å) whose knee q ≈ 0.87/Rg sits at a random log-position of the window, drawn from ``position``."""
     q = instrument.q
-    u = rng.uniform(lo, hi)
+    u = position.draw(rng)
     return 0.87 / (q[0] * (q[-1] / q[0]) ** u)
 
 
@@ -171,7 +169,7 @@ def _finish(draft: Draft, signal: np.ndarray, rng: np.random.Generator, *, offse
     peak = float(np.max(signal))
     if not peak > 0 or not np.all(np.isfinite(signal)):
         raise Rejected("signal not positive")
-    scale = _log_uniform(rng, 1e-2, 1e4) / peak
+    scale = specs.INTENSITY["intensity_scale"].draw(rng) / peak
     signal = signal * scale
     offset = offset * scale
     background = inst.background_ratio * peak * scale
@@ -209,7 +207,7 @@ def _clean_checks(draft: Draft, expected: np.ndarray, noisy: np.ndarray, d_i: np
 def _clean(rng: np.random.Generator) -> Outcome:
     inst = draw_instrument(rng)
     draft = Draft(inst)
-    shape, grid, values, knee = _particle(inst, rng)
+    shape, grid, values, knee = _particle(inst, rng, rg=_place_rg(inst, rng, specs.CLEAN["knee_position"]))
     draft.params.update(shape.record())
     draft.criteria.update(knee)
     smeared = _smear(inst, grid, values)
@@ -229,11 +227,9 @@ def _clean(rng: np.random.Generator) -> Outcome:
 #: An anomaly counts only if a person could see it: a weak low-q rise over two or three points,
 #: one spike, a 10 % step, a slightly low point at the beamstop edge is still ``clean``. Without
 #: such curves the network learns "any hint of an upturn is aggregation" (real data: conalbumin).
-NEAR_MISS_PROBABILITY = 0.35
-#: Kinds of near miss and how often each is drawn.
-NEAR_MISS_KINDS: dict[str, float] = {"weak_upturn": 0.25, "weak_structure": 0.15, "minor_population": 0.15,
-                                     "few_spikes": 0.1, "small_step": 0.1, "edge_point": 0.1, "low_q_dip": 0.1,
-                                     "background_offset": 0.05}
+NEAR_MISS_PROBABILITY = specs.CLEAN["near_miss"].probability
+#: Kinds of near miss and how often each is drawn (their tables: :data:`.specs.NEAR_MISSES`).
+NEAR_MISS_KINDS: dict[str, float] = specs.weights(specs.NEAR_MISSES)
 #: Tries per near miss before the clean curve goes without one.
 NEAR_MISS_ATTEMPTS = 4
 
@@ -246,13 +242,14 @@ def _lay_near_miss(kind: str, m: Measured, draft: Draft, shape: ShapeDraw, rng: 
     signal = m.expected - background
     before = m.expected.copy()
     kind_points = crit.VISIBLE_MIN_POINTS
+    table = specs.NEAR_MISSES[kind] if kind in specs.NEAR_MISSES else None
     if kind == "weak_upturn":
         grid = inst.model_grid()
         values, _ = _aggregate_component(rng, grid, float(q[0]), shape.rg_target)
         agg = _smear(inst, grid, values)
         if not (signal[0] > 0 and agg[0] > 1e-250):
             raise Rejected("no upturn possible")
-        agg = agg * float(rng.uniform(0.05, 0.9)) * signal[0] / agg[0]
+        agg = agg * table["excess_at_q_min"].draw(rng) * signal[0] / agg[0]
         ratio, slope = crit.upturn(q, signal, agg)
         if crit.aggregation_visible(ratio, slope):
             raise Rejected("upturn would be visible")
@@ -261,7 +258,7 @@ def _lay_near_miss(kind: str, m: Measured, draft: Draft, shape: ShapeDraw, rng: 
     elif kind == "weak_structure":
         # Sphere-equivalent radius from Rg (R = sqrt(5/3) Rg) for shapes without a hard-sphere radius.
         radius = shape.spec.outer_radius(shape.params) if shape.spec.outer_radius else math.sqrt(5 / 3) * shape.rg_target
-        pars = {"radius_effective": radius * float(rng.uniform(1.0, 1.15)), "volfraction": float(rng.uniform(0.005, 0.06))}
+        pars = table.draw(rng, radius=radius)
         s_q = call_model("hardsphere", q, pars)
         if not np.all(np.isfinite(s_q)) or np.any(s_q <= 0):
             raise Rejected("structure factor failed")
@@ -271,40 +268,41 @@ def _lay_near_miss(kind: str, m: Measured, draft: Draft, shape: ShapeDraw, rng: 
         m.add(signal * (s_q - 1.0))
         draft.criteria["near_miss_s_q_min"] = s_min
     elif kind == "minor_population":
-        other = draw_shape(shape.rg_target * _log_uniform(rng, 0.05, 0.3) ** (1 if rng.random() < 0.7 else -1), rng)
+        other = draw_shape(shape.rg_target * table["rg_ratio"].draw(rng) ** (1 if table["smaller"].draw(rng) else -1), rng)
         grid = inst.model_grid()
         term = _smear(inst, grid, evaluate_shape(other, grid))
         if not np.all(np.isfinite(term)) or not np.max(term) > 0:
             raise Rejected("second population failed")
         # Scaled to reach 0.5-6 sigma at its strongest point: near, not across, the visibility line.
-        term = term / np.max(term / m.d_i) * float(rng.uniform(0.5, 6.0))
+        term = term / np.max(term / m.d_i) * table["peak_sigma"].draw(rng)
         m.add(term)
         draft.params.update(other.record("near_miss_"))
     elif kind == "few_spikes":
-        k = int(rng.choice([1, 2]))
+        k = table["count"].draw(rng)
         idx = rng.choice(np.arange(2, n - 2), size=k, replace=False)
         extra = m.extra.copy()
-        extra[idx] += np.where(rng.random(k) < 0.8, 1.0, -1.0) * np.maximum(
-            rng.uniform(6.0, 40.0, k) * m.d_i[idx], rng.uniform(0.25, 1.5, k) * np.abs(m.expected[idx]))
+        extra[idx] += np.where(table["upward"].draw(rng, k), 1.0, -1.0) * np.maximum(
+            table["size_sigma"].draw(rng, k) * m.d_i[idx], table["size_relative"].draw(rng, k) * np.abs(m.expected[idx]))
         m.extra = extra
         kind_points = crit.VISIBLE_MIN_SPIKE_POINTS
         if crit.spikes_visible(crit.spike_count(m.noisy, m.expected, m.d_i), n) and k >= kind_points:
             raise Rejected("spikes would be visible")
     elif kind == "small_step":
-        boundary = int(rng.integers(max(int(0.2 * n), 8), max(min(int(0.8 * n), n - 8), max(int(0.2 * n), 8) + 1)))
-        m.multiply(_log_uniform(rng, 1.02, 1.2) ** (1 if rng.random() < 0.5 else -1), boundary)
+        first, last = table["boundary"].bounds(n)
+        boundary = int(rng.integers(first, max(last, first + 1)))
+        m.multiply(table["factor"].draw(rng) ** (1 if table["up"].draw(rng) else -1), boundary)
         if crit.step_factor(m.noisy, before, m.d_i, boundary) >= crit.STEP_MIN_FACTOR:
             raise Rejected("step would be visible")
     elif kind == "edge_point":
-        k = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
+        k = table["count"].draw(rng)
         values = m.expected.copy()
-        values[:k] = values[:k] * rng.uniform(0.8, 0.97, k) ** np.where(rng.random(k) < 0.75, 1.0, -1.0)
+        values[:k] = values[:k] * table["factor"].draw(rng, k) ** np.where(table["low"].draw(rng, k), 1.0, -1.0)
         m.expected = values
         kind_points = crit.VISIBLE_MIN_EDGE_POINTS
     elif kind == "low_q_dip":
-        affected = max(2, int(round(n * rng.uniform(0.01, 0.05))))
+        affected = max(2, int(round(n * table["affected_fraction"].draw(rng))))
         transmission = np.ones(n)
-        t0 = float(rng.uniform(0.6, 0.95))
+        t0 = table["transmission"].draw(rng)
         transmission[:affected] = t0 + (1 - t0) * np.arange(affected) / affected
         m.multiply(transmission)
         factor, frac = crit.low_q_distortion(m.expected, before)
@@ -314,7 +312,7 @@ def _lay_near_miss(kind: str, m: Measured, draft: Draft, shape: ShapeDraw, rng: 
         floor = float(np.min(m.expected[-max(n // 10, 3):]))
         if not floor > 0:
             raise Rejected("no positive high-q floor")
-        m.expected = m.expected - float(rng.uniform(0.2, 0.9)) * floor
+        m.expected = m.expected - table["fraction"].draw(rng) * floor
     else:
         raise ValueError(f"unknown near-miss kind {kind!r}")
     with_fault = m.noisy - m.z * m.d_i if kind == "few_spikes" else m.expected
@@ -346,15 +344,9 @@ def _near_miss(m: Measured, draft: Draft, shape: ShapeDraw, rng: np.random.Gener
 
 
 def _aggregate_component(rng: np.random.Generator, grid: np.ndarray, q_min: float, rg: float) -> tuple[np.ndarray, dict[str, float | str]]:
-    kind = ("power_law", "mass_fractal", "surface_fractal")[int(rng.choice(3, p=[0.6, 0.2, 0.2]))]
-    if kind == "power_law":
-        pars = {"power": float(rng.uniform(1.5, 4.0))}
-    elif kind == "mass_fractal":
-        pars = {"radius": rg * float(rng.uniform(0.2, 0.6)), "fractal_dim_mass": float(rng.uniform(1.6, 3.0)),
-                "cutoff_length": float(rng.uniform(3.0, 30.0)) / q_min}
-    else:
-        pars = {"radius": rg * float(rng.uniform(0.2, 0.6)), "fractal_dim_surf": float(rng.uniform(2.0, 2.9)),
-                "cutoff_length": float(rng.uniform(3.0, 30.0)) / q_min}
+    """An aggregate model of :data:`.specs.AGGREGATES` (drawn by weight) with its parameters, on ``grid``."""
+    kind = _draw_kind(AGGREGATE_MODELS, rng)
+    pars = specs.AGGREGATES[kind].draw(rng, rg=rg, q_min=q_min)
     values = call_model(kind, grid, pars)
     record: dict[str, float | str] = {"aggregate_model": kind}
     record.update({f"aggregate_{k}": v for k, v in pars.items()})
@@ -365,7 +357,7 @@ def _aggregation(rng: np.random.Generator) -> Outcome:
     inst = draw_instrument(rng)
     draft = Draft(inst)
     # Knee in the upper part of the window, leaving room for the upturn below it.
-    shape, grid, values, knee = _particle(inst, rng, rg=_place_rg(inst, rng, 0.25, 0.7))
+    shape, grid, values, knee = _particle(inst, rng, rg=_place_rg(inst, rng, specs.AGGREGATION["knee_position"]))
     draft.params.update(shape.record())
     draft.criteria.update(knee)
     aggregate, record = _aggregate_component(rng, grid, float(inst.q[0]), shape.rg_target)
@@ -378,10 +370,11 @@ def _aggregation(rng: np.random.Generator) -> Outcome:
     # aggregate below the particle at the particle's knee.
     k = int(np.searchsorted(inst.q, knee["knee_q"]))
     allowed = (1 - crit.UPTURN_MIN_KNEE_SHARE) / crit.UPTURN_MIN_KNEE_SHARE
-    ceiling = min(199.0, 0.95 * allowed * (clean_s[k] / agg_s[k]) * (agg_s[0] / clean_s[0]))
-    if ceiling <= 1.2:
+    excess = specs.AGGREGATION["excess_at_q_min"]
+    ceiling = min(excess.high, 0.95 * allowed * (clean_s[k] / agg_s[k]) * (agg_s[0] / clean_s[0]))
+    if ceiling <= excess.low:
         raise Rejected("no upturn is both visible and below the knee")
-    target = _log_uniform(rng, 1.2, ceiling)
+    target = _log_uniform(rng, excess.low, ceiling)
     factor = target * clean_s[0] / agg_s[0]
     aggregate = aggregate * factor
     agg_s = agg_s * factor
@@ -401,8 +394,10 @@ def _aggregation(rng: np.random.Generator) -> Outcome:
     return draft, expected, noisy, d_i
 
 
-#: Structure factors of concentrated particles and how often each is drawn.
-STRUCTURE_FACTORS: dict[str, float] = {"hardsphere": 0.35, "hayter_msa": 0.3, "stickyhardsphere": 0.2, "squarewell": 0.15}
+#: Aggregate models and how often each is drawn (their tables: :data:`.specs.AGGREGATES`).
+AGGREGATE_MODELS: dict[str, float] = specs.weights(specs.AGGREGATES)
+#: Structure factors of concentrated particles and how often each is drawn (their tables: :data:`.specs.STRUCTURE_FACTORS`).
+STRUCTURE_FACTORS: dict[str, float] = specs.weights(specs.STRUCTURE_FACTORS)
 
 
 def _draw_structure_factor(radius: float, rng: np.random.Generator) -> tuple[str, dict[str, float]]:
@@ -413,26 +408,14 @@ def _draw_structure_factor(radius: float, rng: np.random.Generator) -> tuple[str
     spheres (Baxter) and a square well, whose low-q rise is the taxonomy's
     S(q_min) >= 1.4.
     """
-    names = list(STRUCTURE_FACTORS)
-    weights = np.array(list(STRUCTURE_FACTORS.values()))
-    model = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-    if model == "hardsphere":
-        return model, {"radius_effective": radius * float(rng.uniform(1.0, 1.15)), "volfraction": float(rng.uniform(0.1, 0.5))}
-    if model == "hayter_msa":
-        return model, {"radius_effective": radius * float(rng.uniform(1.0, 1.1)), "volfraction": float(rng.uniform(0.1, 0.4)),
-                       "charge": float(rng.uniform(5.0, 80.0)), "temperature": 298.15,
-                       "concentration_salt": _log_uniform(rng, 1e-4, 5e-2), "dielectconst": 78.4}
-    if model == "stickyhardsphere":
-        return model, {"radius_effective": radius * float(rng.uniform(1.0, 1.1)), "volfraction": float(rng.uniform(0.1, 0.35)),
-                       "perturb": float(rng.uniform(0.02, 0.1)), "stickiness": _log_uniform(rng, 0.08, 1.0)}
-    return model, {"radius_effective": radius * float(rng.uniform(1.0, 1.1)), "volfraction": float(rng.uniform(0.1, 0.35)),
-                   "welldepth": float(rng.uniform(0.3, 1.5)), "wellwidth": float(rng.uniform(1.05, 1.5))}
+    model = _draw_kind(STRUCTURE_FACTORS, rng)
+    return model, specs.STRUCTURE_FACTORS[model].draw(rng, radius=radius)
 
 
 def _interparticle(rng: np.random.Generator) -> Outcome:
     inst = draw_instrument(rng)
     draft = Draft(inst)
-    shape, grid, values, knee = _particle(inst, rng, COMPACT_SHAPES, rg=_place_rg(inst, rng, 0.05, 0.55))
+    shape, grid, values, knee = _particle(inst, rng, COMPACT_SHAPES, rg=_place_rg(inst, rng, specs.INTERPARTICLE["knee_position"]))
     draft.params.update(shape.record())
     draft.criteria.update(knee)
     radius = shape.spec.outer_radius(shape.params)
@@ -460,19 +443,6 @@ def _interparticle(rng: np.random.Generator) -> Outcome:
     return draft, expected, noisy, d_i
 
 
-#: Bragg peak position ratios q_hkl/q_1 of common mesophases.
-LATTICES: dict[str, tuple[float, ...]] = {
-    "lamellar": (1.0, 2.0, 3.0, 4.0, 5.0),
-    "hexagonal": tuple(math.sqrt(x) for x in (1, 3, 4, 7, 9, 12)),
-    "simple_cubic": tuple(math.sqrt(x) for x in (1, 2, 3, 4, 5, 6)),
-    "bcc": tuple(math.sqrt(x / 2) for x in (2, 4, 6, 8, 10, 12)),
-    "fcc": tuple(math.sqrt(x / 3) for x in (3, 4, 8, 11, 12, 16)),
-    "Pn3m": tuple(math.sqrt(x / 2) for x in (2, 3, 4, 6, 8, 9)),
-    "Ia3d": tuple(math.sqrt(x / 6) for x in (6, 8, 14, 16, 20, 22)),
-    "Im3m": tuple(math.sqrt(x / 2) for x in (2, 4, 6, 8, 10, 12, 14, 16)),
-}
-
-
 def _unit_peak(lorentz: bool, relative_sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """One sasmodels peak at q = 1 with relative width ``relative_sigma``, on a fine x = q/q_peak grid.
 
@@ -490,20 +460,21 @@ def _unit_peak(lorentz: bool, relative_sigma: float) -> tuple[np.ndarray, np.nda
 
 
 def _ordered(rng: np.random.Generator) -> Outcome:
-    relative_sigma = _log_uniform(rng, 0.004, 0.02)  # Gaussian sigma/q; FWHM/q = 2.355 x
+    spec = specs.ORDERED
+    relative_sigma = spec["peak_relative_sigma"].draw(rng)  # Gaussian sigma/q; FWHM/q = 2.355 x
     inst = draw_instrument(rng, max_relative_step=relative_sigma / 1.5)
     draft = Draft(inst)
     q = inst.q
-    q1 = float(q[0] * (q[-1] / q[0]) ** rng.uniform(0.08, 0.65))
+    q1 = float(q[0] * (q[-1] / q[0]) ** spec["first_peak_position"].draw(rng))
     grid = inst.model_grid()
-    if rng.random() < 0.15:
+    if spec["lamellar_stack"].draw(rng):
         lattice = "lamellar"
         d = 2 * math.pi / q1
-        thickness = d * float(rng.uniform(0.15, 0.6))
-        sld, solvent = float(rng.uniform(-0.5, 1.5)), float(rng.uniform(3.0, 6.4))
         # sigma_d is sasmodels' *relative* spread of the layer spacing.
-        pars = {"thickness": thickness, "Nlayers": float(rng.integers(25, 81)), "d_spacing": d,
-                "sigma_d": float(rng.uniform(0.0, 0.05)), "sld": sld, "sld_solvent": solvent}
+        layers = spec.options["lamellar_stack"].draw(rng, d_spacing=d)
+        thickness, sld, solvent = layers["thickness"], layers["sld"], layers["sld_solvent"]
+        pars = {"thickness": thickness, "Nlayers": layers["Nlayers"], "d_spacing": d,
+                "sigma_d": layers["sigma_d"], "sld": sld, "sld_solvent": solvent}
         qc = inst.q_calc
         stack = np.maximum(call_model("lamellar_stack_paracrystal", qc, pars), 0.0)
         # Underlying curve: the same bilayers without interference (Z_N = 1), i.e. sasmodels'
@@ -516,14 +487,16 @@ def _ordered(rng: np.random.Generator) -> Outcome:
         relative_width = crit.peak_relative_width(qc, stack / single, q1)
         positions = q1 * np.asarray(LATTICES["lamellar"])
     else:
+        peaks_spec = spec.options["bragg_peaks"]
         lattice = list(LATTICES)[int(rng.integers(len(LATTICES)))]
-        shape, grid, values, knee = _particle(inst, rng, require_knee=False)
+        shape, grid, values, knee = _particle(inst, rng, require_knee=False,
+                                              rg=_place_rg(inst, rng, peaks_spec["knee_position"]))
         draft.params.update(shape.record())
         positions = q1 * np.asarray(LATTICES[lattice])
         positions = positions[positions <= q[-1] * 1.2]
         base_q = interpolate_loglog(grid, values, positions)
         qc = inst.q_calc
-        lorentz = rng.random() < 0.4
+        lorentz = peaks_spec["lorentzian"].draw(rng)
         # Peak height over the underlying curve chosen for the *observed* (smeared) contrast.
         # Pinhole smearing of relative width r lowers a peak of relative width s by s/sqrt(s^2 + r^2);
         # a slit of length L keeps the fraction sqrt(2 s) q1 / L of it (the chord through the peak).
@@ -531,18 +504,18 @@ def _ordered(rng: np.random.Generator) -> Outcome:
             reduction = relative_sigma / math.hypot(relative_sigma, inst.dq_over_q)
         else:
             reduction = min(1.0, math.sqrt(2 * relative_sigma) * q1 / inst.slit_length)
-        observed = _log_uniform(rng, 2.5, 50.0)
+        observed = peaks_spec["peak_contrast"].draw(rng)
         height = observed / reduction
-        decay = float(rng.uniform(0.2, 0.9))
+        decay = peaks_spec["peak_decay"].draw(rng)
         # Paracrystalline disorder broadens higher orders: width_n = width_1 (1 + g (h_n^2 - 1)),
         # h_n = q_n / q_1 (g = 0: a perfect lattice, width set by the grain size only).
-        growth = float(rng.uniform(0.0, 0.3)) if rng.random() < 0.5 else 0.0
+        growth = peaks_spec["peak_broadening"].draw(rng) if peaks_spec["broadened"].draw(rng) else 0.0
         draft.params["peak_broadening"] = growth
         profile_x, profile = _unit_peak(lorentz, relative_sigma)
         peaks = np.zeros_like(qc)
         for n, (p, b) in enumerate(zip(positions, base_q)):
             widen = 1.0 + growth * ((p / q1) ** 2 - 1.0)
-            amp = b * height * decay**n * float(rng.uniform(0.5, 1.5)) / math.sqrt(widen)
+            amp = b * height * decay**n * peaks_spec["peak_amplitude"].draw(rng) / math.sqrt(widen)
             peaks += amp * np.interp((qc / p - 1.0) / widen + 1.0, profile_x, profile, left=0.0, right=0.0)
         base = _smear(inst, grid, values)
         with_peaks = _smear(inst, grid, values, peaks)
@@ -588,8 +561,8 @@ def _bimodal(rng: np.random.Generator) -> Outcome:
     inst = draw_instrument(rng, min_decades=1.2)
     draft = Draft(inst)
     q = inst.q
-    rg_large = _place_rg(inst, rng, 0.03, 0.4)
-    ratio = _log_uniform(rng, 3.2, 20.0)
+    rg_large = _place_rg(inst, rng, specs.BIMODAL["knee_position"])
+    ratio = specs.BIMODAL["rg_ratio"].draw(rng)
     rg_small = rg_large / ratio
     large = draw_shape(rg_large, rng)
     small = draw_shape(rg_small, rng)
@@ -638,13 +611,13 @@ def _oversubtracted(rng: np.random.Generator) -> Outcome:
     inst = draw_instrument(rng)
     draft = Draft(inst)
     q = inst.q
-    shape, grid, values, knee = _particle(inst, rng)
+    shape, grid, values, knee = _particle(inst, rng, rg=_place_rg(inst, rng, specs.OVERSUBTRACTED["knee_position"]))
     draft.params.update(shape.record())
     draft.criteria.update(knee)
     smeared = _smear(inst, grid, values)
     n = q.size
-    crossing = int(round(n * (1 - rng.uniform(0.12, 0.6))))
-    delta = float(np.max(smeared[crossing:])) * float(rng.uniform(1.05, 1.6))
+    crossing = int(round(n * (1 - specs.OVERSUBTRACTED["negative_fraction"].draw(rng))))
+    delta = float(np.max(smeared[crossing:])) * specs.OVERSUBTRACTED["depth"].draw(rng)
     expected, noisy, d_i, scale = _finish(draft, smeared, rng, offset=delta, force_background="subtracted")
     draft.params["oversubtraction"] = delta * scale
     draft.params["oversubtraction_over_background"] = delta * scale / draft.params["true_background"]
@@ -663,9 +636,8 @@ def _oversubtracted(rng: np.random.Generator) -> Outcome:
     return draft, expected, noisy, d_i
 
 
-#: Instrument and reduction faults, and how often each is drawn.
-ARTEFACT_KINDS: dict[str, float] = {"spikes": 0.2, "step": 0.2, "beamstop": 0.15, "parasitic": 0.15,
-                                    "edge_points": 0.2, "cell_residue": 0.1}
+#: Instrument and reduction faults, and how often each is drawn (their tables: :data:`.specs.ARTEFACTS`).
+ARTEFACT_KINDS: dict[str, float] = specs.weights(specs.ARTEFACTS)
 
 
 @dataclass
@@ -717,19 +689,20 @@ def _apply_artefact(m: Measured, kind: str, rng: np.random.Generator, params: di
     n = q.size
     params["artefact"] = kind
     before = m.expected.copy()
+    table = specs.ARTEFACTS[kind] if kind in specs.ARTEFACTS else None
     if kind in ("beamstop", "parasitic"):
-        affected = max(2, int(round(n * rng.uniform(0.02, 0.08))))
+        affected = max(2, int(round(n * table["affected_fraction"].draw(rng))))
         params["affected_points"] = float(affected)
         signal = m.expected - params.get("background", 0.0)
         if kind == "beamstop":
-            t0 = float(rng.uniform(0.02, 0.4))
-            ramp = (np.arange(affected) / affected) ** float(rng.uniform(1.0, 3.0))
+            t0 = table["transmission"].draw(rng)
+            ramp = (np.arange(affected) / affected) ** table["ramp_power"].draw(rng)
             transmission = np.ones(n)
             transmission[:affected] = t0 + (1 - t0) * ramp
             m.multiply(transmission)
             params["beamstop_transmission"] = t0
         else:
-            a = _log_uniform(rng, 1.5, 30.0)
+            a = table["amplitude"].draw(rng)
             ratio_edge = a / 0.02 * abs(signal[0]) / max(abs(signal[affected]), 1e-300)
             power = math.log(max(ratio_edge, 1.0001)) / math.log(q[affected] / q[0])
             m.add(a * abs(signal[0]) * (q / q[0]) ** (-power))
@@ -740,7 +713,7 @@ def _apply_artefact(m: Measured, kind: str, rng: np.random.Generator, params: di
         if not crit.low_q_artefact_visible(factor, frac):
             raise Rejected("low-q distortion not visible")
     elif kind == "spikes":
-        count = max(3, math.ceil(n * rng.uniform(0.01, 0.03)))
+        count = max(3, math.ceil(n * table["fraction"].draw(rng)))
         chosen: list[int] = []
         for idx in rng.permutation(np.arange(2, n - 2)):
             if all(abs(int(idx) - c) >= 3 for c in chosen):
@@ -748,8 +721,9 @@ def _apply_artefact(m: Measured, kind: str, rng: np.random.Generator, params: di
             if len(chosen) == count:
                 break
         idx = np.asarray(sorted(chosen))
-        signs = np.where(rng.random(idx.size) < 0.8, 1.0, -1.0)
-        size = np.maximum(rng.uniform(8.0, 50.0, idx.size) * m.d_i[idx], rng.uniform(0.25, 2.0, idx.size) * np.abs(m.expected[idx]))
+        signs = np.where(table["upward"].draw(rng, idx.size), 1.0, -1.0)
+        size = np.maximum(table["size_sigma"].draw(rng, idx.size) * m.d_i[idx],
+                          table["size_relative"].draw(rng, idx.size) * np.abs(m.expected[idx]))
         extra = m.extra.copy()
         extra[idx] += signs * size
         m.extra = extra
@@ -761,11 +735,12 @@ def _apply_artefact(m: Measured, kind: str, rng: np.random.Generator, params: di
     elif kind == "step":
         rel = m.d_i / np.maximum(np.abs(m.expected), 1e-300)
         options = np.nonzero(rel < 0.05)[0]
-        options = options[(options >= max(int(0.2 * n), 8)) & (options <= min(int(0.8 * n), n - 8))]
+        first, last = table["boundary"].bounds(n)
+        options = options[(options >= first) & (options <= last)]
         if options.size == 0:
             raise Rejected("no quiet place for a step")
         boundary = int(options[int(rng.integers(options.size))])
-        f = _log_uniform(rng, 1.4, 3.0) ** (1 if rng.random() < 0.5 else -1)
+        f = table["factor"].draw(rng) ** (1 if table["up"].draw(rng) else -1)
         m.multiply(f, boundary)
         measured = crit.step_factor(m.noisy, before, m.d_i, boundary)
         params["step_factor"] = f
@@ -775,21 +750,21 @@ def _apply_artefact(m: Measured, kind: str, rng: np.random.Generator, params: di
         if not measured >= crit.STEP_MIN_FACTOR:
             raise Rejected("step not visible")
     elif kind == "edge_points":
-        k = int(rng.choice([1, 2, 3, 4], p=[0.4, 0.3, 0.2, 0.1]))
-        low = rng.random() < 0.75
-        factor = rng.uniform(0.05, 0.6, k) if low else rng.uniform(1.6, 6.0, k)
+        k = table["count"].draw(rng)
+        low = table["low"].draw(rng)
+        factor = table["factor_low"].draw(rng, k) if low else table["factor_high"].draw(rng, k)
         values = m.expected.copy()
         values[:k] = values[:k] * factor
         m.expected = values
         params["edge_points"] = float(k)
         params["edge_factor"] = float(np.median(factor))
     elif kind == "cell_residue":
-        peak_q = _log_uniform(rng, 0.05, 1.3)
+        peak_q = table["peak_q"].draw(rng)
         if not q[0] * 1.2 < peak_q < q[-1] * 1.1:
             raise Rejected("window material peak outside the window")
-        width = float(rng.uniform(0.1, 0.35))
+        width = table["width"].draw(rng)
         at = int(np.clip(np.searchsorted(q, peak_q), 0, n - 1))
-        height = float(rng.uniform(0.05, 0.6)) * max(abs(m.expected[at]), 1e-300) * (1 if rng.random() < 0.6 else -1)
+        height = table["height"].draw(rng) * max(abs(m.expected[at]), 1e-300) * (1 if table["added"].draw(rng) else -1)
         hump = height * np.exp(-0.5 * ((q / peak_q - 1.0) / width) ** 2)
         m.add(hump)
         params["residue_q"] = float(peak_q * (10.0 if m.instrument.unit == "1/nm" else 1.0))
@@ -823,7 +798,7 @@ def _artefact(rng: np.random.Generator) -> Outcome:
     inst = draw_instrument(rng)
     draft = Draft(inst)
     q = inst.q
-    shape, grid, values, knee = _particle(inst, rng)
+    shape, grid, values, knee = _particle(inst, rng, rg=_place_rg(inst, rng, specs.ARTEFACT["knee_position"]))
     draft.params.update(shape.record())
     draft.criteria.update(knee)
     smeared = _smear(inst, grid, values)
@@ -863,7 +838,7 @@ def preload_models() -> None:
 
 
 #: Probability that an anomalous curve gets secondary anomalies on top of its primary one (taxonomy version 2).
-MIXTURE_PROBABILITY = 0.35
+MIXTURE_PROBABILITY = specs.MIXTURES["mixture"].probability
 #: Secondary anomalies that can be laid on a finished curve of each primary class, in the order they are applied.
 #: (Structure factors, Bragg peaks and second populations change the particle itself and can only be primary;
 #: an interacting sample with aggregates is an ``interparticle`` curve with ``aggregation`` laid on it, and
@@ -908,7 +883,7 @@ def _secondary_aggregation(m: Measured, draft: Draft, rng: np.random.Generator) 
     signal = m.expected - draft.params["background"]
     if not (signal[0] > 0 and agg[0] > 1e-250):
         raise Rejected("no upturn possible")
-    agg = agg * _log_uniform(rng, 1.0, 30.0) * signal[0] / agg[0]
+    agg = agg * specs.MIXTURES["aggregate_excess"].draw(rng) * signal[0] / agg[0]
     ratio, slope = crit.upturn(q, signal, agg)
     if not crit.aggregation_visible(ratio, slope):
         raise Rejected("upturn not visible")
@@ -924,8 +899,8 @@ def _secondary_oversubtraction(m: Measured, draft: Draft, rng: np.random.Generat
     if inst.background_mode != "subtracted":
         raise Rejected("a flat background left in place is not over-subtracted")
     n = q.size
-    crossing = int(round(n * (1 - rng.uniform(0.12, 0.6))))
-    delta = float(np.max(m.expected[crossing:])) * float(rng.uniform(1.05, 1.6))
+    crossing = int(round(n * (1 - specs.OVERSUBTRACTION["negative_fraction"].draw(rng))))
+    delta = float(np.max(m.expected[crossing:])) * specs.OVERSUBTRACTION["depth"].draw(rng)
     m.expected = m.expected - delta
     model_run, slope = crit.model_negative_run(q, m.expected)
     noisy_run = crit.trailing_negative_run_fraction(m.noisy, m.d_i)
@@ -955,7 +930,7 @@ def _lay_secondaries(name: str, draft: Draft, m: Measured, rng: np.random.Genera
     not show in :data:`SECONDARY_ATTEMPTS` draws is left out (with its parameters).
     """
     options = SECONDARY_ANOMALIES[name]
-    k = min(len(options), 1 if rng.random() < 0.8 else 2)
+    k = min(len(options), 1 if specs.MIXTURES["one_secondary"].draw(rng) else 2)
     chosen = [options[i] for i in sorted(rng.choice(len(options), size=k, replace=False))]
     scores: dict[str, int] = {}
     for anomaly in chosen:
