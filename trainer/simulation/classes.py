@@ -204,13 +204,20 @@ def _clean_checks(draft: Draft, expected: np.ndarray, noisy: np.ndarray, d_i: np
 # ----------------------------------------------------------------------------- classes
 
 
-def _clean(rng: np.random.Generator) -> Outcome:
+def _one_population(rng: np.random.Generator, spec: specs.ClassSpec) -> tuple[Draft, ShapeDraw, np.ndarray, np.ndarray, np.ndarray]:
+    """The start of a class built on one clean population: an instrument, a particle whose knee sits where
+    ``spec["knee_position"]`` says, its smeared signal. Returns (draft, shape, model grid, I on the grid, smeared I)."""
     inst = draw_instrument(rng)
     draft = Draft(inst)
-    shape, grid, values, knee = _particle(inst, rng, rg=_place_rg(inst, rng, specs.CLEAN["knee_position"]))
+    shape, grid, values, knee = _particle(inst, rng, rg=_place_rg(inst, rng, spec["knee_position"]))
     draft.params.update(shape.record())
     draft.criteria.update(knee)
-    smeared = _smear(inst, grid, values)
+    return draft, shape, grid, values, _smear(inst, grid, values)
+
+
+def _clean(rng: np.random.Generator) -> Outcome:
+    draft, shape, grid, values, smeared = _one_population(rng, specs.CLEAN)
+    inst = draft.instrument
     expected, noisy, d_i, scale = _finish(draft, smeared, rng)
     _clean_checks(draft, expected, noisy, d_i)
     draft.components["particle"] = interpolate_loglog(grid, values, inst.q) * scale
@@ -608,13 +615,8 @@ def _bimodal(rng: np.random.Generator) -> Outcome:
 
 
 def _oversubtracted(rng: np.random.Generator) -> Outcome:
-    inst = draw_instrument(rng)
-    draft = Draft(inst)
-    q = inst.q
-    shape, grid, values, knee = _particle(inst, rng, rg=_place_rg(inst, rng, specs.OVERSUBTRACTED["knee_position"]))
-    draft.params.update(shape.record())
-    draft.criteria.update(knee)
-    smeared = _smear(inst, grid, values)
+    draft, shape, grid, values, smeared = _one_population(rng, specs.OVERSUBTRACTED)
+    q = draft.instrument.q
     n = q.size
     crossing = int(round(n * (1 - specs.OVERSUBTRACTED["negative_fraction"].draw(rng))))
     delta = float(np.max(smeared[crossing:])) * specs.OVERSUBTRACTED["depth"].draw(rng)
@@ -795,13 +797,8 @@ def _measured(draft: Draft, expected: np.ndarray, noisy: np.ndarray, d_i: np.nda
 
 
 def _artefact(rng: np.random.Generator) -> Outcome:
-    inst = draw_instrument(rng)
-    draft = Draft(inst)
-    q = inst.q
-    shape, grid, values, knee = _particle(inst, rng, rg=_place_rg(inst, rng, specs.ARTEFACT["knee_position"]))
-    draft.params.update(shape.record())
-    draft.criteria.update(knee)
-    smeared = _smear(inst, grid, values)
+    draft, shape, grid, values, smeared = _one_population(rng, specs.ARTEFACT)
+    q = draft.instrument.q
     expected, noisy, d_i, scale = _finish(draft, smeared, rng)
     _clean_checks(draft, expected, noisy, d_i)
     m = _measured(draft, expected, noisy, d_i)
