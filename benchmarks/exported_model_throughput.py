@@ -24,6 +24,15 @@ fair):
 - the single-curve latency (batch 1, best of ``--latency-repeat`` calls);
 - the largest difference of every output between each layout and the given file.
 
+With ``--knn-banks 2000,4000,8000`` it also times the default layout with the
+kNN novelty head (``export --novelty-score knn_entropy``) in place of the
+Mahalanobis one, one variant per bank size (k = ``--knn-k``, features
+``--knn-features``): the bank is the penultimate features of the first input
+curves (so ``--features`` with at least that many curves gives the real
+thing), the network and the scales are the given model's. For each it prints
+the added FLOPs, the file size and the largest difference of its novelty
+score from its torch reference computed in float64 (relative to max(1, |s|)).
+
 With ``--explore`` it also times the default new layout at other onnxruntime
 graph optimisation levels and intra-op thread counts (batch 1 and 256), the
 measurement the session settings are chosen by.
@@ -51,8 +60,8 @@ import onnx
 import onnxruntime as ort
 from onnx import shape_inference
 
-from sasview_bnn_trainer.export import read_metadata, rebuild_model_file
-from sasview_bnn_trainer.onnx_graph import DEFAULT_LAYOUT, LAYOUTS
+from sasview_bnn_trainer.export import float64_outputs, read_metadata, rebuild_model_file
+from sasview_bnn_trainer.onnx_graph import DEFAULT_LAYOUT, LAYOUTS, EnsembleWeights, build_graph
 
 LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -228,6 +237,35 @@ def max_differences(ref: ort.InferenceSession, other: ort.InferenceSession, x: n
     return out
 
 
+def knn_variant(model_path: str | Path, bank_curves: np.ndarray, out: Path, k: int, features: str,
+                check: np.ndarray) -> tuple[Path, float]:
+    """The given model rebuilt in the default layout with a kNN head (bank: ``bank_curves``), and its score's
+    largest relative difference from the float64 torch reference on ``check``."""
+    import torch
+
+    from sasview_bnn_trainer.network import PackedCNN
+    from sasview_bnn_trainer.novelty import ExportedModel, KnnNovelty
+
+    proto = onnx.load(str(model_path))
+    weights = EnsembleWeights.from_onnx(proto)
+    net = PackedCNN(weights.config, weights.samples).eval()
+    with torch.no_grad():
+        for name, value in weights.params.items():
+            net.get_parameter(name).copy_(torch.from_numpy(value))
+        hidden = np.concatenate([net.hidden_features(torch.tensor(bank_curves[s : s + 1024])).double().numpy()
+                                 for s in range(0, bank_curves.shape[0], 1024)])
+        model = ExportedModel(net, KnnNovelty(hidden.transpose(1, 0, 2), k, features)).eval()
+        scales = json.loads(read_metadata(model_path).get("novelty_scales", "{}"))
+        # q_knn: the 95 % quantile of the score on the check curves (not the bank), as the export takes it on validation curves
+        _, knn, _, _ = model.components(torch.from_numpy(check))
+        model.set_novelty_scales(float(np.quantile(knn.numpy(), 0.95)), float(scales.get("entropy", 1.0)))
+    knn_proto = build_graph(EnsembleWeights.from_model(model), DEFAULT_LAYOUT)
+    onnx.save(knn_proto, str(out))
+    got = session(out, 1).run(["novelty_score"], {"features": check})[0]
+    _, _, exact = float64_outputs(model, check, with_scores=True)
+    return out, float(np.max(np.abs(got - exact) / np.maximum(1.0, np.abs(exact))))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
@@ -238,21 +276,27 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timing rounds per batch size (default 3)")
     parser.add_argument("--latency-repeat", type=int, default=50, help="single-curve calls timed (default 50)")
     parser.add_argument("--explore", action="store_true", help="also time optimisation levels and thread counts")
+    parser.add_argument("--knn-banks", default="", help="comma-separated kNN bank sizes to time the kNN novelty head with")
+    parser.add_argument("--knn-k", type=int, default=10)
+    parser.add_argument("--knn-features", default="mean", choices=("mean", "samples"))
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     layouts = [name for name in args.layouts.split(",") if name]
     meta = read_metadata(args.model)
     n = max(batches)
+    banks = [int(b) for b in args.knn_banks.split(",") if b]
+    n_read = n + max(banks, default=0)  # the bank curves come after the timed ones
     if args.features:
         from sasview_bnn_trainer.features import FeatureFile
 
         with FeatureFile(args.features) as ff:
-            x = ff.read_rows(np.arange(min(n, len(ff))))
-        x = np.concatenate([x] * int(np.ceil(n / x.shape[0])))[:n]
+            pool = ff.read_rows(np.arange(min(n_read, len(ff))))
         source = f"{args.features}"
     else:
-        x = np.random.default_rng(0).standard_normal((n, 4, 256)).astype(np.float32)
+        pool = np.random.default_rng(0).standard_normal((n_read, 4, 256)).astype(np.float32)
         source = "random normal features"
+    pool = np.concatenate([pool] * int(np.ceil(n_read / pool.shape[0])))[:n_read]
+    x, bank_pool = pool[:n], pool[n:]
 
     def sgemm_gflops_threads() -> float:  # numpy with as many BLAS threads as onnxruntime has
         with blas_threads(args.threads):
@@ -264,10 +308,18 @@ def main() -> None:
         paths = {"as given": Path(args.model)}
         for layout in layouts:
             paths[layout] = rebuild_model_file(args.model, Path(tmp) / f"{layout}.onnx", layout)
+        knn_diff = {}
+        for bank in banks:
+            name = f"knn bank {bank}"
+            paths[name], knn_diff[name] = knn_variant(args.model, bank_pool[:bank], Path(tmp) / f"knn{bank}.onnx", args.knn_k,
+                                                      args.knn_features, x[: min(n, 512)])
+        sizes = {name: p.stat().st_size for name, p in paths.items()}
         counted = {name: graph_flops(p) for name, p in paths.items()}
         flops = {name: c[1] for name, c in counted.items()}
         sessions = {name: session(p, args.threads) for name, p in paths.items()}
         diffs = {name: max_differences(sessions["as given"], s, x[: min(n, 1024)]) for name, s in sessions.items() if name != "as given"}
+        for name in knn_diff:  # another novelty score by design: only the other outputs are compared
+            diffs[name] = {k: v for k, v in diffs[name].items() if not k.startswith("novelty_score")}
 
         rates: dict[int, dict[str, float]] = {}
         for batch in batches:
@@ -313,6 +365,8 @@ def main() -> None:
             gf = rates[batch][name] * flops[name] / 1e9
             cells.append(f"{rates[batch][name]:>24.0f} {gf / peak:>5.2f}" + (f" {gf / peak512:>6.2f}" if peak512 else ""))
         ratio = " ".join(f"{name}/given {rates[batch][name] / rates[batch]['as given']:.2f}x" for name in layouts)
+        ratio += "".join(f" {name}/{DEFAULT_LAYOUT} {rates[batch][name] / rates[batch][DEFAULT_LAYOUT]:.2f}x"
+                         for name in knn_diff if DEFAULT_LAYOUT in rates[batch])
         print(f"{batch:>6} " + " ".join(cells) + "   " + ratio)
     for name in paths:
         best_batch = max(batches, key=lambda b: rates[b][name])
@@ -328,6 +382,10 @@ def main() -> None:
             used, done = CPU[f"{name} @ {batch}"]
             cells.append(f"batch {batch}: {done / used / 1e9:.1f} ({done / used / 1e9 / cpu_sgemm:.2f})")
         print(f"  {name}: GFLOP/cpu-s (of sgemm's): " + ", ".join(cells))
+    for name, d in knn_diff.items():
+        print(f"{name} (k = {args.knn_k}, {args.knn_features} features): file {sizes[name] / 1e6:.2f} MB (as given "
+              f"{sizes['as given'] / 1e6:.2f} MB), {(flops[name] - flops.get(DEFAULT_LAYOUT, flops[name])) / 1e6:+.2f} MFLOP per curve "
+              f"against {DEFAULT_LAYOUT}; novelty score vs its float64 torch reference: max relative difference {d:.2g}")
     for name, d in diffs.items():
         print(f"max |{name} - as given| on {min(n, 1024)} curves: " + ", ".join(f"{k} {v:.2g}" for k, v in d.items()))
     for batch, row in explore:
