@@ -22,7 +22,6 @@ result is identical to sasdata's by construction on the files it accepts
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -54,6 +53,61 @@ def _split(line: str) -> list[str]:
     return tokens
 
 
+def _blank(tokens: list[str]) -> bool:
+    return not tokens or (len(tokens) == 1 and not tokens[0])
+
+
+def _first_data_line(lines: list[str]) -> int | None:
+    """The index of the first line whose first value is a number (before it: header lines and blank lines,
+    which sasdata's reader skips, starting again after each), or None."""
+    for index, line in enumerate(lines):
+        tokens = _split(line.strip())
+        if _blank(tokens):
+            continue
+        try:
+            float(tokens[0])
+        except ValueError:
+            continue
+        return index
+    return None
+
+
+def _columns_line_by_line(lines: list[str]) -> np.ndarray | None:
+    """The table (points, columns) of ``lines`` from the first data line on, read line by line; None when a line
+    has another number of columns than the first, or fewer than 2 or more than 4, or is not numbers (a header
+    line beginning with a number, or a footer: sasdata decides)."""
+    rows: list[list[float]] = []
+    for line in lines:
+        tokens = _split(line.strip())
+        if _blank(tokens):
+            continue  # a blank line: sasdata skips it
+        if not 2 <= len(tokens) <= 4 or (rows and len(tokens) != len(rows[0])):
+            return None
+        try:
+            rows.append([float(t) for t in tokens])
+        except ValueError:
+            return None
+    return np.array(rows, dtype=np.float64)
+
+
+def _columns_at_once(lines: list[str]) -> np.ndarray | None:
+    """:func:`_columns_line_by_line` for the common file, columns separated by white space only: every
+    value parsed by ``float`` in one pass (the same numbers). None when a line holds "," or ";", has
+    another number of columns, or a value is not a number: then line by line decides."""
+    data = "\n".join(lines)
+    if "," in data or ";" in data:
+        return None
+    counts = [n for n in map(len, map(str.split, lines)) if n]
+    n_columns = counts[0]
+    if not 2 <= n_columns <= 4 or counts.count(n_columns) != len(counts):
+        return None
+    try:
+        values = list(map(float, data.split()))
+    except ValueError:
+        return None
+    return np.array(values, dtype=np.float64).reshape(-1, n_columns)
+
+
 def read_plain_ascii(path: str | os.PathLike[str]) -> Curve | None:
     """The one curve of a plain ASCII column file as sasdata reads it, or None to read it with sasdata."""
     path = Path(path)
@@ -66,30 +120,16 @@ def read_plain_ascii(path: str | os.PathLike[str]) -> Curve | None:
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    rows: list[list[float]] = []
-    n_columns = 0
-    for line in text.splitlines():
-        tokens = _split(line.strip())
-        if not tokens or (len(tokens) == 1 and not tokens[0]):
-            continue  # a blank line: sasdata skips it
-        if not rows:
-            try:
-                float(tokens[0])
-            except ValueError:
-                continue  # a header line: sasdata's reader starts again after it
-        if not 2 <= len(tokens) <= 4 or (rows and len(tokens) != n_columns):
-            return None
-        try:
-            values = [float(t) for t in tokens]
-        except ValueError:
-            return None  # a header line beginning with a number, or a footer: sasdata decides
-        if not all(math.isfinite(v) for v in values):
-            return None
-        n_columns = len(tokens)
-        rows.append(values)
-    if len(rows) < _MIN_POINTS:
+    lines = text.splitlines()
+    first = _first_data_line(lines)
+    if first is None:
         return None
-    table = np.array(rows, dtype=np.float64)
+    table = _columns_at_once(lines[first:])
+    if table is None:
+        table = _columns_line_by_line(lines[first:])
+    if table is None or table.shape[0] < _MIN_POINTS or not np.isfinite(table).all():
+        return None
+    n_columns = table.shape[1]
     keep = table[:, 0] != 0
     table = table[keep]
     if table.shape[0] == 0:
