@@ -62,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {result.path}: {meta['n_samples']} {meta['inference_method']} samples, novelty score {meta['novelty_score']} "
           f"({meta['novelty_settings']}), novelty threshold "
           f"{float(meta['novelty_threshold']):.4g} (false-alarm rate {float(meta['novelty_false_alarm_rate']):.3f}); "
-          f"onnxruntime vs torch (float64) max |dp| = {result.parity_max_abs_diff:.2g}; validation {meta['metrics']}")
+          f"onnxruntime vs torch (float64) max |dp| = {result.parity_max_abs_diff:.2g}, novelty score "
+          f"{result.score_parity:.2g} (relative); validation {meta['metrics']}")
     return 0

@@ -267,6 +267,8 @@ class ExportResult:
     metadata: dict[str, str]
     parity_max_abs_diff: float
     model: ExportedModel
+    #: max |onnxruntime - torch (float64)| / max(1, |score|) of the novelty score on the checked curves
+    score_parity: float = 0.0
 
 
 def export_run(
@@ -460,7 +462,7 @@ def export_run(
     if knn and score_diff > parity_tolerance:
         raise RuntimeError(f"onnxruntime and torch (float64) disagree by {score_diff:.3g} on the novelty score "
                            f"(relative to max(1, |score|); tolerance {parity_tolerance:g})")
-    return ExportResult(out_path, metadata, diff, model)
+    return ExportResult(out_path, metadata, diff, model, score_diff)
 
 
 def _calibrate(probs: np.ndarray, labels: np.ndarray, novelty: np.ndarray, seed: int) -> tuple[dict[str, Any], list[float]]:
