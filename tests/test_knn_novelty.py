@@ -276,3 +276,16 @@ def test_the_runtime_classifies_with_it_and_its_p_values_are_uniform(trained):
     scores = np.array([r.novelty_score for r in results])
     print(f"runtime on {len(results)} held-out curves: P(p <= 0.1) = {np.mean(p <= 0.1):.3f}, P(p <= 0.5) = {np.mean(p <= 0.5):.3f}, "
           f"{n_reference} reference scores, novelty score median {np.median(scores):.3f}")
+
+
+def test_the_study_table_reads_rows_of_an_earlier_study():
+    """The leave-one-class-out study scores the exported kNN score too (knn_exported); a row written before has no such
+    column, and the table shows the scores every row has."""
+    from sasview_bnn_trainer.evaluation.novelty_study import SCORES, markdown_table
+
+    assert "knn_exported" in SCORES
+    entry = {"auroc": 0.7, "fpr_at_95_recall": 0.8}
+    row = {"excluded": ["ordered"], "n_novel": 10, "id_accuracy": 0.9} | {s: entry for s in SCORES}
+    old = {k: v for k, v in row.items() if k != "knn_exported"}
+    assert "knn_exported" in markdown_table([row]) and "knn_exported" not in markdown_table([row, old])
+    assert markdown_table([old]).count("0.700 (0.80)") == len(SCORES) - 1

@@ -22,6 +22,18 @@ computes, with no random operator:
 
   q_M and q_H are their (1 - false-alarm rate) quantiles on validation curves.
 
+  With ``novelty_score="knn_entropy"`` (``export --novelty-score``) M is
+  replaced by K, the cosine distance of the posterior-mean penultimate
+  features to the k-th nearest of a bank of training curves (stratified over
+  the classes, chosen with the export seed; default k = 10, 4,000 curves,
+  stored as float16), max(K / q_K, H / q_H); ``"knn"`` is K / q_K alone
+  (:class:`~sasview_bnn_trainer.novelty.KnnNovelty`). The runtime sees the
+  same ``novelty_score`` output and p-value reference either way; the
+  ``novelty_settings`` metadata names the score and its settings. On the
+  shipped 16-sample network the kNN head (bank 4,000) leaves the file 0.2 MB
+  smaller (no whitening matrices) and the speed unchanged within the
+  measurement's noise (``benchmarks/exported_model_throughput.py --knn-banks``).
+
 The novelty model and the torch module of the whole computation live in
 :mod:`sasview_bnn_trainer.novelty`; the ONNX graph is built from the weights by
 :mod:`sasview_bnn_trainer.onnx_graph` (default layout "sample-major": one dense

@@ -19,6 +19,13 @@ class, and reports AUROC and FPR at 95 % recall for each:
   Mukhoti et al. 2021), the largest class density, averaged over samples;
 - ``knn``: distance to the k-th nearest training curve of the L2-normalised
   penultimate features of all samples concatenated (Sun et al. 2022);
+- ``knn_exported``: the kNN score ``export --novelty-score knn_entropy`` puts
+  in the graph, alone (:class:`~sasview_bnn_trainer.novelty.KnnNovelty`
+  with its defaults: 1 - the k-th largest cosine similarity of the
+  posterior-mean penultimate features to a bank of
+  :data:`~sasview_bnn_trainer.novelty.DEFAULT_KNN_BANK` training curves
+  stratified over the classes, k = :data:`~sasview_bnn_trainer.novelty.DEFAULT_KNN_K`;
+  the bank here is not rounded to float16);
 - ``mahalanobis_layers``: Mahalanobis distances of the globally averaged
   activations of the three conv layers and of the penultimate layer, each
   divided by its median on training curves, summed (Lee et al. 2018's
@@ -45,10 +52,11 @@ from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 from ..features import FeatureFile, build_features, split_rows
 from ..fit import load_run
 from ..network import PackedCNN, pack_members
+from ..novelty import DEFAULT_KNN_BANK, DEFAULT_KNN_K, stratified_rows
 from . import metrics as M
 
 SCORES: tuple[str, ...] = ("msp", "entropy", "mutual_information", "energy", "mahalanobis", "gaussian_density",
-                           "knn", "mahalanobis_layers", "exported")
+                           "knn", "knn_exported", "mahalanobis_layers", "exported")
 KNN_K = 10
 
 
@@ -142,11 +150,13 @@ class ScoreModel:
     whiten: np.ndarray
     gaussians: ClassGaussians
     bank: np.ndarray
+    mean_bank: np.ndarray  # unit posterior-mean features of the export's bank (knn_exported)
     layers: dict[str, tuple[np.ndarray, np.ndarray, float]]
     scales: tuple[float, float]
 
 
-def fit_scores(act: dict[str, np.ndarray], labels: np.ndarray, val_act: dict[str, np.ndarray], false_alarm_rate: float = 0.05) -> ScoreModel:
+def fit_scores(act: dict[str, np.ndarray], labels: np.ndarray, val_act: dict[str, np.ndarray], false_alarm_rate: float = 0.05,
+               seed: int = 0) -> ScoreModel:
     """Fit the feature statistics on training activations; q_M, q_H (the exported scales) on validation activations."""
     means, whiten = _whitening(act["hidden"], labels)
     layers = {}
@@ -156,7 +166,9 @@ def fit_scores(act: dict[str, np.ndarray], labels: np.ndarray, val_act: dict[str
     probs = _softmax(val_act["logits"]).mean(axis=1)
     q_m = float(np.quantile(_mahalanobis(val_act["hidden"], means, whiten), 1 - false_alarm_rate))
     q_h = float(np.quantile(M.entropy(probs), 1 - false_alarm_rate))
-    return ScoreModel(means, whiten, ClassGaussians(act["hidden"], labels), _normalised(act["hidden"]), layers, (q_m, q_h))
+    bank_rows = stratified_rows(np.arange(labels.size), labels, DEFAULT_KNN_BANK, seed)
+    mean_bank = _normalised(act["hidden"][bank_rows].mean(axis=1, keepdims=True))
+    return ScoreModel(means, whiten, ClassGaussians(act["hidden"], labels), _normalised(act["hidden"]), mean_bank, layers, (q_m, q_h))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -182,6 +194,8 @@ def all_scores(model: ScoreModel, act: dict[str, np.ndarray]) -> dict[str, np.nd
         "mahalanobis": maha,
         "gaussian_density": model.gaussians.score(act["hidden"]),
         "knn": knn_distance(model.bank, _normalised(act["hidden"])),
+        # unit vectors a, b: 1 - a.b = |a - b|^2 / 2
+        "knn_exported": knn_distance(model.mean_bank, _normalised(act["hidden"].mean(axis=1, keepdims=True)), DEFAULT_KNN_K) ** 2 / 2,
         "mahalanobis_layers": sum(_mahalanobis(act[n], mu, w) / med for n, (mu, w, med) in model.layers.items()),
         "exported": np.maximum(maha / model.scales[0], entropy / model.scales[1]),
     }
@@ -203,7 +217,7 @@ def study_run(run_dir: str | Path, test_path: str | Path, *, n_samples: int = 8,
         fit_act = activations(net, ff.read_rows(fit_rows))
         fit_labels = ff.labels[fit_rows]
         val_act = activations(net, ff.read_rows(val_rows))
-    score_model = fit_scores(fit_act, fit_labels, val_act)
+    score_model = fit_scores(fit_act, fit_labels, val_act, seed=seed)
     test_path = Path(test_path)
     from sasview_bnn_plugin.core.preprocessing import PreprocessingConfig
 
@@ -225,14 +239,18 @@ def study_run(run_dir: str | Path, test_path: str | Path, *, n_samples: int = 8,
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The leave-one-class-out table: one line per left-out class, AUROC (FPR@95) per score, and the mean."""
-    head = "| left-out class | n | ID accuracy | " + " | ".join(SCORES) + " |"
-    lines = [head, "|" + "---|" * (3 + len(SCORES))]
+    """The leave-one-class-out table: one line per left-out class, AUROC (FPR@95) per score, and the mean.
+
+    The scores are those of :data:`SCORES` every row has (rows of an earlier study may lack newer scores).
+    """
+    names = [s for s in SCORES if all(s in r for r in rows)]
+    head = "| left-out class | n | ID accuracy | " + " | ".join(names) + " |"
+    lines = [head, "|" + "---|" * (3 + len(names))]
     for r in rows:
-        cells = [f"{r[s]['auroc']:.3f} ({r[s]['fpr_at_95_recall']:.2f})" for s in SCORES]
+        cells = [f"{r[s]['auroc']:.3f} ({r[s]['fpr_at_95_recall']:.2f})" for s in names]
         lines.append(f"| {', '.join(r['excluded'])} | {r['n_novel']} | {r['id_accuracy']:.3f} | " + " | ".join(cells) + " |")
     if rows:
-        means = [f"**{np.mean([r[s]['auroc'] for r in rows]):.3f}**" for s in SCORES]
+        means = [f"**{np.mean([r[s]['auroc'] for r in rows]):.3f}**" for s in names]
         lines.append("| **mean AUROC** | | | " + " | ".join(means) + " |")
     return "\n".join(lines)
 
