@@ -13,7 +13,10 @@ Outputs
     more novel), compared with the ``novelty_threshold`` metadata entry.
 
 Metadata (``metadata_props``, all values strings; JSON where structured) is
-listed in :data:`REQUIRED_METADATA`.
+listed in :data:`REQUIRED_METADATA`. Which novelty score the graph computes
+(``novelty_score``: its formula, e.g. "max(knn/q_knn, entropy/q_entropy)")
+changes nothing for the runtime; its settings are in the informational
+:data:`NOVELTY_SETTINGS_KEY` entry.
 
 Optional parts (format version still "1")
     Each is detected by its presence; a model without them (such as the
