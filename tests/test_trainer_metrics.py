@@ -82,3 +82,15 @@ def test_entropy_and_mutual_information():
     assert M.predictive_entropy(agree)[0] == pytest.approx(np.log(2))
     assert M.mutual_information(agree)[0] == pytest.approx(0.0, abs=1e-12)
     assert M.mutual_information(disagree)[0] == pytest.approx(np.log(2))
+
+
+def test_near_miss_block_reports_clean_recall_with_and_without_a_near_miss():
+    from sasview_bnn_trainer.evaluation.evaluate import _near_miss_block
+
+    near = np.array(["", "", "few_spikes", "few_spikes", "weak_upturn", ""])
+    labels = np.array([0, 0, 0, 0, 0, 3])
+    predicted = np.array([0, 6, 6, 0, 1, 3])
+    block = _near_miss_block(near, labels, predicted)
+    assert block["without"] == {"n": 2, "clean_recall": 0.5}
+    assert block["with"] == {"n": 3, "clean_recall": 1 / 3}
+    assert block["per_kind"] == {"few_spikes": {"n": 2, "clean_recall": 0.5}, "weak_upturn": {"n": 1, "clean_recall": 0.0}}

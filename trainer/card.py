@@ -234,6 +234,15 @@ def render_markdown(card: dict[str, Any]) -> str:
         if isinstance(rows, list) and rows:
             lines += ["", f"## Robustness: {title}", "", "| from | to | n | accuracy | macro-F1 |", "|---|---|---|---|---|"]
             lines += [f"| {_fmt(r['low'], 4)} | {_fmt(r['high'], 4)} | {r['n']} | {_fmt(r['accuracy'])} | {_fmt(r.get('macro_f1'))} |" for r in rows]
+    nm = m.get("near_miss")
+    if nm and nm["with"]["n"]:
+        lines += ["", "## Near misses: clean curves with an anomaly below the visibility line", "",
+                  "Recall of `clean` on the test set's clean curves, with and without a near miss (simulator 2.2, "
+                  "docs/taxonomy.md: an anomaly counts only if it is visible).", "",
+                  "| clean curves | n | recall of clean |", "|---|---|---|",
+                  f"| without a near miss | {nm['without']['n']} | {_fmt(nm['without']['clean_recall'])} |",
+                  f"| with a near miss | {nm['with']['n']} | {_fmt(nm['with']['clean_recall'])} |"]
+        lines += [f"| {kind} | {b['n']} | {_fmt(b['clean_recall'])} |" for kind, b in nm["per_kind"].items()]
     base = card["baseline_comparison"]
     if base:
         lines += ["", "## Against fit-and-select (traditional analysis)", "", base.get("table_markdown", "```\n" + json.dumps(base, indent=1) + "\n```")]

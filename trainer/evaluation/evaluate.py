@@ -112,6 +112,19 @@ def _binned(values: np.ndarray, labels: np.ndarray, predicted: np.ndarray, edges
     return rows
 
 
+def _near_miss_block(near_miss: np.ndarray, labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
+    """Recall of ``clean`` on clean curves with and without a near miss (simulator 2.2), overall and per kind."""
+    clean = labels == CLEAN_INDEX
+    hit = predicted == CLEAN_INDEX
+
+    def recall(sel: np.ndarray) -> dict[str, Any]:
+        return {"n": int(sel.sum()), "clean_recall": float(hit[sel].mean()) if sel.any() else None}
+
+    block = {"without": recall(clean & (near_miss == "")), "with": recall(clean & (near_miss != ""))}
+    block["per_kind"] = {k: recall(clean & (near_miss == k)) for k in sorted(set(near_miss[clean]) - {""})}
+    return block
+
+
 def evaluate_model(
     model_path: str | Path,
     test_path: str | Path,
@@ -152,6 +165,7 @@ def evaluate_model(
     with CurveReader(test_path) as reader:
         noise_level = reader.column("instrument", "noise_level")[source_index] if "noise_level" in reader.columns("instrument") else None
         test_seed = reader.seed
+        near_miss = reader.column("params", "near_miss")[source_index] if "near_miss" in reader.columns("params") else None
         # The runtime's flatness test (core.flatness): a curve flat within its error bars is novel whatever the network says.
         featureless_all = np.array([_featureless(c) for start in range(0, len(reader), 4096) for c in reader.read(start, start + 4096)])
     scores_all = _uncertainty_scores(sample_probs, feature_score)
@@ -285,5 +299,7 @@ def evaluate_model(
     edges = np.unique(np.quantile(width, np.linspace(0, 1, 6)))
     robustness["q_window_decades"] = _binned(width, labels, predicted, edges, "decades of q")
     metrics["robustness"] = robustness
+    if near_miss is not None:
+        metrics["near_miss"] = _near_miss_block(near_miss[in_dist].astype(str), labels, predicted)
 
     return Evaluation(metrics, labels, probs, ent, mi, fs, novel_sets, threshold, present, presence, set_sizes, novelty_p)
