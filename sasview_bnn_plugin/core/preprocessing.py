@@ -130,6 +130,13 @@ def q_unit_factor(unit: str | None) -> tuple[float, str | None]:
     ``None`` or an empty string means no unit was given: 1/Å is assumed and a
     note says so. Unknown units raise :class:`CurveError`.
     """
+    if unit is None or isinstance(unit, str):
+        return _known_unit_factor(unit)  # the spellings met are remembered
+    return _known_unit_factor.__wrapped__(unit)
+
+
+@functools.lru_cache(maxsize=256)
+def _known_unit_factor(unit: Any) -> tuple[float, str | None]:
     if unit is None or not str(unit).strip():
         return 1.0, "no q unit was given; q is assumed to be in 1/Å"
     text = str(unit).strip().lower()
@@ -216,9 +223,10 @@ def _strongest_per_bin(bins: np.ndarray, z: np.ndarray, n_bins: int, z_scale: fl
         last_of_bin = np.r_[sorted_bins[1:] != sorted_bins[:-1], True]
         out[sorted_bins[last_of_bin]] = np.arcsinh(z[order][last_of_bin] / z_scale)
         return out
-    runs = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+    new_run = np.concatenate(([True], bins[1:] != bins[:-1]))
+    runs = np.flatnonzero(new_run)
     largest = np.maximum.reduceat(magnitude, runs)
-    run_of = np.cumsum(np.r_[False, bins[1:] != bins[:-1]])
+    run_of = np.cumsum(new_run) - 1
     positions = np.arange(z.size)
     chosen = np.maximum.reduceat(np.where(magnitude == largest[run_of], positions, -1), runs)
     # A run whose largest magnitude is NaN (a sort puts NaN last): its value is NaN, and the curve is refused.
@@ -337,7 +345,7 @@ def _clean_curve(
     q_arr, i_arr = q_arr[order], i_arr[order]
     if di_arr is not None:
         di_arr = di_arr[order]
-    unique = np.r_[True, np.diff(q_arr) > 0]
+    unique = np.concatenate(([True], np.diff(q_arr) > 0))
     if not unique.all():
         notes.append(f"{int((~unique).sum())} point(s) with duplicate q were dropped (first kept)")
         q_arr, i_arr = q_arr[unique], i_arr[unique]
