@@ -211,18 +211,12 @@ def _transform_slope(x: np.ndarray, softening: float) -> np.ndarray:
 
 def _strongest_per_bin(bins: np.ndarray, z: np.ndarray, n_bins: int, z_scale: float) -> np.ndarray:
     """For every bin, the signed z of largest magnitude, compressed by asinh(z/z_scale); of equal magnitudes
-    the last point's (a stable sort of the points by bin, then |z|, keeps the last). Points sorted by bin
-    (the points of a curve sorted by q, the curves one after the other) are taken run by run."""
+    the last point's (what a stable sort of the points by bin, then |z|, keeps last). ``bins`` must not
+    decrease (the points of a curve sorted by q, the curves one after the other): they are taken run by run."""
     out = np.zeros(n_bins, dtype=np.float64)
     if z.size == 0:
         return out
     magnitude = np.abs(z)
-    if (bins[1:] < bins[:-1]).any():  # not grouped by bin: sort
-        order = np.lexsort((magnitude, bins))
-        sorted_bins = bins[order]
-        last_of_bin = np.r_[sorted_bins[1:] != sorted_bins[:-1], True]
-        out[sorted_bins[last_of_bin]] = np.arcsinh(z[order][last_of_bin] / z_scale)
-        return out
     new_run = np.concatenate(([True], bins[1:] != bins[:-1]))
     runs = np.flatnonzero(new_run)
     largest = np.maximum.reduceat(magnitude, runs)
