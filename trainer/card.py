@@ -75,6 +75,7 @@ def build_card(
     loco_study: Sequence[dict[str, Any]] = (),
     real_data_markdown: str = "",
     family_study: Sequence[dict[str, Any]] = (),
+    study_note: str = "",
 ) -> dict[str, Any]:
     """The JSON card of ``model_path`` (a dict; see the module docstring for the sources)."""
     model_path = Path(model_path)
@@ -135,6 +136,7 @@ def build_card(
         "leave_one_class_out_study": list(loco_study),
         "leave_family_out_study": list(family_study),
         "real_data_markdown": real_data_markdown,
+        "study_note": study_note,
         "baseline_comparison": baseline or {},
         "known_weaknesses": list(weaknesses),
     }
@@ -218,7 +220,8 @@ def render_markdown(card: dict[str, Any]) -> str:
     loco = card["leave_one_class_out"]
     if loco["per_class"]:
         lines += ["", "## Leave-one-class-out novelty", "",
-                  "One model per anomaly class, trained without it, scores that class against in-distribution test curves.", "",
+                  "One model per anomaly class, trained without it, scores that class against in-distribution test curves."]
+        lines += _study_note(card) + ["",
                   "| left-out class | n | AUROC MI | AUROC entropy | AUROC feature score | FPR@95 (best score) | ID accuracy |",
                   "|---|---|---|---|---|---|---|"]
         for e in loco["per_class"]:
@@ -249,6 +252,11 @@ def render_markdown(card: dict[str, Any]) -> str:
     if card["known_weaknesses"]:
         lines += ["", "## Known weaknesses", ""] + [f"- {w}" for w in card["known_weaknesses"]]
     return "\n".join(lines) + "\n"
+
+
+def _study_note(card: dict[str, Any]) -> list[str]:
+    """The provenance of the held-out studies' models, as a bold paragraph, when the card has one."""
+    return ["", f"**{card['study_note']}**"] if card.get("study_note") else []
 
 
 def _v2_sections(card: dict[str, Any]) -> list[str]:
@@ -303,15 +311,15 @@ def _v2_sections(card: dict[str, Any]) -> list[str]:
                   "One model per anomaly class, trained by the shipped recipe on part of the same data without every curve "
                   "showing that class (primary or secondary); AUROC (FPR at 95 % recall) of each score for test curves "
                   "showing the class against in-distribution test curves. Scores: see "
-                  "`sasview_bnn_trainer.evaluation.novelty_study`.", "", markdown_table(card["leave_one_class_out_study"])]
+                  "`sasview_bnn_trainer.evaluation.novelty_study`."] + _study_note(card) + ["", markdown_table(card["leave_one_class_out_study"])]
     if card.get("leave_family_out_study"):
         from .evaluation.family_study import markdown_table as family_table
 
         lines += ["", "## Leave-family-out: shapes the network never saw", "",
                   "One model per shape family, trained by the shipped recipe on part of the same data without every curve "
                   "holding a particle of that family; accuracy of the primary class on test curves with a particle of the "
-                  "left-out family against test curves without one, same model (`sasview_bnn_trainer.evaluation.family_study`).",
-                  "", family_table(card["leave_family_out_study"])]
+                  "left-out family against test curves without one, same model (`sasview_bnn_trainer.evaluation.family_study`)."]
+        lines += _study_note(card) + ["", family_table(card["leave_family_out_study"])]
     if card.get("real_data_markdown"):
         lines += ["", "## Real data: SasView's example data, labelled by hand from the physics", "",
                   "Used to evaluate, never to train (docs/real_data/labels.csv, scripts/real_data_table.py).", "",

@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--description", default="", help="one line saying what the model is")
     p.add_argument("--loco-study", metavar="STUDY.json", help="leave-one-class-out novelty study (python -m sasview_bnn_trainer.evaluation.novelty_study)")
     p.add_argument("--family-study", metavar="STUDY.json", help="leave-family-out study (python -m sasview_bnn_trainer.evaluation.family_study)")
+    p.add_argument("--study-note", metavar="TEXT", default="",
+                   help="where the leave-one-class-out and leave-family-out models came from, when not from this model's "
+                        "own training file (e.g. an earlier simulator); shown above both study tables")
     p.add_argument("--real-data", metavar="TABLE.md", help="real-data table (scripts/real_data_table.py), shown as is")
     p.set_defaults(run=run)
 
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         families = json.loads(Path(args.family_study).read_text(encoding="utf-8")) if args.family_study else []
         card = build_card(args.model, test, loco_metrics=loco, baseline=baseline, training_command=args.training_command,
                           stage_seconds=timings, weaknesses=weaknesses, description=args.description,
-                          loco_study=study, real_data_markdown=real, family_study=families)
+                          loco_study=study, real_data_markdown=real, family_study=families,
+                          study_note=args.study_note)
         js, md = write_card(args.model, card)
     except (ValueError, OSError, KeyError) as err:
         print(f"sasview-bnn-train card: error: {err}", file=sys.stderr)
