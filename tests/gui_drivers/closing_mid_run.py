@@ -40,8 +40,14 @@ def example_dir() -> Path:
     return Path(sasdata.__file__).parent / "example_data" / "1d_data"
 
 
+#: Seconds the counting plugin spends on each curve: the batched classifier prepares and classifies
+#: 500 curves in well under a second, so without a pace the job can end before the quit it is meant to
+#: outlive; 2 ms a curve keeps the run going for about a second, as on a slow machine or a big batch.
+PACE_S = 0.002
+
+
 class CurveCounter:
-    """A real plugin whose raw-curve step counts the curves the worker prepares (thread-safe)."""
+    """A real plugin whose raw-curve step counts the curves the worker prepares (thread-safe), at PACE_S each."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -49,6 +55,7 @@ class CurveCounter:
 
     @hookimpl
     def sasview_bnn_prepare_raw_curve(self, curve):
+        time.sleep(PACE_S)
         with self._lock:
             self.count += 1
         return None
@@ -206,6 +213,7 @@ def run_sasview_quit_driver(report_path: Path, model_path: Path, data_dir: Path)
     bnn = gui.loadedPerspectives["BNN Anomaly"]
     bnn.service.apply_settings(GuiSettings(model=str(model_path)), save=False)
     bnn.service.chunk_size = CHUNK
+    bnn.service.plugin_host.manager.register(CurveCounter(), name="pace")  # the run outlives the close (PACE_S)
     report: dict = {"window_build_s": time.perf_counter() - started, "exit_dialogs": []}
 
     paths = []
