@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -337,17 +337,8 @@ def _lay_near_miss(kind: str, m: Measured, draft: Draft, shape: ShapeDraw, rng: 
 def _near_miss(m: Measured, draft: Draft, shape: ShapeDraw, rng: np.random.Generator) -> bool:
     """Try to lay a near miss (:data:`NEAR_MISS_KINDS`) on a clean curve; True when one was laid (``m`` changed)."""
     kind = _draw_kind(NEAR_MISS_KINDS, rng)
-    for _ in range(NEAR_MISS_ATTEMPTS):
-        trial = _copy(m)
-        saved = (dict(draft.params), dict(draft.criteria))
-        try:
-            _lay_near_miss(kind, trial, draft, shape, rng)
-        except Rejected:
-            draft.params, draft.criteria = saved
-            continue
-        m.expected, m.z, m.gross, m.d_i, m.extra = trial.expected, trial.z, trial.gross, trial.d_i, trial.extra
-        return True
-    return False
+    laid, _ = _on_a_copy(m, draft, lambda trial: _lay_near_miss(kind, trial, draft, shape, rng), NEAR_MISS_ATTEMPTS)
+    return laid
 
 
 def _aggregate_component(rng: np.random.Generator, grid: np.ndarray, q_min: float, rg: float) -> tuple[np.ndarray, dict[str, float | str]]:
@@ -871,6 +862,25 @@ def _copy(m: Measured) -> Measured:
     return Measured(m.instrument, m.expected.copy(), m.z.copy(), m.gross.copy(), m.d_i.copy(), m.extra.copy())
 
 
+def _on_a_copy(m: Measured, draft: Draft, lay: Callable[[Measured], Any], attempts: int) -> tuple[bool, Any]:
+    """Up to ``attempts`` times, ``lay`` something on a copy of ``m``; the first copy it does not reject becomes ``m``.
+
+    A rejected try leaves the draft's params, criteria and components as they were. Returns
+    (True, what ``lay`` returned) once one try is kept, (False, None) when every try was rejected.
+    """
+    for _ in range(attempts):
+        trial = _copy(m)
+        saved = (dict(draft.params), dict(draft.criteria), dict(draft.components))
+        try:
+            value = lay(trial)
+        except Rejected:
+            draft.params, draft.criteria, draft.components = saved
+            continue
+        m.expected, m.z, m.gross, m.d_i, m.extra = trial.expected, trial.z, trial.gross, trial.d_i, trial.extra
+        return True, value
+    return False, None
+
+
 def _secondary_aggregation(m: Measured, draft: Draft, rng: np.random.Generator) -> int:
     inst, q = m.instrument, m.instrument.q
     grid = inst.model_grid()
@@ -931,20 +941,17 @@ def _lay_secondaries(name: str, draft: Draft, m: Measured, rng: np.random.Genera
     chosen = [options[i] for i in sorted(rng.choice(len(options), size=k, replace=False))]
     scores: dict[str, int] = {}
     for anomaly in chosen:
-        for _ in range(SECONDARY_ATTEMPTS):
-            trial = _copy(m)
-            saved = (dict(draft.params), dict(draft.criteria), dict(draft.components))
-            try:
-                score = SECONDARY_BUILDERS[anomaly](trial, draft, rng)
-                kind = str(draft.params.get("artefact", "")) if anomaly == "artefact" else anomaly
-                if score < crit.minimum_points(kind):
-                    raise Rejected("secondary anomaly not visible")
-            except Rejected:
-                draft.params, draft.criteria, draft.components = saved
-                continue
-            m.expected, m.z, m.gross, m.d_i, m.extra = trial.expected, trial.z, trial.gross, trial.d_i, trial.extra
+
+        def lay(trial: Measured, anomaly: str = anomaly) -> int:
+            score = SECONDARY_BUILDERS[anomaly](trial, draft, rng)
+            kind = str(draft.params.get("artefact", "")) if anomaly == "artefact" else anomaly
+            if score < crit.minimum_points(kind):
+                raise Rejected("secondary anomaly not visible")
+            return score
+
+        laid, score = _on_a_copy(m, draft, lay, SECONDARY_ATTEMPTS)
+        if laid:
             scores[anomaly] = score
-            break
     return scores
 
 
