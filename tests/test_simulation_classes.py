@@ -29,7 +29,7 @@ from sasview_bnn_trainer.simulation.classes import (
     simulate,
     simulate_curve,
 )
-from sasview_bnn_trainer.simulation.instrument import BandedPinhole
+from sasview_bnn_trainer.simulation.instrument import DQ_OVER_Q, FINE_DQ_OVER_Q, BandedPinhole
 from sasview_bnn_trainer.simulation.shapes import PD_POINTS, SHAPES, SHAPES_BY_NAME
 
 N_PER_CLASS = 30
@@ -50,7 +50,7 @@ def _q_inv_a(curve) -> np.ndarray:
 
 def _shape_pars(params: dict, prefix: str = "") -> tuple[str, dict]:
     spec = SHAPES_BY_NAME[params[f"{prefix}shape"]]
-    skip = {"shape", "model", "polydispersity", "rg_target", "pd_distribution"}
+    skip = {"shape", "model", "polydispersity", "rg_target", "pd_distribution", "scale", "background"}
     pars = {k[len(prefix):]: v for k, v in params.items()
             if k.startswith(prefix) and k[len(prefix):] in {p.name for p in _info(spec.model)} and k[len(prefix):] not in skip}
     if spec.pd_parameter and params[f"{prefix}polydispersity"] > 0:
@@ -63,7 +63,7 @@ def _shape_pars(params: dict, prefix: str = "") -> tuple[str, dict]:
 def _info(model: str):
     if model not in _MODELS:
         _MODELS[model] = sas_core.load_model(model)
-    return _MODELS[model].info.parameters.kernel_parameters
+    return _MODELS[model].info.parameters.call_parameters
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_curves_are_valid_model_input(samples, label):
         q = _q_inv_a(c)
         assert 1e-4 <= q[0] and q[-1] <= 1.0 and math.log10(q[-1] / q[0]) >= 0.7
         if c.instrument["resolution"] == "pinhole":
-            assert np.allclose(c.dq / c.q, c.instrument["dq_over_q"]) and 0.01 <= c.instrument["dq_over_q"] <= 0.1
+            assert np.allclose(c.dq / c.q, c.instrument["dq_over_q"]) and FINE_DQ_OVER_Q[0] <= c.instrument["dq_over_q"] <= DQ_OVER_Q[1]
         else:
             assert np.isnan(c.dq).all() and c.slit_length > 0
         assert 1e-3 <= c.criteria["relative_error_at_max"] <= 5e-2 + 1e-12
@@ -159,6 +159,10 @@ def test_clean_curves_keep_the_knee_and_fail_every_anomaly_criterion(samples):
             assert spikes == 0
         if near_miss == "weak_upturn":
             assert c.criteria["near_miss_upturn_ratio"] < crit.UPTURN_MIN_RATIO
+        elif near_miss == "short_upturn":
+            # Past 2x at q_min, yet fewer moved points than an upturn needs: still clean.
+            assert c.criteria["near_miss_upturn_ratio"] >= crit.UPTURN_MIN_RATIO
+            assert c.criteria["near_miss_score"] < crit.VISIBLE_MIN_POINTS
         elif near_miss is None:
             # No low-q upturn: the noise-free curve is flat (a plateau) at q_min.
             assert crit.log_slope(q, comp["expected"])[0] > crit.KNEE_SLOPE

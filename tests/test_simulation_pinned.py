@@ -9,8 +9,8 @@ setting and criterion in its order). Numbers enter the second digest with 10
 significant digits, so that the last bits of vectorised exp/log, which may
 differ between CPUs, do not count; a changed draw moves far more than that.
 
-Made with simulator 2.2.0 (the code of the 1,000,000-curve training set of
-seed 8008). A change to the physics or the draws must fail here and bump
+Made with simulator 2.3.0 (2.2.0 plus the short-upturn near miss and nearly
+unsmeared pinhole instruments). A change to the physics or the draws must fail here and bump
 ``SIMULATOR_VERSION``; then re-pin (run this file as a script to print the
 digests).
 """
@@ -29,30 +29,30 @@ from sasview_bnn_trainer.simulation.classes import SIMULATOR_VERSION, simulate_c
 
 #: (label, seed, mixture probability) -> (digest of the random stream's state after the curve, digest of the curve)
 PINNED: dict[tuple[int, int, float], tuple[str, str]] = {
-    (0, 7000, 0.35): ("1d2cdf0fec762123", "f5640f198d848a06"),
-    (0, 7011, 0.35): ("1e244eadfd0a94cf", "9b589b0f06c63a5c"),
-    (0, 7012, 0.35): ("e63b0860d0340dab", "1ecc22441cf3d378"),
-    (0, 7013, 1.0): ("2819f53ffa0385cb", "9e8f61c4e89c7d98"),
-    (1, 7111, 0.35): ("292a6440760a9564", "292a82644f376443"),
-    (1, 7112, 0.35): ("1cbccc7647ca3ef2", "cf122d9777570f47"),
-    (1, 7113, 1.0): ("29949975eedf7147", "1b654294e9bbbfd1"),
-    (2, 7211, 0.35): ("4a47e068085a6784", "8a465991be81003c"),
-    (2, 7212, 0.35): ("aa953e57c1b49de5", "3705e96933051cde"),
-    (2, 7213, 1.0): ("bc21144f09721a33", "0c8126d27167c107"),
-    (3, 7311, 0.35): ("9dd57e099149a310", "cdf1c48bafbf48ef"),
-    (3, 7312, 0.35): ("26e93ea872fc8988", "186e901fdb933459"),
-    (3, 7313, 1.0): ("69421091234e1ffa", "614ac2fc6aeb7c30"),
-    (3, 7319, 0.35): ("459ea4426c28c280", "a48b765228fd12c0"),
-    (4, 7411, 0.35): ("816b41cb58864cf9", "8f31f37493ed0fd4"),
-    (4, 7412, 0.35): ("dd942a1848e3b75a", "29a9b08c62a2b436"),
-    (4, 7413, 1.0): ("ed22b3f8cc4c2a50", "6cee296f44668761"),
-    (5, 7511, 0.35): ("652f80f308f4d04b", "ce1cc7b10f79562b"),
-    (5, 7512, 0.35): ("7af9d30d4cab5684", "53cb0f6b8832bdfe"),
-    (5, 7513, 1.0): ("237fc078e4fd8d73", "a8adb2c930700b8b"),
-    (6, 7611, 0.35): ("ca3a087a9774736b", "0cb75d4c788ac79d"),
-    (6, 7612, 0.35): ("7dc01c3ef1822248", "1891371a7f43fb7b"),
-    (6, 7613, 1.0): ("18a717f969a8b499", "c9c3512ef0469cdf"),
-    (6, 7969, 0.35): ("dbe0fc83d903a8f4", "d3726519dd73b05a"),
+    (0, 7000, 0.35): ("23f5bcf372a2efd5", "036a75bc88b2224a"),
+    (0, 7011, 0.35): ("3ade72ec35fcc8b5", "25bfe1693176e321"),
+    (0, 7012, 0.35): ("e63b0860d0340dab", "e2b8b26eb1d6e66b"),
+    (0, 7013, 1.0): ("14d26ee84b7eaac3", "41e13229a12cac88"),
+    (1, 7111, 0.35): ("6170042a26e485d9", "cd056210d66bfc09"),
+    (1, 7112, 0.35): ("bbf28a3efa450e67", "9b9b1cf585e84b2b"),
+    (1, 7113, 1.0): ("1af4a33e1beb36e0", "6e22572ac11e5160"),
+    (2, 7211, 0.35): ("0cdb686759fe38fe", "1298ad5bdc0751ca"),
+    (2, 7212, 0.35): ("a46febb115054cda", "5e97cda74d75cf6a"),
+    (2, 7213, 1.0): ("bc21144f09721a33", "d843539471d32af2"),
+    (3, 7311, 0.35): ("35849635db6f6fcd", "4106d5b655d1073c"),
+    (3, 7312, 0.35): ("30783a6a384c785b", "7ba2e4bc32928528"),
+    (3, 7313, 1.0): ("2472f168c02053de", "bc84b5a0c3bec9b1"),
+    (3, 7319, 0.35): ("9beaa64ba310380b", "673b162056f2aa8b"),
+    (4, 7411, 0.35): ("6ea79063149a4d49", "47d8ce72fbee58dd"),
+    (4, 7412, 0.35): ("63ca6ce296ee7e3f", "f0bd4f586ba0efdf"),
+    (4, 7413, 1.0): ("cd521a5a9aa48f8f", "eadd06579a7f9086"),
+    (5, 7511, 0.35): ("4665a2ea91755945", "b56cf7ecff415f9c"),
+    (5, 7512, 0.35): ("ac4d7c4e5456a753", "11ca8f5a2ff8bb5b"),
+    (5, 7513, 1.0): ("df1fd4a5f7ba4dd6", "1f00ae92015150a2"),
+    (6, 7611, 0.35): ("0f1acb698b122eba", "5d36a10d9aca1c1d"),
+    (6, 7612, 0.35): ("7dc01c3ef1822248", "1ea7e0404db9bb8a"),
+    (6, 7613, 1.0): ("e585136f656b533d", "77f8202aab6d042a"),
+    (6, 7969, 0.35): ("b00da47ac1a8747a", "ae1d6dc2dd490b15"),
 }
 
 
@@ -76,7 +76,7 @@ def fingerprint(label: int, seed: int, mixture_probability: float) -> tuple[str,
 
 
 def test_the_pins_are_of_this_simulator_version():
-    assert SIMULATOR_VERSION == "2.2.0", "the simulator changed version: re-pin PINNED for the new curves"
+    assert SIMULATOR_VERSION == "2.3.0", "the simulator changed version: re-pin PINNED for the new curves"
 
 
 @pytest.mark.parametrize("case", sorted(PINNED), ids=lambda c: f"class{c[0]}-seed{c[1]}-mix{c[2]}")

@@ -94,3 +94,21 @@ def test_near_miss_block_reports_clean_recall_with_and_without_a_near_miss():
     assert block["without"] == {"n": 2, "clean_recall": 0.5}
     assert block["with"] == {"n": 3, "clean_recall": 1 / 3}
     assert block["per_kind"] == {"few_spikes": {"n": 2, "clean_recall": 0.5}, "weak_upturn": {"n": 1, "clean_recall": 0.0}}
+
+
+def test_primary_accuracy_split_by_number_of_anomalies_present():
+    # Anomalies 1..6 as columns 0..5; class k > 0 is column k - 1.
+    present = np.zeros((6, 6), int)
+    present[1, 0] = 1                      # aggregation alone
+    present[2, 0] = 1                      # aggregation alone, called interparticle
+    present[3, [1, 5]] = 1                 # interparticle + artefact, primary interparticle
+    present[4, [1, 5]] = 1                 # same mixture, called artefact: present, wrong primary
+    present[5, [0, 4]] = 1                 # aggregation + oversubtraction, called ordered
+    labels = np.array([0, 1, 1, 2, 2, 1])
+    predicted = np.array([0, 1, 2, 2, 6, 3])
+    out = M.primary_by_anomaly_count(labels, predicted, present)
+    assert out["clean"] == {"n": 1, "accuracy": 1.0}
+    assert out["single"] == {"n": 2, "accuracy": 0.5}
+    assert out["mixture"]["n"] == 3
+    assert out["mixture"]["accuracy"] == pytest.approx(1 / 3)
+    assert out["mixture"]["predicted_present"] == pytest.approx(2 / 3)

@@ -271,6 +271,16 @@ def _v2_sections(card: dict[str, Any]) -> list[str]:
                   f"per-anomaly accuracy {_fmt(pres['accuracy'])}.", "",
                   "| anomaly | prevalence in the test set | presence AUROC |", "|---|---|---|"]
         lines += [f"| {name} | {_fmt(pres['prevalence'][name])} | {_fmt(pres['auroc'][name], 4)} |" for name in pres["auroc"]]
+        split = pres.get("primary_by_anomaly_count")
+        if split:
+            mix = split["mixture"]
+            lines += ["", "Primary-class accuracy by how many anomalies a curve shows (the primary class of a mixture is "
+                      "the anomaly that moves the most points):", "",
+                      "| curves | n | primary-class accuracy |", "|---|---|---|",
+                      f"| clean | {split['clean']['n']} | {_fmt(split['clean']['accuracy'])} |",
+                      f"| one anomaly | {split['single']['n']} | {_fmt(split['single']['accuracy'])} |",
+                      f"| two or more | {mix['n']} | {_fmt(mix['accuracy'])} (predicted class one of those present: "
+                      f"{_fmt(mix.get('predicted_present'))}) |"]
     conf = m.get("conformal")
     if conf:
         lines += ["", "## Prediction sets (split-conformal APS)", "",

@@ -249,6 +249,7 @@ def evaluate_model(
             "subset_accuracy_mixtures": float(np.mean(np.all((presence >= 0.5) == (present > 0), axis=1)[present.sum(axis=1) > 1]))
             if np.any(present.sum(axis=1) > 1) else float("nan"),
             "prevalence": {names[k]: float(present[:, k].mean()) for k in range(len(names))},
+            "primary_by_anomaly_count": M.primary_by_anomaly_count(labels, predicted, present),
         }
     set_sizes: dict[str, np.ndarray] = {}
     if optional.conformal is not None:

@@ -166,3 +166,28 @@ def presence_summary(present: np.ndarray, presence_probs: np.ndarray, threshold:
     out["presence_subset_accuracy"] = float(np.mean(np.all(predicted == present, axis=1))) if present.size else float("nan")
     out["presence_accuracy"] = float(np.mean(predicted == present)) if present.size else float("nan")
     return out
+
+
+def primary_by_anomaly_count(labels: np.ndarray, predicted: np.ndarray, present: np.ndarray) -> dict[str, dict[str, float]]:
+    """Primary-class accuracy split by how many anomalies a curve shows (docs/taxonomy.md, version 2).
+
+    ``labels``/``predicted`` (n,) class indices (0 = clean), ``present`` (n, 6)
+    0/1 truth of anomalies 1..6. Returns one block per group (``clean``: no
+    anomaly, ``single``: one, ``mixture``: two or more) with its size ``n``,
+    ``accuracy`` and, for mixtures, ``predicted_present``: the fraction whose
+    predicted class is one of the anomalies present (right or wrong about which
+    one is primary, the one with the most moved points).
+    """
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    present = np.asarray(present).astype(bool)
+    count = present.sum(axis=1)
+    hit_present = np.zeros(labels.size, bool)
+    anomalous = predicted > 0
+    hit_present[anomalous] = present[np.flatnonzero(anomalous), predicted[anomalous] - 1]
+    out: dict[str, dict[str, float]] = {}
+    for name, mask in (("clean", count == 0), ("single", count == 1), ("mixture", count > 1)):
+        block = {"n": int(mask.sum()), "accuracy": float(np.mean(labels[mask] == predicted[mask])) if mask.any() else float("nan")}
+        if name == "mixture":
+            block["predicted_present"] = float(np.mean(hit_present[mask])) if mask.any() else float("nan")
+        out[name] = block
+    return out

@@ -82,7 +82,7 @@ from .shapes import COMPACT_SHAPES, SHAPES, ShapeDraw, ShapeSpec, call_model, dr
 from .specs import LATTICES, log_uniform as _log_uniform
 
 #: Bump whenever the physics of the simulation changes.
-SIMULATOR_VERSION = "2.2.0"
+SIMULATOR_VERSION = "2.3.0"
 #: Draws tried per curve before giving up (a bug, not bad luck, if reached).
 MAX_ATTEMPTS = 500
 
@@ -262,6 +262,22 @@ def _lay_near_miss(kind: str, m: Measured, draft: Draft, shape: ShapeDraw, rng: 
             raise Rejected("upturn would be visible")
         m.add(agg)
         draft.criteria["near_miss_upturn_ratio"] = ratio
+    elif kind == "short_upturn":
+        # A strong rise at the first points only (coarse low-q sampling, a large aggregate's knee at q_min):
+        # the ratio at q_min may pass 2x, but it moves fewer points than an upturn needs (checked below).
+        grid = inst.model_grid()
+        rg = table["q_min_rg"].draw(rng) / float(q[0])
+        agg = _smear(inst, grid, np.maximum(np.exp(-((grid * rg) ** 2) / 3.0), 1e-300))
+        if not (signal[0] > 0 and agg[0] > 1e-250):
+            raise Rejected("no upturn possible")
+        agg = agg * table["excess_at_q_min"].draw(rng) * signal[0] / agg[0]
+        # Halve it until it moves fewer points than an upturn needs; what is left must still double q_min.
+        while crit.visibility_score(m.expected + agg, before, m.d_i) >= kind_points and agg[0] >= signal[0]:
+            agg = agg * 0.5
+        if agg[0] < signal[0]:
+            raise Rejected("no short upturn reaches 2x at q_min")
+        m.add(agg)
+        draft.criteria["near_miss_upturn_ratio"] = float(crit.upturn(q, signal, agg)[0])
     elif kind == "weak_structure":
         # Sphere-equivalent radius from Rg (R = sqrt(5/3) Rg) for shapes without a hard-sphere radius.
         radius = shape.spec.outer_radius(shape.params) if shape.spec.outer_radius else math.sqrt(5 / 3) * shape.rg_target

@@ -53,6 +53,12 @@ from sasmodels import resolution as sas_resolution
 
 #: Density of the log-spaced model grid (points per decade of q).
 POINTS_PER_DECADE = 120
+#: Pinhole dq/q (one sigma), log-uniform: a typical SAXS/SANS camera.
+DQ_OVER_Q = (0.01, 0.10)
+#: Nearly unsmeared curves (simulated data, fine collimation, a model exported without resolution):
+#: deep form-factor minima, drawn for this share of pinhole instruments.
+FINE_DQ_OVER_Q = (0.002, 0.01)
+FINE_RESOLUTION_PROBABILITY = 0.15
 #: The model's q-domain in 1/Å: windows are drawn inside it.
 DOMAIN = (1e-4, 1.0)
 
@@ -297,7 +303,8 @@ def draw_instrument(rng: np.random.Generator, min_decades: float = 0.7, max_rela
     dq_over_q = float("nan")
     slit = float("nan")
     if conf.resolution == "pinhole":
-        dq_over_q = math.exp(rng.uniform(math.log(0.01), math.log(0.10)))
+        low, high = FINE_DQ_OVER_Q if rng.random() < FINE_RESOLUTION_PROBABILITY else DQ_OVER_Q
+        dq_over_q = math.exp(rng.uniform(math.log(low), math.log(high)))
         resolution: sas_resolution.Resolution = BandedPinhole(q, dq_over_q * q, max_relative_step)
     else:
         slit = q_max * math.exp(rng.uniform(math.log(0.3), math.log(3.0)))

@@ -444,6 +444,10 @@ NEAR_MISSES: dict[str, Option] = {
     "weak_upturn": Option((
         Uniform("excess_at_q_min", "x I(q_min)", "an aggregate model (AGGREGATES) scaled to this at q_min", low=0.05, high=0.9),
     ), weight=0.25, description="a weak low-q rise over two or three points"),
+    "short_upturn": Option((
+        LogUniform("excess_at_q_min", "x I(q_min)", "a large aggregate's Guinier term scaled to this at q_min", low=2.0, high=20.0),
+        Uniform("q_min_rg", "", "q_min times the aggregate's Rg: its knee at the first points, so it falls off fast", low=1.5, high=5.0),
+    ), weight=0.2, description="a strong but short low-q rise over fewer points than an upturn needs"),
     "weak_structure": Option((
         Uniform("radius_effective", "Å", "", relative_to="radius", low=1.0, high=1.15),
         Uniform("volfraction", "", "dilute", low=0.005, high=0.06),
