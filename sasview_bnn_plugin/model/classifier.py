@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from .calibration import DEFAULT_NOVELTY_LEVEL, InstrumentCalibration, load_calibration
+from .batching import model_batch_size
 from ..core.curve import Curve, Failure
 from .catalog import ModelNotFoundError
 from .card import verify_model_file
@@ -75,7 +76,9 @@ class BNNClassifier:
         the sets (e.g. 0.9 or "0.9"; default: the model's ``default_level``);
         it must be one of the levels the model exports.
     batch_size:
-        Curves per onnxruntime call.
+        Curves per onnxruntime call, at most; lowered for a model whose calls
+        would hold more than about 64 MiB of intermediate tensors
+        (:attr:`model_batch_size`, see :mod:`sasview_bnn_plugin.model.batching`).
     plugin_host:
         If given, its raw-curve steps run before preprocessing and every
         result is published to its sinks.
@@ -153,6 +156,8 @@ class BNNClassifier:
             raise ModelFormatError(f"the model file {self.model_path} has a non-numeric n_samples or novelty_threshold") from None
         self.novelty_threshold = float(novelty_threshold) if novelty_threshold is not None else model_threshold
         self.batch_size = int(batch_size)
+        #: Curves per onnxruntime call: ``batch_size`` lowered to bound the call's memory (:mod:`.batching`).
+        self.model_batch_size = model_batch_size(self.metadata, self.batch_size)
         self.plugin_host = plugin_host
         self._check_signature()
         #: The optional parts this model has (see :mod:`sasview_bnn_plugin.core.model_format`).
@@ -265,8 +270,8 @@ class BNNClassifier:
         """
         batch = self._check_features(features)
         probs_out, novelty_out = [], []
-        for start in range(0, batch.shape[0], self.batch_size):
-            probs, novelty, _ = self._run_chunk(batch[start : start + self.batch_size])
+        for start in range(0, batch.shape[0], self.model_batch_size):
+            probs, novelty, _ = self._run_chunk(batch[start : start + self.model_batch_size])
             probs_out.append(probs)
             novelty_out.append(novelty)
         if not probs_out:
@@ -288,8 +293,8 @@ class BNNClassifier:
         """:meth:`predict_each` with the optional anomaly probabilities (S, 6) of each curve, as
         :class:`ModelOutcomes` (the batch's arrays, checked with numpy over the batch)."""
         parts: list[ModelOutcomes] = []
-        for start in range(0, batch.shape[0], self.batch_size):
-            chunk = batch[start : start + self.batch_size]
+        for start in range(0, batch.shape[0], self.model_batch_size):
+            chunk = batch[start : start + self.model_batch_size]
             try:
                 probs, novelty, presence = self._run_chunk(chunk)
             except Exception as err:  # onnxruntime fails on this batch: find the curve(s) it fails on
