@@ -361,7 +361,7 @@ class PluginHost:
 
     def prepare_raw_curve(self, curve: Curve) -> Curve:
         """The curve after every plugin's raw-curve step (chained in pluggy's order, see the hookspec)."""
-        if curve.failure is not None:
+        if curve.failure is not None or not self._implemented(PREPARE_HOOK):
             return curve
         results = self._call(PREPARE_HOOK, [], curve=curve)
         if not isinstance(results, list):
@@ -374,12 +374,18 @@ class PluginHost:
 
     def has_raw_curve_steps(self) -> bool:
         """Whether a plugin implements the raw-curve hook (:meth:`prepare_raw_curve` then may change curves)."""
-        return bool(getattr(self.manager.hook, PREPARE_HOOK).get_hookimpls())
+        return self._implemented(PREPARE_HOOK)
+
+    def _implemented(self, hook_name: str) -> bool:
+        """Whether any plugin implements ``hook_name`` (a hook nobody implements is not called: pluggy would
+        return nothing and call no monitor that shows)."""
+        return bool(getattr(self.manager.hook, hook_name).get_hookimpls())
 
     def publish_result(self, result: ClassificationResult) -> None:
         """Hand a result to every result sink, then, if it :func:`is_anomalous`, to the anomaly hook."""
-        self._call(RESULT_HOOK, None, result=result)
-        if is_anomalous(result):
+        if self._implemented(RESULT_HOOK):
+            self._call(RESULT_HOOK, None, result=result)
+        if is_anomalous(result) and self._implemented(ANOMALY_HOOK):
             self._call(ANOMALY_HOOK, None, result=result)
 
     def reduce_frame(self, frame: Any, metadata: dict[str, Any]) -> Any:
