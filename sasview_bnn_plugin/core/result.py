@@ -77,6 +77,10 @@ CSV_COLUMNS_EXPLAIN: tuple[str, ...] = ("strongest_q_range",)
 #: Joins class names in a CSV cell ("aggregation;artefact"); human displays use ", " and " or ".
 CSV_LIST_SEPARATOR = ";"
 
+#: The columns of the class probabilities and of the presence probabilities, in taxonomy order.
+_P_COLUMNS = tuple(f"p_{name}" for name in CLASS_NAMES)
+_P_PRESENT_COLUMNS = tuple(f"p_present_{name}" for name in ANOMALY_NAMES)
+
 _NAN_CLASSES = np.full(len(CLASS_NAMES), np.nan)
 _NAN_ANOMALIES = np.full(len(ANOMALY_NAMES), np.nan)
 
@@ -330,14 +334,12 @@ class ClassificationResult:
             "status": self.status,
             "message": self.message,
         }
-        for name, p in zip(CLASS_NAMES, self.probabilities):
-            row[f"p_{name}"] = float(p)
+        row.update(zip(_P_COLUMNS, np.asarray(self.probabilities, dtype=np.float64).tolist()))
         row["anomalies_present"] = "" if self.anomalies_present is None else CSV_LIST_SEPARATOR.join(self.anomalies_present)
         row["prediction_set"] = "" if self.prediction_set is None else CSV_LIST_SEPARATOR.join(self.prediction_set)
         row["set_level"] = float(self.set_level)
         row["novelty_p_value"] = float(self.novelty_p_value)
-        for name, p in zip(ANOMALY_NAMES, self.presence_probabilities):
-            row[f"p_present_{name}"] = float(p)
+        row.update(zip(_P_PRESENT_COLUMNS, np.asarray(self.presence_probabilities, dtype=np.float64).tolist()))
         row["q_unit_used"] = self.q_unit_used
         if self.sensitivity is not None:  # only then: the column exists only with --explain
             row["strongest_q_range"] = CSV_LIST_SEPARATOR.join(f"{v:.6g}" for v in self.sensitivity.explain_q_range)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import sys
 import tempfile
@@ -32,12 +31,6 @@ def output_format(destination: str, formats: Sequence[str] = OUTPUT_FORMATS) -> 
     return suffix
 
 
-def _csv_cell(value: object) -> object:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return value
-
-
 def csv_header(columns: Sequence[str] = CSV_COLUMNS) -> str:
     """The CSV header line (:data:`CSV_COLUMNS` unless other ``columns`` are given)."""
     return ",".join(columns) + "\n"
@@ -49,10 +42,15 @@ def render_csv_rows(results: Sequence[ClassificationResult], columns: Sequence[s
     ``columns`` (a subset of :data:`CSV_COLUMNS` in the same order, e.g. the
     columns of an older results file being resumed) chooses the cells written.
     """
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
+    names = list(columns)
+    missing = [""] * len(names)  # a column the row lacks (strongest_q_range of an unexplained result) is empty
+    rows = []
     for result in results:
-        writer.writerow({k: _csv_cell(v) for k, v in result.to_row().items()})
+        values = map(result.to_row().get, names, missing)
+        # a float (numpy's too) as 6 significant digits, NaN as an empty cell; other values as they are
+        rows.append([("" if v != v else f"{v:.6g}") if isinstance(v, float) else v for v in values])
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
 
 
