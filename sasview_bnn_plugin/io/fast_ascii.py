@@ -97,28 +97,45 @@ def _columns_at_once(lines: list[str]) -> np.ndarray | None:
     data = "\n".join(lines)
     if "," in data or ";" in data:
         return None
-    counts = [n for n in map(len, map(str.split, lines)) if n]
-    n_columns = counts[0]
-    if not 2 <= n_columns <= 4 or counts.count(n_columns) != len(counts):
+    counts = set(map(len, map(str.split, lines)))
+    counts.discard(0)  # blank lines
+    n_columns = counts.pop()
+    if counts or not 2 <= n_columns <= 4:
         return None
     try:
-        values = list(map(float, data.split()))
+        values = np.array(data.split(), dtype=np.float64)  # each value as float() parses it
     except ValueError:
         return None
-    return np.array(values, dtype=np.float64).reshape(-1, n_columns)
+    return values.reshape(-1, n_columns)
 
 
 def read_plain_ascii(path: str | os.PathLike[str]) -> Curve | None:
     """The one curve of a plain ASCII column file as sasdata reads it, or None to read it with sasdata."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
+    raw = plain_ascii_bytes(path)
+    return None if raw is None else parse_plain_ascii(raw, str(path))
+
+
+def plain_ascii_bytes(path: Path) -> bytes | None:
+    """The bytes of a file the fast path may read (a suffix of :data:`FAST_SUFFIXES`, at most 16 MiB), opened
+    once; None for any other file, or one that cannot be read."""
     if path.suffix.lower() not in FAST_SUFFIXES:
         return None
     try:
-        if path.stat().st_size > _MAX_BYTES:
-            return None
-        raw = path.read_bytes()
+        with open(path, "rb", buffering=0) as handle:
+            if os.fstat(handle.fileno()).st_size > _MAX_BYTES:
+                return None
+            return handle.readall()
+    except OSError:
+        return None
+
+
+def parse_plain_ascii(raw: bytes, source: str) -> Curve | None:
+    """The curve of :func:`read_plain_ascii` from the file's bytes (``source``: ``str`` of the file's ``Path``), or
+    None to read the file with sasdata."""
+    try:
         text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError):
+    except UnicodeDecodeError:
         return None
     lines = text.splitlines()
     first = _first_data_line(lines)
@@ -145,7 +162,6 @@ def read_plain_ascii(path: str | os.PathLike[str]) -> Curve | None:
     q, intensity = table[:, 0].copy(), table[:, 1].copy()
     d_intensity = table[:, 2].copy() if n_columns > 2 else zeros.copy()
     dq = table[:, 3].copy() if n_columns > 3 else zeros.copy()
-    source = str(path)
     curve = Curve(
         q=q, intensity=intensity, d_intensity=d_intensity, dq=dq, q_unit="A^{-1}", source=source, dataset="",
         q_unit_source="assumed", metadata={"loader": "ASCII"},

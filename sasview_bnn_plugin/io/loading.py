@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 
 from ..core.curve import DEFAULT_UNIT_READERS, Curve
-from .fast_ascii import read_plain_ascii
+from .fast_ascii import parse_plain_ascii, plain_ascii_bytes
 from .nxcansas_entries import EntryPlan, plan_entries, read_entry
 from ..core.q_units import canonical_q_unit
 
@@ -92,10 +92,11 @@ class CurveLoader:
         other file is read by sasdata as a whole. Both give the same curves as
         sasdata's own reader on SasView's example data.
         """
-        path = Path(path)
-        fast = read_plain_ascii(path) if self.fast_ascii else None
+        path = path if isinstance(path, Path) else Path(path)
+        raw = plain_ascii_bytes(path) if self.fast_ascii else None
+        fast = None if raw is None else parse_plain_ascii(raw, str(path))
         if fast is not None:
-            _fix_reader_quirks(fast, _ASCII_ENTRY, path)
+            _fix_reader_quirks(fast, _ASCII_ENTRY, path, head=raw[:_HEADER_BYTES])
             yield fast
             return
         plans = _plain_nxcansas_plans(path)
@@ -262,18 +263,19 @@ def _entry_to_curve(entry: Any, source: str, dataset: str, path: Path) -> Curve:
     return curve
 
 
-def _fix_reader_quirks(curve: Curve, entry: Any, path: Path) -> None:
+def _fix_reader_quirks(curve: Curve, entry: Any, path: Path, head: bytes | None = None) -> None:
     """Correct what sasdata is known to get wrong, and say so in the curve's notes.
 
     sasdata's ASCII/CSV readers label every curve 1/Å without reading a unit
     (:meth:`Curve.from_data1d` marks those units "assumed"); a q unit named in
     the file's header (e.g. "# q (1/nm)  I  dI") is taken as the file's unit.
+    ``head``: the file's first :data:`_HEADER_BYTES` bytes when they have been read already.
     """
     meta = getattr(entry, "meta_data", {}) or {}
     reader = str(meta.get("loader", ""))
     suffix = path.suffix.lower()
     if reader in DEFAULT_UNIT_READERS:
-        header_unit = header_q_unit(path)
+        header_unit = header_q_unit(path) if head is None else header_q_unit_of(head)
         if header_unit is not None:
             if canonical_q_unit_or_none(curve.q_unit) != header_unit:
                 curve.q_unit = header_unit
@@ -319,13 +321,20 @@ def header_q_unit(path: str | os.PathLike[str]) -> str | None:
     for "q" followed by an inverse length: "q (1/nm)", "Q [Å^-1]", "# q/nm^-1",
     "q in 1/A" … A header naming both units, or none, gives None.
     """
-    found: set[str] = set()
-    numeric_run = 0
     try:
         with open(path, "rb") as handle:
             head = handle.read(_HEADER_BYTES)
     except OSError:
         return None
+    return header_q_unit_of(head)
+
+
+def header_q_unit_of(head: bytes) -> str | None:
+    """:func:`header_q_unit` of a file whose first :data:`_HEADER_BYTES` bytes are ``head``."""
+    if b"q" not in head and b"Q" not in head:  # no "q" to name a unit (a file of numbers only)
+        return None
+    found: set[str] = set()
+    numeric_run = 0
     for number, line in enumerate(head.decode("utf-8", errors="replace").splitlines()):
         if number >= _HEADER_LINES:
             break
