@@ -277,138 +277,189 @@ def prepare_many(
     """Map many curves, each exactly as :func:`prepare_curve` maps it alone (it is this function on one
     curve); a refused curve never stops the others.
 
-    ``curves`` holds (q, I, dI or None, q_unit) tuples. Each curve is checked and cleaned on its own
-    (:func:`_clean_curve`: the refusals with their messages), then all accepted curves are mapped onto
-    the grid at once, with numpy over the concatenated points (:func:`_map_onto_grid`): the same
+    ``curves`` holds (q, I, dI or None, q_unit) tuples. Each curve is checked and cleaned as on its own
+    (:func:`_clean_curves`: the refusals with their messages), then all accepted curves are mapped onto
+    the grid at once (:func:`_map_onto_grid`), both with numpy over the concatenated points: the same
     operations on the same numbers, so the features are bit for bit those of one curve at a time.
     Returns per curve its :class:`ModelInput` or its :class:`CurveError`.
     """
     cfg = config or PreprocessingConfig()
     outcomes: list[ModelInput | CurveError | None] = [None] * len(curves)
-    cleaned: list[int] = []
-    arrays: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]] = []
-    for k, (q, i, di, unit) in enumerate(curves):
-        try:
-            arrays.append(_clean_curve(q, i, di, unit, cfg))
-        except CurveError as err:
-            outcomes[k] = err
-            continue
-        cleaned.append(k)
-    if arrays:
+    cleaned, refused = _clean_curves(curves, cfg)
+    for k, err in refused.items():
+        outcomes[k] = err
+    if cleaned.index:
         with np.errstate(all="ignore"):  # non-finite results are refused, not warned about
-            mapped = _map_onto_grid(arrays, cfg)
-        for k, outcome in zip(cleaned, mapped):
+            mapped = _map_onto_grid(cleaned, cfg)
+        for k, outcome in zip(cleaned.index, mapped):
             outcomes[k] = outcome
     return outcomes  # type: ignore[return-value]
 
 
-def _clean_curve(
-    q: Any, intensity: Any, d_intensity: Any, q_unit: str | None, cfg: PreprocessingConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]:
-    """One curve checked and cleaned for :func:`_map_onto_grid`: q in 1/Å, sorted, unique, inside the domain
-    (I and dI rescaled if extreme), and the notes; or :class:`CurveError` saying why it is refused."""
-    notes: list[str] = []
-    q_arr = _as_1d("q", q)
-    i_arr = _as_1d("intensity", intensity, q_arr.shape[0])
-    di_arr = None if d_intensity is None else _as_1d("uncertainty dI", d_intensity, q_arr.shape[0])
-    factor, unit_note = q_unit_factor(q_unit)
-    if unit_note:
-        notes.append(unit_note)
-        finite_q = q_arr[np.isfinite(q_arr)]
-        if finite_q.size and float(finite_q.max()) > cfg.q_max:
-            notes.append(
-                f"q reaches {float(finite_q.max()):.3g} with no unit given, unusually high for 1/Å: "
-                "if q is in 1/nm, give the unit"
-            )
-    q_arr = q_arr * factor
+@dataclass
+class _CleanCurves:
+    """Curves checked and cleaned for :func:`_map_onto_grid`, one after the other: ``q`` in 1/Å (total points,),
+    sorted and unique within each curve and inside the domain, ``intensity`` and ``d_intensity`` (NaN where none
+    was given) of the same shape, I and dI rescaled if extreme; per curve (first axis: the curves kept) its number
+    of points ``lengths``, its position ``index`` among the curves given and its ``notes``."""
 
-    if q_arr.size == 0:
-        raise CurveError("the curve has no points")
-    if not np.isfinite(i_arr).any():
-        raise CurveError("all intensities are NaN or infinite")
+    q: np.ndarray
+    intensity: np.ndarray
+    d_intensity: np.ndarray
+    lengths: np.ndarray
+    index: list[int]
+    notes: list[list[str]]
+
+
+def _clean_curves(curves: Sequence[tuple[Any, Any, Any, str | None]], cfg: PreprocessingConfig) -> tuple[_CleanCurves, dict[int, CurveError]]:
+    """Each curve checked and cleaned as on its own: q in 1/Å, sorted (stable), unique (first kept), inside the domain,
+    I and dI rescaled if extreme, and the notes; or the :class:`CurveError` saying why it is refused (the first check
+    it fails, in this order). The arrays' checks run per curve, the rest with numpy over the points of all curves
+    (filtering, sorting and counting within each curve: the same numbers as one curve at a time)."""
+    refused: dict[int, CurveError] = {}
+    given: list[int] = []
+    qs: list[np.ndarray] = []
+    intensities: list[np.ndarray] = []
+    uncertainties: list[np.ndarray] = []
+    factors: list[float] = []
+    unit_notes: list[str | None] = []
+    for k, (q, intensity, d_intensity, q_unit) in enumerate(curves):
+        try:
+            q_arr = _as_1d("q", q)
+            i_arr = _as_1d("intensity", intensity, q_arr.shape[0])
+            di_arr = None if d_intensity is None else _as_1d("uncertainty dI", d_intensity, q_arr.shape[0])
+            factor, unit_note = q_unit_factor(q_unit)
+        except CurveError as err:
+            refused[k] = err
+            continue
+        if q_arr.size == 0:
+            refused[k] = CurveError("the curve has no points")
+            continue
+        given.append(k)
+        qs.append(q_arr)
+        intensities.append(i_arr)
+        uncertainties.append(np.full(q_arr.shape[0], np.nan) if di_arr is None else di_arr)
+        factors.append(factor)
+        unit_notes.append(unit_note)
+    if not given:
+        empty = np.zeros(0)
+        return _CleanCurves(empty, empty, empty, np.zeros(0, dtype=np.int64), [], []), refused
+
+    m = len(given)
+    lengths = np.array([a.shape[0] for a in qs], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    curve_of = np.repeat(np.arange(m), lengths)
+    q_raw = np.concatenate(qs)
+    i_arr = np.concatenate(intensities)
+    di_arr = np.concatenate(uncertainties)
+    # The largest finite q as given (-inf: none), for the note on a curve without a unit.
+    finite_q_max = np.maximum.reduceat(np.where(np.isfinite(q_raw), q_raw, -np.inf), starts).tolist()
+    q_arr = q_raw * np.repeat(np.array(factors), lengths)
+    any_finite_i = np.bincount(curve_of[np.isfinite(i_arr)], minlength=m) > 0
 
     valid = np.isfinite(q_arr) & (q_arr > 0) & np.isfinite(i_arr)
-    n_dropped = int((~valid).sum())
-    if n_dropped:
-        notes.append(f"{n_dropped} point(s) with non-finite or non-positive q or non-finite I were dropped")
-    q_arr, i_arr = q_arr[valid], i_arr[valid]
-    if di_arr is not None:
-        di_arr = di_arr[valid]
-
-    order = np.argsort(q_arr, kind="stable")
-    q_arr, i_arr = q_arr[order], i_arr[order]
-    if di_arr is not None:
-        di_arr = di_arr[order]
-    unique = np.concatenate(([True], np.diff(q_arr) > 0))
-    if not unique.all():
-        notes.append(f"{int((~unique).sum())} point(s) with duplicate q were dropped (first kept)")
-        q_arr, i_arr = q_arr[unique], i_arr[unique]
-        if di_arr is not None:
-            di_arr = di_arr[unique]
-
-    if q_arr.size == 0:
-        raise CurveError("no point has a finite, positive q and a finite intensity")
-    if q_arr.size < cfg.min_points:
-        raise CurveError(f"only {q_arr.size} valid point(s); at least {cfg.min_points} are needed")
-    lo, hi = max(q_arr[0], cfg.q_min), min(q_arr[-1], cfg.q_max)
-    overlap = math.log10(hi / lo) if hi > lo else 0.0
-    if overlap < cfg.min_overlap_decades:
-        raise CurveError(
-            f"the data cover q = {q_arr[0]:.3g} to {q_arr[-1]:.3g} 1/Å, which overlaps the model's "
-            f"q-domain ({cfg.q_min:g} to {cfg.q_max:g} 1/Å) by {overlap:.2f} decades; at least "
-            f"{cfg.min_overlap_decades:g} are needed (is the q unit right?)"
-        )
+    n_dropped = (lengths - np.bincount(curve_of[valid], minlength=m)).tolist()
+    q_arr, i_arr, di_arr, curve_of = q_arr[valid], i_arr[valid], di_arr[valid], curve_of[valid]
+    order = np.lexsort((q_arr, curve_of))  # stable: within a curve, by q, equal q in their order
+    q_arr, i_arr, di_arr, curve_of = q_arr[order], i_arr[order], di_arr[order], curve_of[order]
+    unique = np.ones(q_arr.shape[0], dtype=bool)
+    unique[1:] = (np.diff(q_arr) > 0) | (curve_of[1:] != curve_of[:-1])
+    n_duplicates = np.bincount(curve_of[~unique], minlength=m).tolist()
+    q_arr, i_arr, di_arr, curve_of = q_arr[unique], i_arr[unique], di_arr[unique], curve_of[unique]
+    sizes = np.bincount(curve_of, minlength=m)
+    firsts = np.cumsum(sizes) - sizes
+    q_first = q_arr[np.minimum(firsts, max(q_arr.shape[0] - 1, 0))].tolist() if q_arr.size else [math.nan] * m
+    q_last = q_arr[np.maximum(firsts + sizes - 1, 0)].tolist() if q_arr.size else [math.nan] * m
     inside = (q_arr >= cfg.q_min) & (q_arr <= cfg.q_max)
-    if int(inside.sum()) < q_arr.size:
-        notes.append(f"{int(q_arr.size - inside.sum())} point(s) outside the model's q-domain were ignored")
-    q_arr, i_arr = q_arr[inside], i_arr[inside]
-    if di_arr is not None:
-        di_arr = di_arr[inside]
-    if q_arr.size < cfg.min_points:
-        raise CurveError(
-            f"only {q_arr.size} valid point(s) lie in the model's q-domain; at least {cfg.min_points} are needed"
-        )
-    if q_arr.size < 3:  # only with a config of min_points < 3: a point's neighbours are needed
-        raise CurveError(f"only {q_arr.size} valid point(s) lie in the model's q-domain; at least 3 are needed")
+    n_inside = np.bincount(curve_of[inside], minlength=m).tolist()
 
-    i_arr, di_arr = _rescale_extreme(i_arr, di_arr)
-    return q_arr, i_arr, di_arr, notes
+    kept = np.zeros(m, dtype=bool)
+    notes_kept: list[list[str]] = []
+    for j, k in enumerate(given):
+        notes: list[str] = []
+        if unit_notes[j]:
+            notes.append(unit_notes[j])
+            if finite_q_max[j] > cfg.q_max:
+                notes.append(
+                    f"q reaches {finite_q_max[j]:.3g} with no unit given, unusually high for 1/Å: "
+                    "if q is in 1/nm, give the unit"
+                )
+        if not any_finite_i[j]:
+            refused[k] = CurveError("all intensities are NaN or infinite")
+            continue
+        if n_dropped[j]:
+            notes.append(f"{n_dropped[j]} point(s) with non-finite or non-positive q or non-finite I were dropped")
+        if n_duplicates[j]:
+            notes.append(f"{n_duplicates[j]} point(s) with duplicate q were dropped (first kept)")
+        size = int(sizes[j])
+        if size == 0:
+            refused[k] = CurveError("no point has a finite, positive q and a finite intensity")
+            continue
+        if size < cfg.min_points:
+            refused[k] = CurveError(f"only {size} valid point(s); at least {cfg.min_points} are needed")
+            continue
+        lo, hi = max(q_first[j], cfg.q_min), min(q_last[j], cfg.q_max)
+        overlap = math.log10(hi / lo) if hi > lo else 0.0
+        if overlap < cfg.min_overlap_decades:
+            refused[k] = CurveError(
+                f"the data cover q = {q_first[j]:.3g} to {q_last[j]:.3g} 1/Å, which overlaps the model's "
+                f"q-domain ({cfg.q_min:g} to {cfg.q_max:g} 1/Å) by {overlap:.2f} decades; at least "
+                f"{cfg.min_overlap_decades:g} are needed (is the q unit right?)"
+            )
+            continue
+        if n_inside[j] < size:
+            notes.append(f"{size - n_inside[j]} point(s) outside the model's q-domain were ignored")
+        if n_inside[j] < cfg.min_points:
+            refused[k] = CurveError(
+                f"only {n_inside[j]} valid point(s) lie in the model's q-domain; at least {cfg.min_points} are needed"
+            )
+            continue
+        if n_inside[j] < 3:  # only with a config of min_points < 3: a point's neighbours are needed
+            refused[k] = CurveError(f"only {n_inside[j]} valid point(s) lie in the model's q-domain; at least 3 are needed")
+            continue
+        kept[j] = True
+        notes_kept.append(notes)
+
+    chosen = inside & kept[curve_of]
+    q_arr, i_arr, di_arr, curve_of = q_arr[chosen], i_arr[chosen], di_arr[chosen], curve_of[chosen]
+    lengths = np.array([n_inside[j] for j in np.flatnonzero(kept)], dtype=np.int64)
+    if lengths.size:
+        starts = np.cumsum(lengths) - lengths
+        peaks = np.maximum.reduceat(np.abs(i_arr), starts).tolist()
+        for start, length, peak in zip(starts.tolist(), lengths.tolist(), peaks):
+            if not (_TINY < peak < _HUGE or peak == 0.0):
+                part = slice(start, start + length)
+                i_arr[part], di_arr[part] = _rescale_extreme(i_arr[part], di_arr[part], peak)
+    return _CleanCurves(q_arr, i_arr, di_arr, lengths, [k for j, k in enumerate(given) if kept[j]], notes_kept), refused
 
 
 #: Beyond these magnitudes intermediate sums and products of intensities over- or underflow.
 _HUGE, _TINY = 1e200, 1e-200
 
 
-def _rescale_extreme(i_arr: np.ndarray, di_arr: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Scale I and dI by a power of two when their magnitude is extreme (the features are scale-free).
+def _rescale_extreme(i_arr: np.ndarray, di_arr: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarray]:
+    """I and dI of one curve (shape (points,)) scaled by a power of two when their magnitude ``peak`` = max|I| is
+    extreme (the features are scale-free).
 
     A power of two scales floating-point numbers exactly, and curves with
-    1e-200 < max|I| < 1e200 are returned untouched, so the features of every
+    1e-200 < max|I| < 1e200 are never rescaled (:func:`_clean_curves`), so the features of every
     ordinary curve are unchanged bit for bit.
     """
-    peak = float(np.max(np.abs(i_arr)))
-    if _TINY < peak < _HUGE or peak == 0.0:
-        return i_arr, di_arr
     shift = -math.frexp(peak)[1]
     with np.errstate(all="ignore"):  # a dI that over- or underflows becomes unusable and is replaced
-        return np.ldexp(i_arr, shift), None if di_arr is None else np.ldexp(di_arr, shift)
+        return np.ldexp(i_arr, shift), np.ldexp(di_arr, shift)
 
 
-def _map_onto_grid(
-    curves: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None, list[str]]], cfg: PreprocessingConfig
-) -> list[ModelInput | CurveError]:
-    """The model inputs of cleaned curves (q in 1/Å, sorted, unique, inside the domain, shape (points,);
-    dI or None; the notes so far), all at once: every step runs on the points of all curves
-    concatenated (shape (total points,)) or on the grid of all curves (shape (curves, bins)), each
-    curve's numbers passing through the same operations as alone. Per curve its
+def _map_onto_grid(curves: _CleanCurves, cfg: PreprocessingConfig) -> list[ModelInput | CurveError]:
+    """The model inputs of cleaned curves (:func:`_clean_curves`), all at once: every step runs on the points
+    of all curves concatenated (shape (total points,)) or on the grid of all curves (shape (curves, bins)),
+    each curve's numbers passing through the same operations as alone. Per curve its
     :class:`ModelInput`, or the :class:`CurveError` refusing it."""
-    n_curves, n_bins = len(curves), cfg.n_bins
-    lengths = np.array([c[0].shape[0] for c in curves], dtype=np.int64)
+    lengths = curves.lengths
+    n_curves, n_bins = lengths.shape[0], cfg.n_bins
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     ends = starts + lengths - 1
-    q_arr = np.concatenate([c[0] for c in curves])
-    i_arr = np.concatenate([c[1] for c in curves])
-    di_arr = np.concatenate([np.full(c[1].shape[0], np.nan) if c[2] is None else c[2] for c in curves])
+    q_arr, i_arr, di_arr = curves.q, curves.intensity, curves.d_intensity
     curve_of = np.repeat(np.arange(n_curves), lengths)
 
     smooth = _running_medians(i_arr, lengths, cfg.median_window)
@@ -481,8 +532,9 @@ def _map_onto_grid(
     finite_x = np.logical_and.reduceat(np.isfinite(x), starts)
     finite_features = np.isfinite(features32).reshape(n_curves, -1).all(axis=1)
     domain_decades = math.log10(cfg.q_max / cfg.q_min)
+    q_first, q_last = q_arr[starts].tolist(), q_arr[ends].tolist()
     out: list[ModelInput | CurveError] = []
-    for k, (q, _, _, notes) in enumerate(curves):
+    for k, notes in enumerate(curves.notes):
         if not positive[k]:
             out.append(CurveError("all intensities are zero or negative: this is not a scattering curve (check the background subtraction)"))
         elif not finite_x[k]:
@@ -496,12 +548,12 @@ def _map_onto_grid(
                 "(check the data for corrupt values)"
             ))
         else:
-            coverage = float(math.log10(q[-1] / q[0]) / domain_decades)
+            coverage = float(math.log10(q_last[k] / q_first[k]) / domain_decades)
             out.append(ModelInput(
                 features=features32[k],
                 coverage=min(max(coverage, 0.0), 1.0),
-                q_window=(float(q[0]), float(q[-1])),
-                n_points=int(q.size),
+                q_window=(q_first[k], q_last[k]),
+                n_points=int(lengths[k]),
                 notes=notes,
             ))
     return out
