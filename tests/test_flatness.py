@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sasview_bnn_plugin.core.flatness import FLATNESS_LEVEL, chi2_sf, flatness_p_value, is_featureless
+from sasview_bnn_plugin.core.flatness import FLATNESS_LEVEL, MIN_POINTS, chi2_sf, flatness_p_value, flatness_p_values, is_featureless
 
 
 @pytest.mark.parametrize("dof", [9, 30, 100, 400])
@@ -45,6 +45,49 @@ def test_no_verdict_without_error_bars():
     assert not is_featureless(None)
     with pytest.raises(ValueError):
         chi2_sf(1.0, 0)
+
+
+def one_curve_at_a_time(intensity, d_intensity):
+    """The flatness p-value as it was computed for one curve before the batched form (the reference)."""
+    if d_intensity is None:
+        return None
+    i = np.asarray(intensity, dtype=np.float64).ravel()
+    di = np.asarray(d_intensity, dtype=np.float64).ravel()
+    if i.shape != di.shape:
+        return None
+    ok = np.isfinite(i) & np.isfinite(di) & (di > 0)
+    n = int(ok.sum())
+    if n < MIN_POINTS:
+        return None
+    w = 1.0 / di[ok] ** 2
+    level = float(np.sum(w * i[ok]) / np.sum(w))
+    return chi2_sf(float(np.sum(w * (i[ok] - level) ** 2)), n - 1)
+
+
+def test_a_batch_gives_each_curve_its_own_p_value_bit_for_bit():
+    rng = np.random.default_rng(3)
+    curves = []
+    for k in range(600):
+        n = int(rng.choice([0, 3, 9, 10, 11, 60, 60, 61, 500, 9000]))
+        i = rng.standard_normal(n) * 10.0 ** rng.uniform(-6, 6) + rng.uniform(-1, 1)
+        di = np.abs(rng.standard_normal(n)) * 10.0 ** rng.uniform(-6, 6)
+        if k % 7 == 0 and n:
+            di[rng.integers(0, n, 3)] = 0
+        if k % 11 == 0 and n:
+            i[rng.integers(0, n, 2)] = np.nan
+        if k % 13 == 0 and n:
+            di[rng.integers(0, n, 2)] = np.inf
+        if k % 19 == 0 and n:
+            di = di[:-1]  # not one dI per point: no test
+        if k % 17 == 0:
+            di = None
+        curves.append((i, di))
+    with np.errstate(all="ignore"):
+        expected = [one_curve_at_a_time(*curve) for curve in curves]
+        batched = flatness_p_values(curves)
+    assert sum(p is not None for p in expected) > 300 and sum(p is None for p in expected) > 50
+    assert batched == expected
+    assert [flatness_p_value(*curve) for curve in curves[:50]] == expected[:50]
 
 
 def test_the_classifier_marks_a_blank_novel_and_says_why_and_leaves_a_sphere_alone(model_path, sphere_curve):

@@ -26,6 +26,7 @@ error bars make a curve look flat, which the note then states plainly).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -52,20 +53,46 @@ def flatness_p_value(intensity: np.ndarray, d_intensity: np.ndarray | None) -> f
     ``intensity`` and ``d_intensity`` have shape (points,), any intensity unit
     (the same for both). Points with non-finite I or non-positive/non-finite dI are ignored.
     """
-    if d_intensity is None:
-        return None
-    i = np.asarray(intensity, dtype=np.float64).ravel()
-    di = np.asarray(d_intensity, dtype=np.float64).ravel()
-    if i.shape != di.shape:
-        return None
+    return flatness_p_values([(intensity, d_intensity)])[0]
+
+
+def flatness_p_values(curves: Sequence[tuple[np.ndarray, np.ndarray | None]]) -> list[float | None]:
+    """:func:`flatness_p_value` of each (I, dI) pair of ``curves`` (arrays of shape (points,)): with the weights
+    w = 1/dI^2 of the usable points, the weighted mean c = sum(w I) / sum(w) and chi2 = sum(w (I - c)^2) with
+    n - 1 degrees of freedom. The curves with the same number n of usable points are tested together, their
+    points as the rows of one (curves, n) array: each row's sums are those of the curve alone, bit for bit."""
+    out: list[float | None] = [None] * len(curves)
+    tested: list[int] = []
+    intensities: list[np.ndarray] = []
+    uncertainties: list[np.ndarray] = []
+    for k, (intensity, d_intensity) in enumerate(curves):
+        if d_intensity is None:
+            continue
+        i = np.asarray(intensity, dtype=np.float64).ravel()
+        di = np.asarray(d_intensity, dtype=np.float64).ravel()
+        if i.shape != di.shape or i.size == 0:
+            continue
+        tested.append(k)
+        intensities.append(i)
+        uncertainties.append(di)
+    if not tested:
+        return out
+    i = np.concatenate(intensities)
+    di = np.concatenate(uncertainties)
+    curve_of = np.repeat(np.arange(len(tested)), [a.shape[0] for a in intensities])
     ok = np.isfinite(i) & np.isfinite(di) & (di > 0)
-    n = int(ok.sum())
-    if n < MIN_POINTS:
-        return None
-    w = 1.0 / di[ok] ** 2
-    level = float(np.sum(w * i[ok]) / np.sum(w))
-    chi2 = float(np.sum(w * (i[ok] - level) ** 2))
-    return chi2_sf(chi2, n - 1)
+    i, di, curve_of = i[ok], di[ok], curve_of[ok]
+    counts = np.bincount(curve_of, minlength=len(tested))
+    for n in np.unique(counts[counts >= MIN_POINTS]).tolist():
+        members = np.flatnonzero(counts == n)
+        rows = np.isin(curve_of, members)
+        i_n, di_n = i[rows].reshape(-1, n), di[rows].reshape(-1, n)
+        w = 1.0 / di_n**2
+        level = np.sum(w * i_n, axis=1) / np.sum(w, axis=1)
+        chi2 = np.sum(w * (i_n - level[:, None]) ** 2, axis=1)
+        for member, value in zip(members.tolist(), chi2.tolist()):
+            out[tested[member]] = chi2_sf(value, n - 1)
+    return out
 
 
 def is_featureless(p_value: float | None, level: float = FLATNESS_LEVEL) -> bool:

@@ -41,7 +41,7 @@ from ..core.model_format import (
     check_metadata,
     read_optional_parts,
 )
-from ..core.flatness import flatness_p_value
+from ..core.flatness import flatness_p_values
 from ..core.preprocessing import CurveError, ModelInput, PreprocessingConfig, prepare_curve, prepare_many
 from .providers import PROVIDER_CHOICES, ProviderDecision, open_session
 from ..core.q_units import ModelVerdict, QUnitReading, canonical_q_unit, decide_q_unit, forced_note, q_unit_setting, resolve_q_unit
@@ -411,7 +411,7 @@ class BNNClassifier:
         The numbers of all the batch's results are computed at once (:func:`~sasview_bnn_plugin.core.result.summarise_samples`)."""
         outcomes = self._as_outcomes(model_outcomes)
         summary = self.summarise(outcomes)
-        results: list[ClassificationResult] = []
+        chosen: list[tuple[Curve, QUnitReading, ModelInput | Failure, int | None]] = []
         k = 0
         for curve, readings in prepared:
             answers = []
@@ -424,7 +424,11 @@ class BNNClassifier:
                     if failure is not None:
                         outcome = failure
                 answers.append((reading, outcome, row))
-            reading, outcome, row = self._choose_reading(answers, summary)
+            chosen.append((curve, *self._choose_reading(answers, summary)))
+        flatness = iter(flatness_p_values([(curve.intensity, curve.d_intensity) for curve, _, outcome, _ in chosen
+                                           if isinstance(outcome, ModelInput)]))
+        results: list[ClassificationResult] = []
+        for curve, reading, outcome, row in chosen:
             if isinstance(outcome, ModelInput):
                 result = ClassificationResult.from_summary(
                     summary,
@@ -436,7 +440,7 @@ class BNNClassifier:
                     n_points=outcome.n_points,
                     model=self.name,
                     notes=curve.notes + reading.notes + outcome.notes + self._calibration_notes,
-                    flatness_p=flatness_p_value(curve.intensity, curve.d_intensity),
+                    flatness_p=next(flatness),
                 )
             else:
                 result = ClassificationResult.error(curve.source, curve.dataset, outcome, curve.notes + reading.notes, model=self.name)
