@@ -379,17 +379,29 @@ def find_data_files(paths: Iterable[str | os.PathLike[str]], recursive: bool = F
         path = Path(raw)
         if path.is_file():
             files.append(path)
+        elif path.is_dir() and not recursive:
+            # the folder's entries as path.glob("*") lists them, told files by the folder's listing (no stat per file)
+            with os.scandir(path) as entries:
+                names = sorted(entry.name for entry in entries if not entry.name.startswith(".") and _is_file(entry))
+            files.extend(p for p in map(path.joinpath, names) if p.suffix.lower() in DATA_SUFFIXES)
         elif path.is_dir():
-            pattern = "**/*" if recursive else "*"
             found = [
                 p
-                for p in path.glob(pattern)
+                for p in path.glob("**/*")
                 if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(path).parts)
             ]
             files.extend(sorted(found))
         else:
             missing.append(str(raw))
     return files, missing
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """``Path.is_file`` of a folder entry (symbolic links followed; False when it cannot be told)."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def load_curves(path: str | os.PathLike[str], loader: CurveLoader | None = None) -> list[Curve]:
