@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -434,6 +434,48 @@ class SampleSummary:
 _SUMMARY_OPTIONS = ("anomaly_threshold", "set_threshold", "set_level", "novelty_calibration", "novelty_level")
 
 
+class SampleVerdicts(NamedTuple):
+    """What the model says of n curves before their results are summarised (:func:`sample_verdicts`): the most
+    probable class ``index``, the novelty ``score`` and ``model_novel`` (the novelty rule alone), each (n,); the
+    same numbers as those fields of :class:`SampleSummary`."""
+
+    index: np.ndarray
+    score: np.ndarray
+    model_novel: np.ndarray
+
+
+def sample_verdicts(
+    samples: np.ndarray,
+    novelty_scores: np.ndarray,
+    novelty_threshold: float,
+    *,
+    novelty_calibration: np.ndarray | None = None,
+    novelty_level: float | None = None,
+    **unused: Any,
+) -> SampleVerdicts:
+    """The verdicts of n curves' posterior samples (n, S, 7) and novelty scores (n,), as :func:`summarise_samples`
+    gives them, without the rest of the summary (the arguments as there; the others are ignored). For choosing
+    between two readings of a curve before summarising the one kept."""
+    samples = np.asarray(samples, dtype=np.float64)
+    scores = np.asarray(novelty_scores, dtype=np.float64).reshape(-1)
+    with np.errstate(invalid="ignore"):
+        _, model_novel = _novelty_rule(scores, novelty_threshold, novelty_calibration, novelty_level)
+        return SampleVerdicts(np.argmax(samples.mean(axis=1), axis=1), scores, model_novel)
+
+
+def _novelty_rule(scores: np.ndarray, novelty_threshold: float, novelty_calibration: np.ndarray | None,
+                  novelty_level: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The novelty p-values (NaN without calibration scores) and whether each curve is novel by the model's rule
+    (p < level with a level, else score > threshold; a non-finite score is novel), each (n,)."""
+    p_value = np.full(scores.shape, math.nan)
+    if novelty_calibration is not None:
+        p_value = novelty_p_values(scores, novelty_calibration, assume_sorted=True)
+    finite = np.isfinite(scores)
+    if novelty_level is not None:
+        return p_value, ~finite | (p_value < novelty_level)
+    return p_value, ~finite | (scores > novelty_threshold)
+
+
 def summarise_samples(
     samples: np.ndarray,
     novelty_scores: np.ndarray,
@@ -465,14 +507,7 @@ def summarise_samples(
         predictive = entropy(mean)
         expected = entropy(samples).mean(axis=1)
         difference = predictive - expected
-        p_value = np.full(scores.shape, math.nan)
-        if novelty_calibration is not None:
-            p_value = novelty_p_values(scores, novelty_calibration, assume_sorted=True)
-        finite = np.isfinite(scores)
-        if novelty_level is not None:
-            model_novel = ~finite | (p_value < novelty_level)
-        else:
-            model_novel = ~finite | (scores > novelty_threshold)
+        p_value, model_novel = _novelty_rule(scores, novelty_threshold, novelty_calibration, novelty_level)
         optional: dict[str, Any] = {}
         if anomaly_samples is not None:
             presence = np.asarray(anomaly_samples, dtype=np.float64)

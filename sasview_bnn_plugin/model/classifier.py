@@ -45,7 +45,7 @@ from ..core.flatness import flatness_p_values
 from ..core.preprocessing import CurveError, ModelInput, PreprocessingConfig, prepare_curve, prepare_many
 from .providers import PROVIDER_CHOICES, ProviderDecision, open_session
 from ..core.q_units import ModelVerdict, QUnitReading, canonical_q_unit, decide_q_unit, forced_note, q_unit_setting, resolve_q_unit
-from ..core.result import ClassificationResult, SampleSummary, summarise_samples
+from ..core.result import ClassificationResult, SampleSummary, SampleVerdicts, sample_verdicts, summarise_samples
 from ..core.taxonomy import ANOMALY_NAMES, CLASS_NAMES, N_CLASSES
 
 if TYPE_CHECKING:
@@ -408,9 +408,10 @@ class BNNClassifier:
     def results_of(self, prepared: Sequence["PreparedCurve"], model_outcomes: Sequence["_Outcome | Failure"]) -> list[ClassificationResult]:
         """One result per curve of ``prepared`` from the outcomes :meth:`run_prepared` gave (the rest of
         :meth:`classify_prepared`: the q-unit choice, the summaries, the plugins' result hooks).
-        The numbers of all the batch's results are computed at once (:func:`~sasview_bnn_plugin.core.result.summarise_samples`)."""
+        The numbers of all the batch's results are computed at once: the verdicts of every reading, to choose
+        (:meth:`verdicts`), then the summaries of the readings kept (:func:`~sasview_bnn_plugin.core.result.summarise_samples`)."""
         outcomes = self._as_outcomes(model_outcomes)
-        summary = self.summarise(outcomes)
+        verdicts = self.verdicts(outcomes)
         chosen: list[tuple[Curve, QUnitReading, ModelInput | Failure, int | None]] = []
         k = 0
         for curve, readings in prepared:
@@ -424,7 +425,11 @@ class BNNClassifier:
                     if failure is not None:
                         outcome = failure
                 answers.append((reading, outcome, row))
-            chosen.append((curve, *self._choose_reading(answers, summary)))
+            chosen.append((curve, *self._choose_reading(answers, verdicts)))
+        # Only the readings kept are summarised (each row's numbers do not depend on the others').
+        kept = [row for _, _, outcome, row in chosen if isinstance(outcome, ModelInput)]
+        summary = self.summarise(outcomes.take(kept)) if kept else None
+        position = iter(range(len(kept)))
         flatness = iter(flatness_p_values([(curve.intensity, curve.d_intensity) for curve, _, outcome, _ in chosen
                                            if isinstance(outcome, ModelInput)]))
         results: list[ClassificationResult] = []
@@ -432,7 +437,7 @@ class BNNClassifier:
             if isinstance(outcome, ModelInput):
                 result = ClassificationResult.from_summary(
                     summary,
-                    row,
+                    next(position),
                     file=curve.source,
                     dataset=curve.dataset,
                     coverage=outcome.coverage,
@@ -479,6 +484,11 @@ class BNNClassifier:
         return summarise_samples(outcomes.samples, outcomes.novelty, self.novelty_threshold, anomaly_samples=outcomes.presence,
                                  **self._optional_arguments())
 
+    def verdicts(self, outcomes: "ModelOutcomes") -> SampleVerdicts:
+        """The verdicts of ``outcomes`` (the class, the novelty score and rule of each row, as :meth:`summarise` gives
+        them), without the rest of the summary: to choose between the readings of a curve."""
+        return sample_verdicts(outcomes.samples, outcomes.novelty, self.novelty_threshold, **self._optional_arguments())
+
     def _optional_arguments(self) -> dict[str, Any]:
         """The keyword arguments of :func:`~sasview_bnn_plugin.core.result.summarise_samples` for this model's optional
         parts (but the anomaly samples)."""
@@ -509,7 +519,7 @@ class BNNClassifier:
         return _prepare_input(self.config, curve, q_unit)
 
     def _choose_reading(self, answers: list[tuple[QUnitReading, Any, int | None]],
-                        summary: SampleSummary) -> tuple[QUnitReading, Any, int | None]:
+                        summary: SampleVerdicts) -> tuple[QUnitReading, Any, int | None]:
         """The (reading, model input or refusal, row of ``summary``) to report: the only one, or the one the model check keeps."""
         if len(answers) == 1:
             return answers[0]
@@ -523,7 +533,7 @@ class BNNClassifier:
         raise AssertionError("the q-unit decision chose a unit that was not tried")  # pragma: no cover
 
     @staticmethod
-    def _verdict(outcome: ModelInput | Failure, row: int | None, summary: SampleSummary) -> ModelVerdict | str:
+    def _verdict(outcome: ModelInput | Failure, row: int | None, summary: SampleVerdicts) -> ModelVerdict | str:
         """The model's verdict on one reading (novelty decided exactly as in the results, before the flatness
         test), or why it has none (the failure's message, as :func:`~sasview_bnn_plugin.core.q_units.decide_q_unit` takes it)."""
         if not isinstance(outcome, ModelInput) or row is None:
@@ -566,6 +576,12 @@ class ModelOutcomes(Sequence):
 
     def __iter__(self) -> Iterator["_Outcome | Failure"]:
         return (self[k] for k in range(len(self)))
+
+    def take(self, rows: Sequence[int]) -> "ModelOutcomes":
+        """The outcomes of the inputs ``rows``, in that order."""
+        index = np.asarray(rows, dtype=np.intp)
+        return ModelOutcomes(self.samples[index], self.novelty[index], None if self.presence is None else self.presence[index],
+                             [self.failures[k] for k in rows])
 
     @staticmethod
     def concatenate(parts: Sequence["ModelOutcomes"]) -> "ModelOutcomes":
