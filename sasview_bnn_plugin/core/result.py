@@ -258,7 +258,8 @@ class ClassificationResult:
         if summary.presence_mean is not None:
             p_present = summary.presence_mean[k]
             threshold = summary.anomaly_threshold
-            ranked = [j for j in summary.presence_order[k] if p_present[j] >= threshold]
+            present = p_present.tolist()  # the same numbers, as Python floats (cheaper to compare and format one by one)
+            ranked = [j for j in summary.presence_order[k].tolist() if present[j] >= threshold]
             optional.update(
                 presence_probabilities=p_present,
                 presence_std=summary.presence_std[k],
@@ -267,11 +268,11 @@ class ClassificationResult:
                 anomaly_threshold=float(threshold),
                 anomalies_present=tuple(ANOMALY_NAMES[j] for j in ranked),
             )
-            listed = ", ".join(f"{ANOMALY_NAMES[j]} ({p_present[j]:.2f})" for j in ranked)
+            listed = ", ".join(f"{ANOMALY_NAMES[j]} ({present[j]:.2f})" for j in ranked)
             message += f"; anomalies present: {listed or 'none'}"
         if summary.in_set is not None:
-            in_set = summary.in_set[k]
-            plausible = tuple(CLASS_NAMES[j] for j in summary.class_order[k] if in_set[j])
+            in_set = summary.in_set[k].tolist()
+            plausible = tuple(CLASS_NAMES[j] for j in summary.class_order[k].tolist() if in_set[j])
             optional.update(prediction_set=plausible, set_level=float(summary.set_level))
             message += f"; plausible at {level_text(summary.set_level)}: {' or '.join(plausible)}"
         if summary.has_p_values:
