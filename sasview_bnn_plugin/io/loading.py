@@ -22,15 +22,18 @@ import re
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-import h5py
 import numpy as np
 
 from ..core.curve import DEFAULT_UNIT_READERS, Curve
 from .fast_ascii import parse_plain_ascii, plain_ascii_bytes
-from .nxcansas_entries import EntryPlan, plan_entries, read_entry
 from ..core.q_units import canonical_q_unit
+
+if TYPE_CHECKING:
+    import h5py
+
+    from .nxcansas_entries import EntryPlan
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,8 @@ class CurveLoader:
             return
         source = str(path)
         names = _dataset_names([plan.title for plan in plans])
+        import h5py  # loaded (with the NXcanSAS reader) on the first HDF5 file: a run of text files never needs it
+
         with h5py.File(path, "r") as h5:
             for plan, name in zip(plans, names):
                 # sasdata is quiet while it reads, not while the caller handles the curve
@@ -204,6 +209,8 @@ def unreadable_file_message(path: Path, err: BaseException | str) -> str:
 
 
 def _read_planned_entry(h5: h5py.File, plan: EntryPlan, source: str, name: str, path: Path) -> Curve:
+    from .nxcansas_entries import read_entry
+
     try:
         entry = read_entry(h5, plan, path.name)
     except Exception:  # a damaged dataset inside an otherwise readable file
@@ -220,6 +227,10 @@ def _plain_nxcansas_plans(path: Path) -> list[EntryPlan] | None:
     """Entry plans if ``path`` is a plain NXcanSAS file sasdata would read as such, else None."""
     if path.suffix.lower() not in NXCANSAS_SUFFIXES or not path.is_file():
         return None
+    import h5py
+
+    from .nxcansas_entries import plan_entries
+
     try:
         if not h5py.is_hdf5(path):
             return None
