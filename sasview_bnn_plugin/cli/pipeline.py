@@ -25,10 +25,12 @@ import time
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+
+import numpy as np
 
 from ..core.curve import Curve
-from ..core.preprocessing import PreprocessingConfig
+from ..core.preprocessing import ModelInput, PreprocessingConfig
 from ..io.loading import CurveLoader
 from ..model.classifier import BNNClassifier, PreparedCurve, prepare_curves
 
@@ -67,16 +69,69 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _read_chunk(paths: Sequence[str]) -> list[list[PreparedCurve] | list[Curve]]:
+def _read_chunk(paths: Sequence[str]) -> "_PackedChunk":
     """In a worker: the curves of each file (prepared unless the main process prepares them; the curves of
-    all the chunk's files at once, the same inputs as file by file)."""
+    all the chunk's files at once, the same inputs as file by file), packed for the way back (:func:`_pack`)."""
     loader: CurveLoader = _worker_state["loader"]  # type: ignore[assignment]
     config = _worker_state["config"]
     per_file = [loader.load(path) for path in paths]
     if config is None:
-        return per_file
+        return _pack(per_file)
     prepared = iter(prepare_curves([curve for curves in per_file for curve in curves], config, str(_worker_state["q_unit"])))
-    return [[next(prepared) for _ in curves] for curves in per_file]
+    return _pack([[next(prepared) for _ in curves] for curves in per_file])
+
+
+#: The array fields of a :class:`Curve` that travel packed.
+_CURVE_ARRAYS = ("q", "intensity", "d_intensity", "dq")
+
+
+class _PackedChunk(NamedTuple):
+    """A chunk's curves (or prepared curves) per file, as a worker sends them: their 1-D float64 arrays (each
+    field of :data:`_CURVE_ARRAYS`) one after the other in one array per field, and the model inputs' features
+    in one (inputs, channels, bins) array, taken out of the objects (None there); pickling a few large arrays
+    costs both processes far less than pickling a few small arrays per curve. :func:`_unpack` puts them back."""
+
+    per_file: list[list[PreparedCurve] | list[Curve]]
+    arrays: dict[str, tuple[np.ndarray, list[int]]]
+    features: np.ndarray | None
+
+
+def _pack(per_file: list[list[PreparedCurve] | list[Curve]]) -> _PackedChunk:
+    """The chunk ``per_file`` packed (its objects lose the arrays packed: they are the worker's, about to be sent)."""
+    items = [item for file_items in per_file for item in file_items]
+    curves = [item.curve if isinstance(item, PreparedCurve) else item for item in items]
+    arrays: dict[str, tuple[np.ndarray, list[int]]] = {}
+    for name in _CURVE_ARRAYS:
+        values = [getattr(curve, name) for curve in curves]
+        # -1: not a 1-D float64 array (None, another dtype): it travels in the object, as it is
+        lengths = [v.shape[0] if isinstance(v, np.ndarray) and v.dtype == np.float64 and v.ndim == 1 else -1 for v in values]
+        packed = [v for v, n in zip(values, lengths) if n >= 0]
+        arrays[name] = (np.concatenate(packed) if packed else np.zeros(0), lengths)
+        for curve, n in zip(curves, lengths):
+            if n >= 0:
+                setattr(curve, name, None)
+    inputs = [mi for item in items if isinstance(item, PreparedCurve) for _, mi in item.readings if isinstance(mi, ModelInput)]
+    features = np.stack([mi.features for mi in inputs]) if inputs else None
+    for mi in inputs:
+        mi.features = None  # type: ignore[assignment]
+    return _PackedChunk(per_file, arrays, features)
+
+
+def _unpack(chunk: _PackedChunk) -> list[list[PreparedCurve] | list[Curve]]:
+    """In the main process: the chunk's objects with their arrays back (views of the packed arrays, the same values)."""
+    items = [item for file_items in chunk.per_file for item in file_items]
+    curves = [item.curve if isinstance(item, PreparedCurve) else item for item in items]
+    for name, (packed, lengths) in chunk.arrays.items():
+        start = 0
+        for curve, n in zip(curves, lengths):
+            if n >= 0:
+                setattr(curve, name, packed[start : start + n])
+                start += n
+    if chunk.features is not None:
+        inputs = (mi for item in items if isinstance(item, PreparedCurve) for _, mi in item.readings if isinstance(mi, ModelInput))
+        for mi, features in zip(inputs, chunk.features):
+            mi.features = features
+    return chunk.per_file
 
 
 def prepared_batches(
@@ -110,7 +165,7 @@ def prepared_batches(
             for chunk in _take(queue, 2 * jobs + 1):
                 in_flight.append(pool.submit(_read_chunk, chunk))
             while in_flight:
-                per_file = in_flight.popleft().result()
+                per_file = _unpack(in_flight.popleft().result())
                 for chunk in _take(queue, 1):
                     in_flight.append(pool.submit(_read_chunk, chunk))
                 for items in per_file:
