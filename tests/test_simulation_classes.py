@@ -459,3 +459,16 @@ def test_every_shape_family_is_drawn():
     mono = [draw_shape(100.0, rng) for _ in range(400)]
     # Deep minima: some curves of shapes with a size distribution are monodisperse.
     assert any(d.polydispersity == 0.0 and d.spec.pd_parameter for d in mono)
+
+
+def test_some_pinhole_instruments_are_nearly_unsmeared():
+    # Simulator 2.3: 15 % of pinhole curves get dq/q of 0.2-1 % (deep minima), the rest 1-10 %.
+    from sasview_bnn_trainer.simulation.instrument import FINE_RESOLUTION_PROBABILITY, draw_instrument
+
+    rng = np.random.default_rng(11)
+    widths = np.array([inst.dq_over_q for inst in (draw_instrument(rng) for _ in range(2000)) if inst.resolution_kind == "pinhole"])
+    assert widths.size > 1000
+    assert np.all((widths >= FINE_DQ_OVER_Q[0]) & (widths <= DQ_OVER_Q[1]))
+    fine = np.mean(widths < DQ_OVER_Q[0])
+    assert abs(fine - FINE_RESOLUTION_PROBABILITY) < 0.03
+    assert np.min(widths) < 0.003
