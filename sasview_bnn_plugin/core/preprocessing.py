@@ -495,13 +495,18 @@ def _map_onto_grid(curves: _CleanCurves, cfg: PreprocessingConfig) -> list[Model
     columns = np.arange(n_bins)
     covered = (columns >= bins[starts][:, None]) & (columns <= bins[ends][:, None])
     intensity_channel = np.zeros((n_curves, n_bins))
-    intensity_channel[filled] = _transform(sums[filled] / counts[filled], cfg.softening)
-    rows, gaps = np.nonzero(covered & ~filled)
-    if rows.size:
-        before = np.maximum.accumulate(np.where(filled, columns, -1), axis=1)[rows, gaps]
-        after = np.minimum.accumulate(np.where(filled, columns, n_bins)[:, ::-1], axis=1)[:, ::-1][rows, gaps]
-        x0, x1 = log_centres[before], log_centres[after]
-        y0, y1 = intensity_channel[rows, before], intensity_channel[rows, after]
+    grid = intensity_channel.reshape(-1)  # the same cells, by their index on the grid of all curves (row-major)
+    filled_cells = np.flatnonzero(filled)
+    grid[filled_cells] = _transform(sums.reshape(-1)[filled_cells] / counts.reshape(-1)[filled_cells], cfg.softening)
+    gap_cells = np.flatnonzero(covered & ~filled)
+    if gap_cells.size:
+        # The filled cells next to each gap, found among the filled cells in row-major order: a row's first and
+        # last covered bins hold points, so the neighbours of a gap are in its own row.
+        following = np.searchsorted(filled_cells, gap_cells)
+        cell0, cell1 = filled_cells[following - 1], filled_cells[following]
+        gaps = gap_cells % n_bins
+        x0, x1 = log_centres[cell0 % n_bins], log_centres[cell1 % n_bins]
+        y0, y1 = grid[cell0], grid[cell1]
         slope = (y1 - y0) / (x1 - x0)
         value = slope * (log_centres[gaps] - x0) + y0
         bad = np.isnan(value)
@@ -509,7 +514,7 @@ def _map_onto_grid(curves: _CleanCurves, cfg: PreprocessingConfig) -> list[Model
             value[bad] = slope[bad] * (log_centres[gaps][bad] - x1[bad]) + y1[bad]
             still = np.isnan(value) & (y0 == y1)
             value[still] = y0[still]
-        intensity_channel[rows, gaps] = value
+        grid[gap_cells] = value
 
     # Channel 2: point-level outliers against the running median.
     z_outlier = residual / sigma
@@ -524,10 +529,13 @@ def _map_onto_grid(curves: _CleanCurves, cfg: PreprocessingConfig) -> list[Model
     z_jump = (diffs - trend) / np.hypot(sigma_t[1:], sigma_t[:-1])[within]
     jump_channel = _strongest_per_bin(grid_bins[1:][within], z_jump, n_curves * n_bins, cfg.z_scale).reshape(n_curves, n_bins)
 
-    features = np.stack([intensity_channel, covered.astype(np.float64), outlier_channel, jump_channel], axis=1)
-    features[:, 2][~covered] = 0.0
-    features[:, 3][~covered] = 0.0
-    features32 = np.ascontiguousarray(features, dtype=np.float32)
+    features32 = np.empty((n_curves, 4, n_bins), dtype=np.float32)  # each channel rounded to float32 as it is stored
+    features32[:, 0] = intensity_channel
+    features32[:, 1] = covered
+    features32[:, 2] = outlier_channel
+    features32[:, 3] = jump_channel
+    features32[:, 2][~covered] = 0.0
+    features32[:, 3][~covered] = 0.0
     positive = i_ref_curve > 0
     finite_x = np.logical_and.reduceat(np.isfinite(x), starts)
     finite_features = np.isfinite(features32).reshape(n_curves, -1).all(axis=1)

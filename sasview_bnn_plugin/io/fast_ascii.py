@@ -122,12 +122,21 @@ def plain_ascii_bytes(path: Path) -> bytes | None:
     if path.suffix.lower() not in FAST_SUFFIXES:
         return None
     try:
-        with open(path, "rb", buffering=0) as handle:
-            if os.fstat(handle.fileno()).st_size > _MAX_BYTES:
-                return None
-            return handle.readall()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     except OSError:
         return None
+    try:  # the fewest system calls: one open, one fstat, reads to the end (usually one and the empty one)
+        size = os.fstat(fd).st_size
+        if size > _MAX_BYTES:
+            return None
+        parts = []
+        while part := os.read(fd, size + 1):
+            parts.append(part)
+        return b"".join(parts)
+    except OSError:  # a folder, a read error
+        return None
+    finally:
+        os.close(fd)
 
 
 def parse_plain_ascii(raw: bytes, source: str) -> Curve | None:
