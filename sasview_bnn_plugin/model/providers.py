@@ -15,9 +15,10 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-import onnxruntime as ort
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,15 @@ CUDA = "CUDAExecutionProvider"
 PROVIDER_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 #: Builds an onnxruntime session: (model path or bytes, SessionOptions, providers) -> session.
-SessionFactory = Callable[[Any, ort.SessionOptions, list[str]], Any]
+SessionFactory = Callable[[Any, "ort.SessionOptions", list[str]], Any]
+
+# onnxruntime is imported where a session is chosen or opened, not with this module: a process that only
+# prepares curves (classify --jobs workers import the classifier's preparation) never loads it.
 
 
 def _ort_session(model: Any, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    import onnxruntime as ort
+
     with warnings.catch_warnings():
         # onnxruntime warns (and drops the provider) when one is not compiled in; we report that ourselves.
         warnings.simplefilter("ignore", UserWarning)
@@ -57,7 +63,11 @@ def choose_providers(requested: str = "auto", available: Sequence[str] | None = 
     requested = requested.lower()
     if requested not in PROVIDER_CHOICES:
         raise ValueError(f"provider must be one of {', '.join(PROVIDER_CHOICES)}, not {requested!r}")
-    offered = list(ort.get_available_providers() if available is None else available)
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    offered = list(available)
     if requested == "cpu":
         return ProviderDecision((CPU,), "CPU was requested")
     if CUDA in offered:
@@ -75,6 +85,8 @@ def choose_providers(requested: str = "auto", available: Sequence[str] | None = 
 
 def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
     """Session options; ``intra_op_threads`` None or 0 lets onnxruntime choose."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     if intra_op_threads:
         if intra_op_threads < 0:
