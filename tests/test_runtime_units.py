@@ -312,3 +312,25 @@ def test_close_or_disagreeing_readings_say_the_unit_is_uncertain(verdicts, unit,
     assert (decision.unit, decision.uncertain) == (unit, uncertain)
     assert words in decision.note and decision.note.startswith("q unit not given")
     assert f"read as {'1/Å' if unit == '1/A' else '1/nm'}" in decision.note
+
+
+def test_resolving_many_curves_at_once_gives_each_curves_resolution():
+    from sasview_bnn_plugin.core.q_units import resolve_q_units
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for k in range(400):
+        n = int(rng.choice([1, 5, 60, 300]))
+        q = np.geomspace(10 ** rng.uniform(-5, -1), 10 ** rng.uniform(-1, 2), n)
+        i = rng.uniform(0.1, 10, n)
+        if k % 5 == 0:
+            q[rng.integers(0, n)] = -q[0]  # through the beam centre
+        if k % 7 == 0:
+            i[rng.integers(0, n)] = np.nan
+        if k % 11 == 0:
+            q[:] = np.nan
+        cases.append((q, None if k % 3 == 0 else i, [None, "1/A", "1/nm"][k % 3]))
+    cases += [(np.array([]), np.array([]), None), (np.array([0.0, -0.0]), None, "1/nm"), ([0.001, 0.2], [1, 2], None),
+              (np.array([0.001, 0.2], dtype=np.float32), None, None), (np.array([0.001, 0.2]), np.array([1.0]), None),
+              (np.array([[0.001, 0.5], [0.7, 2.0]]), None, None), (np.array([1 + 1j, 2]), None, None)]
+    assert resolve_q_units(cases) == [resolve_q_unit(*case) for case in cases]

@@ -38,7 +38,7 @@ numpy only; no model, no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -125,7 +125,6 @@ def resolve_q_unit(q: Any, intensity: Any = None, preferred: str | None = None) 
     there is no usable q at all (the preprocessing then refuses the curve).
     """
     first = canonical_q_unit(preferred) or INVERSE_ANGSTROM
-    both = (first, _other(first))
     if np.iscomplexobj(q):
         return QUnitResolution((first,))
     try:
@@ -143,8 +142,50 @@ def resolve_q_unit(q: Any, intensity: Any = None, preferred: str | None = None) 
     positive = values[usable & (values > 0)]
     if positive.size == 0:
         return QUnitResolution((first,))
-    q_lo, q_hi = float(positive.min()), float(positive.max())
-    through_zero = bool((values[usable] < 0).any())
+    return _resolution(first, float(positive.min()), float(positive.max()), bool((values[usable] < 0).any()))
+
+
+def resolve_q_units(curves: Sequence[tuple[Any, Any, str | None]]) -> list[QUnitResolution]:
+    """:func:`resolve_q_unit` of each (q, intensity, preferred) of ``curves``, the same resolutions: the q ranges
+    of the curves of plain real arrays (q and I of one shape, or I None) found with numpy over all their points
+    at once, the others one by one."""
+    out: list[QUnitResolution | None] = [None] * len(curves)
+    together: list[int] = []
+    qs: list[np.ndarray] = []
+    usable: list[np.ndarray] = []
+    for k, (q, intensity, preferred) in enumerate(curves):
+        values = q if isinstance(q, np.ndarray) and q.dtype == np.float64 else None
+        i_arr = intensity if intensity is None or (isinstance(intensity, np.ndarray) and intensity.dtype == np.float64) else False
+        if values is None or values.size == 0 or i_arr is False:
+            out[k] = resolve_q_unit(q, intensity, preferred)
+            continue
+        values = values.ravel()
+        finite = np.isfinite(values)
+        if i_arr is not None and i_arr.size == values.size:
+            finite &= np.isfinite(i_arr.ravel())
+        together.append(k)
+        qs.append(values)
+        usable.append(finite)
+    if together:
+        values = np.concatenate(qs)
+        ok = np.concatenate(usable)
+        lengths = np.array([v.shape[0] for v in qs])
+        starts = np.cumsum(lengths) - lengths
+        positive = ok & (values > 0)
+        q_lo = np.minimum.reduceat(np.where(positive, values, np.inf), starts).tolist()
+        q_hi = np.maximum.reduceat(np.where(positive, values, -np.inf), starts).tolist()
+        has_positive = np.logical_or.reduceat(positive, starts).tolist()
+        through_zero = np.logical_or.reduceat(ok & (values < 0), starts).tolist()
+        for j, k in enumerate(together):
+            first = canonical_q_unit(curves[k][2]) or INVERSE_ANGSTROM
+            out[k] = _resolution(first, q_lo[j], q_hi[j], through_zero[j]) if has_positive[j] else QUnitResolution((first,))
+    return out  # type: ignore[return-value]
+
+
+def _resolution(first: str, q_lo: float, q_hi: float, through_zero: bool) -> QUnitResolution:
+    """The resolution of a curve whose positive usable q run from ``q_lo`` to ``q_hi`` (numbers as given), with points
+    at q < 0 or not (``through_zero``); ``first`` the preferred unit."""
+    both = (first, _other(first))
     angstrom_plausible = q_hi <= MAX_Q_AS_INVERSE_ANGSTROM
     nanometre_possible = through_zero or q_lo >= IMPOSSIBLE_Q_AS_INVERSE_NANOMETRE
     nanometre_plausible = through_zero or q_lo >= MIN_Q_AS_INVERSE_NANOMETRE

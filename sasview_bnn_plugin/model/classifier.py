@@ -44,7 +44,8 @@ from ..core.model_format import (
 from ..core.flatness import flatness_p_values
 from ..core.preprocessing import CurveError, ModelInput, PreprocessingConfig, prepare_curve, prepare_many
 from .providers import PROVIDER_CHOICES, ProviderDecision, open_session
-from ..core.q_units import ModelVerdict, QUnitReading, canonical_q_unit, decide_q_unit, forced_note, q_unit_setting, resolve_q_unit
+from ..core.q_units import (ModelVerdict, QUnitReading, QUnitResolution, canonical_q_unit, decide_q_unit, forced_note, q_unit_setting,
+                             resolve_q_unit, resolve_q_units)
 from ..core.result import ClassificationResult, SampleSummary, SampleVerdicts, sample_verdicts, summarise_samples
 from ..core.taxonomy import ANOMALY_NAMES, CLASS_NAMES, N_CLASSES
 
@@ -679,7 +680,8 @@ def _prepare_many(config: PreprocessingConfig, curves: Sequence[Curve], q_unit: 
     """Each curve with the model input(s) of its reading(s) (``q_unit`` the classifier's setting): the readings
     chosen curve by curve, then all their inputs mapped at once
     (:func:`~sasview_bnn_plugin.core.preprocessing.prepare_many`: the inputs of one curve at a time, bit for bit)."""
-    plans = [_plan_readings(q_unit, curve) for curve in curves]
+    resolutions = _resolutions(q_unit, curves)
+    plans = [_plan_readings(q_unit, curve, resolution) for curve, resolution in zip(curves, resolutions)]
     jobs = [(curve, step.unit) for curve, plan in zip(curves, plans) for _, step in plan if isinstance(step, _ToPrepare)]
     inputs = iter(_prepare_inputs(config, jobs))
     return [PreparedCurve(curve, [(reading, next(inputs) if isinstance(step, _ToPrepare) else step) for reading, step in plan])
@@ -710,9 +712,35 @@ def _prepare_input(config: PreprocessingConfig, curve: Curve, q_unit: str | None
     return model_input
 
 
-def _plan_readings(q_unit: str, curve: Curve) -> list[tuple[QUnitReading, _ToPrepare | Failure]]:
+def _preferred_unit(curve: Curve) -> str | None:
+    """The unit a curve's reader suggests ("1/A", "1/nm"), the one kept unless the q range or the model speaks against it."""
+    try:
+        return canonical_q_unit(curve.q_unit)
+    except CurveError:
+        return None
+
+
+def _resolutions(q_unit: str, curves: Sequence[Curve]) -> list[QUnitResolution | None]:
+    """What the q range says of each curve whose unit is to be decided (``q_unit`` "auto", nobody gave the unit), all
+    at once (:func:`~sasview_bnn_plugin.core.q_units.resolve_q_units`); None for the others, and for all of them if
+    that fails (then :func:`_plan_readings` resolves curve by curve and names the curve at fault)."""
+    out: list[QUnitResolution | None] = [None] * len(curves)
+    if q_unit != "auto":
+        return out
+    chosen = [k for k, curve in enumerate(curves) if curve.failure is None and curve.q_unit_source == "assumed"]
+    try:
+        found = resolve_q_units([(curves[k].q, curves[k].intensity, _preferred_unit(curves[k])) for k in chosen])
+    except Exception:  # a bug, not a curve's fault: curve by curve, so that only the curve at fault is refused
+        return out
+    for k, resolution in zip(chosen, found):
+        out[k] = resolution
+    return out
+
+
+def _plan_readings(q_unit: str, curve: Curve, resolution: QUnitResolution | None = None) -> list[tuple[QUnitReading, _ToPrepare | Failure]]:
     """The reading(s) of a curve to run: one, or two when nobody gave its q unit and both units are plausible
-    (``q_unit`` the classifier's setting: "auto", "1/A" or "1/nm"); each still to be mapped, or the failure refusing it."""
+    (``q_unit`` the classifier's setting: "auto", "1/A" or "1/nm"; ``resolution``: what its q range says, if known);
+    each still to be mapped, or the failure refusing it."""
     if curve.failure is not None:
         return [(QUnitReading(None, curve.q_unit_source or "assumed"), curve.failure)]
     if curve.q_unit_source != "assumed":
@@ -726,11 +754,8 @@ def _plan_readings(q_unit: str, curve: Curve) -> list[tuple[QUnitReading, _ToPre
         if q_unit != "auto":
             note = forced_note(q_unit, curve.q, curve.intensity, subject)
             return [(QUnitReading(q_unit, "user", note), _ToPrepare(q_unit))]
-        try:
-            preferred = canonical_q_unit(curve.q_unit)
-        except CurveError:
-            preferred = None
-        resolution = resolve_q_unit(curve.q, curve.intensity, preferred)
+        if resolution is None:
+            resolution = resolve_q_unit(curve.q, curve.intensity, _preferred_unit(curve))
     except Exception:  # a bug, not the curve's fault: keep the other curves, say so plainly
         log.exception("deciding the q unit failed on %s %s", curve.source, curve.dataset)
         return [(QUnitReading(None, "assumed"), _INTERNAL_ERROR)]
