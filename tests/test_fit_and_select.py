@@ -42,8 +42,9 @@ def _models():
 
 @pytest.mark.slow
 def test_clean_polydisperse_sphere_is_clean_by_bic():
+    # Not a near miss (simulator 2.3's short upturn is clean by the taxonomy but fits aggregation better).
     curve = _first_curve(class_index("clean"), lambda c: c.params.get("shape") == "sphere"
-                         and c.params["polydispersity"] >= 0.05)
+                         and c.params["polydispersity"] >= 0.05 and not c.params.get("near_miss"))
     fits = _fit(curve)
     assert fas.select(fits, "bic") == class_index("clean"), {k: v.bic for k, v in fits.items()}
     # The clean model's fit is statistically sound: chi²/n near 1 for the right shape.
@@ -78,7 +79,8 @@ def test_end_to_end_cli_on_one_curve_per_class(tmp_path: Path, capsys):
         assert sum(map(sum, summary[criterion]["confusion"])) == 7
     assert summary["timing"]["cpu_seconds_per_curve_mean"] > 0
     rows = list(csv.DictReader((out / "per_curve.csv").open()))
-    assert [int(r["label"]) for r in rows] == list(range(7))
+    # Each curve's primary label as the simulator recorded it (a planned class may carry a stronger anomaly).
+    assert [int(r["label"]) for r in rows] == [curve.label for curve in curves]
     for row in rows:
         assert row["bic_winner"] in CLASS_NAMES
         assert math.isfinite(float(row["bic_clean"]))

@@ -263,8 +263,11 @@ def test_the_knn_score_sees_curves_far_from_the_bank(trained):
                for name, x in (("bank", x_bank), ("held out", x_held), ("far", x_far))}
     print("kNN distance, median: " + ", ".join(f"{name} {np.median(v):.4f}" for name, v in knn.items()))
     assert np.median(knn["bank"]) <= np.median(knn["held out"])
-    assert np.median(knn["far"]) > np.quantile(knn["held out"], 0.9) and np.median(knn["far"]) > 5 * np.median(knn["bank"])
+    far_vs_held = np.mean(knn["far"][:, None] > knn["held out"][None, :])  # AUROC of far against held-out curves
+    print(f"AUROC far vs held out {far_vs_held:.3f}, far median / bank median {np.median(knn['far']) / np.median(knn['bank']):.1f}")
+    assert np.median(knn["far"]) > np.quantile(knn["held out"], 0.9)
     assert np.mean(knn["far"][:, None] > knn["bank"][None, :]) > 0.9  # AUROC of far against bank curves
+    assert far_vs_held > 0.9
 
 
 @pytest.mark.slow
