@@ -1,5 +1,7 @@
 """Evaluation metrics checked against scikit-learn (and a direct ECE computation) on fixed inputs."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,24 @@ def test_primary_accuracy_split_by_number_of_anomalies_present():
     assert out["mixture"]["n"] == 3
     assert out["mixture"]["accuracy"] == pytest.approx(1 / 3)
     assert out["mixture"]["predicted_present"] == pytest.approx(2 / 3)
+
+
+def test_mixture_primary_accuracy_by_visibility_margin():
+    nan = float("nan")
+    # visibility scores of anomalies 1..6 (aggregation, interparticle, ordered, bimodal, oversubtracted, artefact)
+    vis = np.array([
+        [40, nan, nan, nan, nan, 10],   # ratio 0.25, primary aggregation, called aggregation
+        [40, nan, nan, nan, nan, 10],   # ratio 0.25, called artefact: present, wrong primary
+        [nan, 30, nan, nan, nan, 20],   # ratio 0.667, called clean
+        [nan, 50, nan, nan, nan, 49],   # ratio 0.98, called interparticle
+        [nan, 50, nan, nan, nan, 50],   # ratio 1.0 (a tie) goes in the last, closed bin; called ordered
+        [12, nan, nan, nan, nan, nan],  # one anomaly: not a mixture, ignored
+    ])
+    labels = np.array([1, 1, 2, 2, 2, 1])
+    predicted = np.array([1, 6, 0, 2, 3, 1])
+    out = M.mixture_primary_by_margin(labels, predicted, vis)
+    assert [(b["ratio_from"], b["ratio_to"], b["n"]) for b in out] == [(0.0, 0.5, 2), (0.5, 0.8, 1), (0.8, 0.95, 0), (0.95, 1.0, 2)]
+    assert out[0]["accuracy"] == 0.5 and out[0]["predicted_present"] == 1.0
+    assert out[1]["accuracy"] == 0.0 and out[1]["predicted_present"] == 0.0
+    assert math.isnan(out[2]["accuracy"])
+    assert out[3]["accuracy"] == 0.5 and out[3]["predicted_present"] == 0.5

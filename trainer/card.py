@@ -281,6 +281,14 @@ def _v2_sections(card: dict[str, Any]) -> list[str]:
                       f"| one anomaly | {split['single']['n']} | {_fmt(split['single']['accuracy'])} |",
                       f"| two or more | {mix['n']} | {_fmt(mix['accuracy'])} (predicted class one of those present: "
                       f"{_fmt(mix.get('predicted_present'))}) |"]
+        margin = pres.get("mixture_primary_by_margin")
+        if margin:
+            lines += ["", "Mixtures by how close their two most visible anomalies are (second-largest over largest "
+                      "visibility score: near 1, which one is primary is nearly a tie):", "",
+                      "| second / largest visibility | n | primary-class accuracy | predicted class one of those present |",
+                      "|---|---|---|---|"]
+            lines += [f"| {b['ratio_from']:g}–{b['ratio_to']:g} | {b['n']} | {_fmt(b['accuracy'])} | {_fmt(b['predicted_present'])} |"
+                      for b in margin]
     conf = m.get("conformal")
     if conf:
         lines += ["", "## Prediction sets (split-conformal APS)", "",

@@ -166,6 +166,9 @@ def evaluate_model(
         noise_level = reader.column("instrument", "noise_level")[source_index] if "noise_level" in reader.columns("instrument") else None
         test_seed = reader.seed
         near_miss = reader.column("params", "near_miss")[source_index] if "near_miss" in reader.columns("params") else None
+        visibility_columns = [f"visibility_{name}" for name in CLASS_NAMES[1:]]
+        visibility_all = (np.stack([reader.column("criteria", c)[source_index] for c in visibility_columns], axis=1)
+                          if set(visibility_columns) <= set(reader.columns("criteria")) else None)
         # The runtime's flatness test (core.flatness): a curve flat within its error bars is novel whatever the network says.
         featureless_all = np.array([_featureless(c) for start in range(0, len(reader), 4096) for c in reader.read(start, start + 4096)])
     scores_all = _uncertainty_scores(sample_probs, feature_score)
@@ -251,6 +254,8 @@ def evaluate_model(
             "prevalence": {names[k]: float(present[:, k].mean()) for k in range(len(names))},
             "primary_by_anomaly_count": M.primary_by_anomaly_count(labels, predicted, present),
         }
+        if visibility_all is not None:
+            metrics["presence"]["mixture_primary_by_margin"] = M.mixture_primary_by_margin(labels, predicted, visibility_all[in_dist])
     set_sizes: dict[str, np.ndarray] = {}
     if optional.conformal is not None:
         block = {}

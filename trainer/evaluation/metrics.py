@@ -191,3 +191,41 @@ def primary_by_anomaly_count(labels: np.ndarray, predicted: np.ndarray, present:
             block["predicted_present"] = float(np.mean(hit_present[mask])) if mask.any() else float("nan")
         out[name] = block
     return out
+
+
+#: Bin edges of :func:`mixture_primary_by_margin`: second-largest over largest visibility score.
+MARGIN_EDGES: tuple[float, ...] = (0.0, 0.5, 0.8, 0.95, 1.0)
+
+
+def mixture_primary_by_margin(
+    labels: np.ndarray, predicted: np.ndarray, visibility: np.ndarray, edges: tuple[float, ...] = MARGIN_EDGES
+) -> list[dict[str, float]]:
+    """Primary-class accuracy of mixtures by how close their two most visible anomalies are.
+
+    The primary class of a mixture is the anomaly with the largest visibility
+    score (points moved; docs/taxonomy.md, version 2): when the second anomaly
+    moves nearly as many points, which one is primary is nearly a tie.
+    ``labels``/``predicted`` (n,) class indices; ``visibility`` (n, 6) the
+    visibility scores of anomalies 1..6, NaN (or 0) where absent. Curves with
+    fewer than two anomalies are ignored. Returns one block per bin
+    ``[edges[i], edges[i+1])`` of second / largest score (the last bin closed)
+    with ``n``, ``accuracy`` and ``predicted_present`` (the predicted class is
+    one of the anomalies present).
+    """
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    vis = np.nan_to_num(np.asarray(visibility, dtype=float), nan=0.0)
+    present = vis > 0
+    mixture = present.sum(axis=1) > 1
+    top2 = -np.sort(-vis, axis=1)[:, :2]
+    ratio = np.divide(top2[:, 1], top2[:, 0], out=np.zeros(len(vis)), where=top2[:, 0] > 0)
+    hit_present = np.zeros(labels.size, bool)
+    anomalous = predicted > 0
+    hit_present[anomalous] = present[np.flatnonzero(anomalous), predicted[anomalous] - 1]
+    out = []
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        last = i == len(edges) - 2
+        mask = mixture & (ratio >= lo) & ((ratio <= hi) if last else (ratio < hi))
+        out.append({"ratio_from": float(lo), "ratio_to": float(hi), "n": int(mask.sum()),
+                    "accuracy": float(np.mean(labels[mask] == predicted[mask])) if mask.any() else float("nan"),
+                    "predicted_present": float(np.mean(hit_present[mask])) if mask.any() else float("nan")})
+    return out
