@@ -168,6 +168,14 @@ def presence_summary(present: np.ndarray, presence_probs: np.ndarray, threshold:
     return out
 
 
+def _predicted_present(predicted: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """(n,) bool: the predicted class (index, 0 = clean) is one of the anomalies ``present`` (n, 6) of its curve."""
+    hit = np.zeros(predicted.size, bool)
+    anomalous = predicted > 0
+    hit[anomalous] = present[np.flatnonzero(anomalous), predicted[anomalous] - 1]
+    return hit
+
+
 def primary_by_anomaly_count(labels: np.ndarray, predicted: np.ndarray, present: np.ndarray) -> dict[str, dict[str, float]]:
     """Primary-class accuracy split by how many anomalies a curve shows (docs/taxonomy.md, version 2).
 
@@ -181,9 +189,7 @@ def primary_by_anomaly_count(labels: np.ndarray, predicted: np.ndarray, present:
     labels, predicted = np.asarray(labels), np.asarray(predicted)
     present = np.asarray(present).astype(bool)
     count = present.sum(axis=1)
-    hit_present = np.zeros(labels.size, bool)
-    anomalous = predicted > 0
-    hit_present[anomalous] = present[np.flatnonzero(anomalous), predicted[anomalous] - 1]
+    hit_present = _predicted_present(predicted, present)
     out: dict[str, dict[str, float]] = {}
     for name, mask in (("clean", count == 0), ("single", count == 1), ("mixture", count > 1)):
         block = {"n": int(mask.sum()), "accuracy": float(np.mean(labels[mask] == predicted[mask])) if mask.any() else float("nan")}
@@ -218,9 +224,7 @@ def mixture_primary_by_margin(
     mixture = present.sum(axis=1) > 1
     top2 = -np.sort(-vis, axis=1)[:, :2]
     ratio = np.divide(top2[:, 1], top2[:, 0], out=np.zeros(len(vis)), where=top2[:, 0] > 0)
-    hit_present = np.zeros(labels.size, bool)
-    anomalous = predicted > 0
-    hit_present[anomalous] = present[np.flatnonzero(anomalous), predicted[anomalous] - 1]
+    hit_present = _predicted_present(predicted, present)
     out = []
     for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
         last = i == len(edges) - 2
