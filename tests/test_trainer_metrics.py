@@ -129,7 +129,7 @@ def test_mixture_primary_accuracy_by_visibility_margin():
     ])
     labels = np.array([1, 1, 2, 2, 2, 1])
     predicted = np.array([1, 6, 0, 2, 3, 1])
-    out = M.mixture_primary_by_margin(labels, predicted, vis)
+    out = M.mixture_primary_by_margin(labels, predicted, np.isfinite(vis).astype(int), vis)
     assert [(b["ratio_from"], b["ratio_to"], b["n"]) for b in out] == [(0.0, 0.5, 2), (0.5, 0.8, 1), (0.8, 0.95, 0), (0.95, 1.0, 2)]
     assert out[0]["accuracy"] == 0.5 and out[0]["predicted_present"] == 1.0
     assert out[1]["accuracy"] == 0.0 and out[1]["predicted_present"] == 0.0

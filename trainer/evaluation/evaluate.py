@@ -255,7 +255,7 @@ def evaluate_model(
             "primary_by_anomaly_count": M.primary_by_anomaly_count(labels, predicted, present),
         }
         if visibility_all is not None:
-            metrics["presence"]["mixture_primary_by_margin"] = M.mixture_primary_by_margin(labels, predicted, visibility_all[in_dist])
+            metrics["presence"]["mixture_primary_by_margin"] = M.mixture_primary_by_margin(labels, predicted, present, visibility_all[in_dist])
     set_sizes: dict[str, np.ndarray] = {}
     if optional.conformal is not None:
         block = {}

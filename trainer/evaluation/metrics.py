@@ -204,23 +204,25 @@ MARGIN_EDGES: tuple[float, ...] = (0.0, 0.5, 0.8, 0.95, 1.0)
 
 
 def mixture_primary_by_margin(
-    labels: np.ndarray, predicted: np.ndarray, visibility: np.ndarray, edges: tuple[float, ...] = MARGIN_EDGES
+    labels: np.ndarray, predicted: np.ndarray, present: np.ndarray, visibility: np.ndarray,
+    edges: tuple[float, ...] = MARGIN_EDGES,
 ) -> list[dict[str, float]]:
     """Primary-class accuracy of mixtures by how close their two most visible anomalies are.
 
     The primary class of a mixture is the anomaly with the largest visibility
     score (points moved; docs/taxonomy.md, version 2): when the second anomaly
     moves nearly as many points, which one is primary is nearly a tie.
-    ``labels``/``predicted`` (n,) class indices; ``visibility`` (n, 6) the
-    visibility scores of anomalies 1..6, NaN (or 0) where absent. Curves with
+    ``labels``/``predicted`` (n,) class indices; ``present`` (n, 6) 0/1 truth
+    of anomalies 1..6 (as for :func:`primary_by_anomaly_count`); ``visibility``
+    (n, 6) their visibility scores (NaN where absent). Curves with
     fewer than two anomalies are ignored. Returns one block per bin
     ``[edges[i], edges[i+1])`` of second / largest score (the last bin closed)
     with ``n``, ``accuracy`` and ``predicted_present`` (the predicted class is
     one of the anomalies present).
     """
     labels, predicted = np.asarray(labels), np.asarray(predicted)
-    vis = np.nan_to_num(np.asarray(visibility, dtype=float), nan=0.0)
-    present = vis > 0
+    present = np.asarray(present).astype(bool)
+    vis = np.where(present, np.nan_to_num(np.asarray(visibility, dtype=float), nan=0.0), 0.0)
     mixture = present.sum(axis=1) > 1
     top2 = -np.sort(-vis, axis=1)[:, :2]
     ratio = np.divide(top2[:, 1], top2[:, 0], out=np.zeros(len(vis)), where=top2[:, 0] > 0)
