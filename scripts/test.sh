@@ -20,6 +20,9 @@ pip_install .venv --upgrade pip "setuptools>=77" wheel
 pip_install .venv -e ".[train,dev,bluesky]"
 # A real external plugin (own distribution, own entry point) that the plugin-host tests observe.
 pip_install .venv ./tests/plugins/sasview-bnn-example-plugin
+# jscatter's example data: real lab-SAXS files without a q unit (1/nm). GPL: the tests read them from the
+# installed package, nothing is copied; reading files needs none of its dependencies (Jupyter, MDAnalysis).
+pip_install .venv --no-deps "jscatter==1.9.0.5"
 .venv/bin/python -m pytest -ra "$@"
 
 [ "${SKIP_GUI:-0}" = "1" ] && exit 0
