@@ -107,7 +107,7 @@ def test_simulate_with_preview(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_run_killed_midway_resumes_to_the_same_file(tmp_path):
+def test_run_killed_midway_resumes_to_the_same_file(tmp_path, capsys):
     """SIGKILL the whole process group (client and workers) once some parts exist, then --resume on another cluster."""
     n, chunk = 84, 6
     reference = simulate_to_file(n, tmp_path / "ref.h5", 5, workers=2, chunk_size=chunk, progress=False)
@@ -132,6 +132,10 @@ def test_run_killed_midway_resumes_to_the_same_file(tmp_path):
     ) as cluster:  # resume on a separately started cluster: the --scheduler path
         scheduler = ["--scheduler", cluster.scheduler_address]
         assert main(argv + scheduler) == 2  # without --resume: refuses to touch the parts
+        capsys.readouterr()
         assert main(argv + scheduler + ["--resume"]) == 0
     assert not parts.exists()
+    kept = chunk * len(finished_before)  # the rate counts the curves made by this run only
+    assert f"wrote {n} curves to {out} in " in (said := capsys.readouterr().out)
+    assert f"({n - kept} simulated now, " in said and f"; {kept} were done before this run)" in said
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(reference.read_bytes()).digest()

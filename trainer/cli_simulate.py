@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
@@ -85,6 +86,22 @@ def quiet_logging() -> None:
         handler.setLevel(max(handler.level, logging.WARNING))
 
 
+def _curves_kept(args: argparse.Namespace) -> int:
+    """Curves of an interrupted run that ``--resume`` keeps (its finished part files), so the rate counts new curves only."""
+    from .simulation import runner
+
+    try:
+        plan = runner.SimulationPlan(n_curves=args.n, seed=args.seed, chunk_size=args.chunk_size,
+                                     classes=runner.resolve_classes(args.classes, args.exclude_class))
+    except ValueError:
+        return 0  # invalid settings: simulate_to_file says so
+    parts = runner.PartsFolder(Path(args.out))
+    if parts.path.is_dir():
+        return sum(plan.chunk_length(k) for k in range(plan.n_chunks) if parts.part(k).is_file())
+    config = plan.config(runner.code_version(), runner.simulator_source_digest())
+    return args.n if runner._already_done(Path(args.out), config) else 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command; returns the exit code."""
     from .simulation.preview import check_image_path, write_contact_sheet
@@ -99,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             check_image_path(args.preview)
         except ValueError as err:
             raise UsageError(str(err)) from None
+    resumed = _curves_kept(args) if args.resume else 0
     start = time.perf_counter()
     try:
         out = simulate_to_file(
@@ -124,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"sasview-bnn-train: interrupted{hint}", file=sys.stderr)
         return 130
     seconds = time.perf_counter() - start
-    print(f"wrote {args.n} curves to {out} in {seconds:.1f} s ({args.n / seconds:.0f} curves/s)")
+    made = args.n - resumed
+    kept = f"; {resumed} were done before this run" if resumed else ""
+    print(f"wrote {args.n} curves to {out} in {seconds:.1f} s ({made} simulated now, {made / seconds:.0f} curves/s{kept})")
     if args.preview:
         print(f"contact sheet: {write_contact_sheet(out, args.preview)}")
     return 0
