@@ -46,6 +46,7 @@ from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX
 ANOMALY_NAMES: tuple[str, ...] = CLASS_NAMES[1:]
 N_ANOMALIES = len(ANOMALY_NAMES)
 
+from .simulation.criteria import visibility_key
 from .simulation.store import CurveReader
 
 FEATURES_FORMAT = "sasview-bnn-features"
@@ -57,12 +58,12 @@ FEATURES_FORMAT_VERSION = 2
 def anomalies_present(label: int, criteria: dict[str, float]) -> np.ndarray:
     """Presence (6,) int8 of the anomalies (classes 1..6) of a simulated curve.
 
-    Simulator 2.0 records a visibility score ``criteria["visibility_<name>"]``
+    Simulator 2.0 records a visibility score ``criteria[visibility_key(name)]``
     for every anomaly present (docs/taxonomy.md, version 2); curves of older
     simulators show exactly their label's anomaly (none for ``clean``).
     """
     out = np.zeros(N_ANOMALIES, dtype=np.int8)
-    scores = [criteria.get(f"visibility_{name}", float("nan")) for name in ANOMALY_NAMES]
+    scores = [criteria.get(visibility_key(name), float("nan")) for name in ANOMALY_NAMES]
     if "n_anomalies" in criteria:
         out[:] = np.isfinite(scores)
     elif label != CLEAN_INDEX:

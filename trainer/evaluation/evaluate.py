@@ -44,6 +44,7 @@ from sasview_bnn_plugin.model.catalog import read_metadata
 
 from ..export import onnx_session, run_onnx, run_onnx_all
 from ..features import FeatureFile, build_features
+from ..simulation.criteria import visibility_key
 from ..simulation.store import CurveReader
 from . import metrics as M
 from .novel_inputs import KINDS, novel_curves
@@ -166,7 +167,7 @@ def evaluate_model(
         noise_level = reader.column("instrument", "noise_level")[source_index] if "noise_level" in reader.columns("instrument") else None
         test_seed = reader.seed
         near_miss = reader.column("params", "near_miss")[source_index] if "near_miss" in reader.columns("params") else None
-        visibility_columns = [f"visibility_{name}" for name in CLASS_NAMES[1:]]
+        visibility_columns = [visibility_key(name) for name in CLASS_NAMES[1:]]
         visibility_all = (np.stack([reader.column("criteria", c)[source_index] for c in visibility_columns], axis=1)
                           if set(visibility_columns) <= set(reader.columns("criteria")) else None)
         # The runtime's flatness test (core.flatness): a curve flat within its error bars is novel whatever the network says.

@@ -782,7 +782,7 @@ def _apply_artefact(m: Measured, kind: str, rng: np.random.Generator, params: di
         raise ValueError(f"unknown artefact kind {kind!r}")
     with_fault = m.noisy - m.z * m.d_i if kind == "spikes" else m.expected
     score = crit.visibility_score(with_fault, before, m.d_i)
-    criteria["visibility_artefact"] = float(score)
+    criteria[crit.visibility_key("artefact")] = float(score)
     if score < crit.minimum_points(kind):
         raise Rejected("artefact not visible")
 
@@ -866,7 +866,7 @@ def _primary_score(name: str, draft: Draft, expected: np.ndarray, d_i: np.ndarra
     if name == "oversubtracted":
         return crit.oversubtraction_score(expected, d_i)
     if name == "artefact":
-        return int(draft.criteria["visibility_artefact"])
+        return int(draft.criteria[crit.visibility_key("artefact")])
     if name == "bimodal":
         background = draft.params["background"]
         own = expected - shift - background
@@ -936,7 +936,7 @@ def _secondary_oversubtraction(m: Measured, draft: Draft, rng: np.random.Generat
 
 def _secondary_artefact(m: Measured, draft: Draft, rng: np.random.Generator) -> int:
     _apply_artefact(m, _draw_artefact_kind(rng), rng, draft.params, draft.criteria, draft.components)
-    return int(draft.criteria["visibility_artefact"])
+    return int(draft.criteria[crit.visibility_key("artefact")])
 
 
 SECONDARY_BUILDERS: dict[str, Callable[[Measured, Draft, np.random.Generator], int]] = {
@@ -1026,7 +1026,7 @@ def simulate(label: int, rng: np.random.Generator, mixture_probability: float = 
     draft.params["planned_class"] = name
     draft.params["anomalies"] = ";".join(present)
     for anomaly, score in scores.items():
-        draft.criteria[f"visibility_{anomaly}"] = float(score)
+        draft.criteria[crit.visibility_key(anomaly)] = float(score)
     draft.criteria["n_anomalies"] = float(len(present))
     curve = SimulatedCurve(
         label=int(label),

@@ -385,6 +385,15 @@ def moved_points(with_anomaly: np.ndarray, counterpart: np.ndarray, d_intensity:
     return (delta > VISIBLE_MIN_SIGMA * d_intensity) & (delta > VISIBLE_MIN_RELATIVE * np.abs(counterpart))
 
 
+def visibility_key(anomaly: str) -> str:
+    """Name of the criterion that stores an anomaly's visibility score (points moved), e.g. ``visibility_artefact``.
+
+    Every simulated curve records one per anomaly present (docs/taxonomy.md, version 2); the
+    features file, the evaluation and the contact sheet read it back under this name.
+    """
+    return f"visibility_{anomaly}"
+
+
 def visibility_score(with_anomaly: np.ndarray, counterpart: np.ndarray, d_intensity: np.ndarray) -> int:
     """The visibility score of an anomaly: the number of points it moves visibly (:func:`moved_points`)."""
     return int(np.sum(moved_points(with_anomaly, counterpart, d_intensity)))

@@ -19,6 +19,7 @@ from matplotlib.ticker import LogLocator, NullLocator
 
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
+from .criteria import visibility_key
 from .record import SimulatedCurve
 from .store import CurveReader
 
@@ -35,7 +36,7 @@ KEY_CRITERIA: dict[str, tuple[str, ...]] = {
     "artefact": ("spike_fraction", "step_factor", "low_q_distortion", "affected_fraction", "spike_count"),
 }
 # Every anomaly's taxonomy-v2 visibility score closes its list (artefact kinds without a criterion of their own).
-KEY_CRITERIA = {name: keys + ((f"visibility_{name}",) if name != "clean" else ()) for name, keys in KEY_CRITERIA.items()}
+KEY_CRITERIA = {name: keys + ((visibility_key(name),) if name != "clean" else ()) for name, keys in KEY_CRITERIA.items()}
 #: String parameters naming what was simulated, shown under the class name.
 DESCRIPTIVE_PARAMS = ("shape", "large_shape", "small_shape", "aggregate_model", "structure_factor", "lattice", "artefact")
 
