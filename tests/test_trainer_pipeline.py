@@ -282,34 +282,56 @@ def test_leave_one_class_out_study_scores_the_left_out_class(ensemble_model, vi_
 
 def test_leave_family_out_run_never_trains_on_the_family_and_the_study_splits_the_test_set(data, vi_model):
     from sasview_bnn_trainer.evaluation.family_study import markdown_table, study_run
-    from sasview_bnn_trainer.features import family_membership
+    from sasview_bnn_trainer.features import family_membership, leave_out_membership
     from sasview_bnn_trainer.simulation.shapes import FAMILIES
+    from sasview_bnn_trainer.simulation.store import CurveReader
 
     folder, train, test = data
     with pytest.raises(ValueError, match="unknown shape family"):
         FitConfig(exclude_families=("blob",))
-    result = fit(train, folder / "no_chains", FitConfig(method="vi", epochs=1, samples=2, seed=0, lr=3e-3, exclude_families=("chain",)),
+    with pytest.raises(ValueError, match="unknown lattice 'diamond'; choose among lamellar, hexagonal"):
+        FitConfig(exclude_families=("lattice:diamond",))
+    with pytest.raises(ValueError, match="'colour' is not an axis"):
+        FitConfig(exclude_families=("colour:red",))
+    left_out = ("chain", "lattice:hexagonal", "artefact:edge_points")
+    result = fit(train, folder / "no_chains", FitConfig(method="vi", epochs=1, samples=2, seed=0, lr=3e-3, exclude_families=left_out),
                  progress=False)
     with FeatureFile(result.features_path) as ff:
-        families, member = family_membership(train, ff.column("source_index"))
+        source = ff.column("source_index")
+    families, member = family_membership(train, source)
     assert families == FAMILIES
-    chain = member[:, families.index("chain")]
-    # The simulator draws chains for a fair share of curves; none of them reaches training.
-    assert chain.sum() > 50 and not chain[result.train_rows].any()
-    row = study_run(folder / "no_chains", test, n_samples=2)
-    assert row["left_out"] == ["chain"] and row["left_out_family"]["n"] > 0 and row["in_family"]["n"] > 0
-    assert row["gap"] == pytest.approx(row["in_family"]["accuracy"] - row["left_out_family"]["accuracy"])
-    assert "| chain |" in markdown_table([row])
+    shows = leave_out_membership(train, left_out, source)
+    assert np.array_equal(shows[:, 0], member[:, families.index("chain")])
+    with CurveReader(train) as reader:
+        lattice, artefact = reader.column("params", "lattice")[source], reader.column("params", "artefact")[source]
+        anomalies = reader.column("params", "anomalies")[source]
+    assert np.array_equal(shows[:, 1], lattice == "hexagonal") and np.array_equal(shows[:, 2], artefact == "edge_points")
+    # Edge points laid as a secondary artefact on another class count as shown too.
+    assert all("artefact" in a.split(";") for a in anomalies[shows[:, 2]])
+    # The simulator draws chains, hexagonal lattices and edge points for a fair share of curves; none reaches training.
+    assert shows[:, 0].sum() > 50 and shows[:, 1].sum() > 3 and shows[:, 2].sum() > 3
+    assert not shows[result.train_rows].any()
+    rows = study_run(folder / "no_chains", test, n_samples=2)
+    assert [r["left_out"] for r in rows] == [[name] for name in left_out]
+    for row in rows:
+        assert row["trained_without"] == list(left_out) and row["left_out_family"]["n"] > 0 and row["in_family"]["n"] > 0
+        assert row["gap"] == pytest.approx(row["in_family"]["accuracy"] - row["left_out_family"]["accuracy"])
+        assert row["gap_matched"] == pytest.approx(row["in_family_matched"] - row["left_out_family"]["accuracy"])
+    # At the left-out curves' class mix: edge-point curves all show an artefact, so the in-family artefact recall weighs most.
+    edge = rows[2]
+    assert edge["in_family"]["recall"]["artefact"] is not None
+    assert "| chain (run also without lattice:hexagonal, artefact:edge_points) |" in markdown_table(rows)
     from sasview_bnn_trainer.evaluation.family_study import main as family_main
 
     assert family_main([str(folder / "no_chains"), "--test", str(test), "--out", str(folder / "lfo_cli"), "--samples", "2"]) == 0
-    assert json.loads((folder / "lfo_cli.json").read_text()) == [row] and "| chain |" in (folder / "lfo_cli.md").read_text()
+    assert json.loads((folder / "lfo_cli.json").read_text()) == rows and "| chain (" in (folder / "lfo_cli.md").read_text()
     with pytest.raises(ValueError, match="exclude-family"):
         study_run(folder / "vi", test)
     # The model card shows the study.
+    row = rows[0]
     (folder / "lfo.json").write_text(json.dumps([row]))
     model = export_run(folder / "no_chains", folder / "no_chains.onnx", 2).path
     assert main(["evaluate", str(model), str(test), "--report", str(folder / "report_lfo"), "--synthetic", "20", "--quiet"]) == 0
     assert main(["card", str(model), "--report", str(folder / "report_lfo"), "--family-study", str(folder / "lfo.json")]) == 0
     assert json.loads(model.with_suffix(".json").read_text())["leave_family_out_study"] == [row]
-    assert "## Leave-family-out" in model.with_suffix(".md").read_text() and "| chain |" in model.with_suffix(".md").read_text()
+    assert "## Leave-family-out" in model.with_suffix(".md").read_text() and "| chain (run also" in model.with_suffix(".md").read_text()

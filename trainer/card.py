@@ -333,10 +333,12 @@ def _v2_sections(card: dict[str, Any]) -> list[str]:
     if card.get("leave_family_out_study"):
         from .evaluation.family_study import markdown_table as family_table
 
-        lines += ["", "## Leave-family-out: shapes the network never saw", "",
-                  "One model per shape family, trained by the shipped recipe on part of the same data without every curve "
-                  "holding a particle of that family; accuracy of the primary class on test curves with a particle of the "
-                  "left-out family against test curves without one, same model (`sasview_bnn_trainer.evaluation.family_study`)."]
+        lines += ["", "## Leave-family-out: shapes, lattices, structure factors and faults the network never saw", "",
+                  "Models trained by the shipped recipe on part of the same data without every curve holding a particle of a "
+                  "shape family, or showing a lattice, structure factor or artefact kind; accuracy of the primary class on test "
+                  "curves showing the left-out variant against test curves showing none of the run's left-out variants, same "
+                  "model, also at the left-out curves' class mix (in-family recall per class weighted by their class shares; "
+                  "`sasview_bnn_trainer.evaluation.family_study`)."]
         lines += _study_note(card) + ["", family_table(card["leave_family_out_study"])]
     if card.get("real_data_markdown"):
         lines += ["", "## Real data: SasView's example data, labelled by hand from the physics", "",

@@ -37,7 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="leave this class out of training (repeatable), for leave-one-class-out novelty tests")
     p.add_argument("--exclude-family", action="append", default=[], metavar="NAME",
                    help="leave every curve with a particle of this shape family (sphere, ellipsoid, cylinder, chain, "
-                        "generic) out of training and validation (repeatable), for leave-family-out tests")
+                        "generic), or showing lattice:NAME, structure_factor:NAME or artefact:NAME (e.g. lattice:hexagonal, "
+                        "structure_factor:stickyhardsphere, artefact:edge_points; an artefact laid on any class counts) out "
+                        "of training and validation (repeatable), for leave-family-out tests")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto uses CUDA when torch sees a GPU")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, split, batch order and VI noise (default 0)")

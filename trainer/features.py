@@ -389,6 +389,35 @@ def split_rows(
 SHAPE_COLUMNS: tuple[str, ...] = ("shape", "small_shape", "large_shape")
 
 
+def leave_out_vocabulary() -> dict[str, tuple[str, ...]]:
+    """What a leave-family-out run can leave out, by axis of the simulator's physics.
+
+    ``""`` (bare names): particle shape families (:data:`~sasview_bnn_trainer.simulation.shapes.FAMILIES`);
+    ``"lattice"``, ``"structure_factor"``, ``"artefact"``: the lattices of ordered phases, the structure
+    factors of interacting particles and the kinds of instrument/reduction fault, written ``AXIS:VALUE``
+    (``lattice:hexagonal``, ``structure_factor:stickyhardsphere``, ``artefact:edge_points``). Each axis is
+    the curve file's ``params`` column of that name.
+    """
+    from .simulation import specs
+    from .simulation.shapes import FAMILIES
+
+    return {"": FAMILIES, "lattice": tuple(specs.LATTICES), "structure_factor": tuple(specs.STRUCTURE_FACTORS),
+            "artefact": tuple(specs.ARTEFACTS)}
+
+
+def check_leave_out(name: str) -> str:
+    """Return ``name`` if a leave-family-out run can leave it out (see :func:`leave_out_vocabulary`), else raise ValueError."""
+    vocabulary = leave_out_vocabulary()
+    axis, _, value = name.rpartition(":")
+    if axis not in vocabulary:
+        raise ValueError(f"cannot leave out {name!r}: {axis!r} is not an axis of the simulator; use a shape family "
+                         f"({', '.join(vocabulary[''])}) or one of " + ", ".join(f"{a}:NAME" for a in vocabulary if a))
+    if value not in vocabulary[axis]:
+        what = f"{axis} {value!r}" if axis else f"shape family {value!r}"
+        raise ValueError(f"unknown {what}; choose among {', '.join(vocabulary[axis])}")
+    return name
+
+
 def family_membership(data_path: str | Path, source_index: np.ndarray | None = None) -> tuple[tuple[str, ...], np.ndarray]:
     """Which shape families each curve's particles belong to, for leave-family-out tests.
 
@@ -413,3 +442,30 @@ def family_membership(data_path: str | Path, source_index: np.ndarray | None = N
             if spec is not None:
                 member[names == name, index[spec.family]] = True
     return FAMILIES, member
+
+
+def leave_out_membership(data_path: str | Path, names: Sequence[str], source_index: np.ndarray | None = None) -> np.ndarray:
+    """Which curves show each left-out variant of the physics, for leave-family-out tests.
+
+    ``names`` as :func:`check_leave_out` accepts them (``chain``, ``lattice:hexagonal``,
+    ``structure_factor:stickyhardsphere``, ``artefact:edge_points``). Returns (M, len(names)) bool:
+    a curve shows a shape family when any of its particles is of it (:func:`family_membership`), and
+    ``AXIS:VALUE`` when its ``params`` column AXIS reads VALUE (an artefact laid on a curve of any class
+    as a secondary anomaly counts too). ``source_index`` picks curve-file rows; default: all rows.
+    """
+    names = [check_leave_out(n) for n in names]
+    with CurveReader(data_path) as reader:
+        n = len(reader)
+        params = set(reader.columns("params"))
+        rows = np.arange(n) if source_index is None else np.asarray(source_index, dtype=np.int64)
+        member = np.zeros((rows.size, len(names)), dtype=bool)
+        for k, name in enumerate(names):
+            axis, _, value = name.rpartition(":")
+            if axis and axis in params:
+                member[:, k] = reader.column("params", axis)[rows] == value
+    if any(":" not in name for name in names):
+        families, shapes = family_membership(data_path, source_index)
+        for k, name in enumerate(names):
+            if ":" not in name:
+                member[:, k] = shapes[:, families.index(name)]
+    return member

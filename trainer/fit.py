@@ -34,7 +34,7 @@ from sasview_bnn_plugin import __version__
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, N_CLASSES, class_index
 
 from .evaluation.metrics import classification_summary, presence_summary
-from .features import PREPARE_BATCH, FeatureFile, build_features, family_membership, split_rows
+from .features import PREPARE_BATCH, FeatureFile, build_features, check_leave_out, leave_out_membership, split_rows
 from .network import NetworkConfig, pack_members
 from .posterior import LOSSES, METHODS, Posterior, build_posterior, posterior_from_spec
 
@@ -112,11 +112,8 @@ class FitConfig:
             raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         for name in self.exclude_classes:
             class_index(name)
-        from .simulation.shapes import FAMILIES
-
         for name in self.exclude_families:
-            if name not in FAMILIES:
-                raise ValueError(f"unknown shape family {name!r}; choose among {', '.join(FAMILIES)}")
+            check_leave_out(name)
         if len(set(self.exclude_classes)) >= N_CLASSES - 1:
             raise ValueError("at least two classes must remain for training")
         if not 0.0 <= self.outlier_fraction < 1.0:
@@ -295,8 +292,7 @@ def fit(
         excluded = [class_index(n) for n in config.exclude_classes]
         drop = None
         if config.exclude_families:
-            families, member = family_membership(data_path, features.column("source_index"))
-            drop = member[:, [families.index(f) for f in config.exclude_families]].any(axis=1)
+            drop = leave_out_membership(data_path, config.exclude_families, features.column("source_index")).any(axis=1)
         train_rows, val_rows = split_rows(features.labels, config.val_fraction, config.seed, excluded, config.max_train,
                                           features.anomalies, drop)
         if train_rows.size == 0 or val_rows.size == 0:
