@@ -135,3 +135,29 @@ def test_mixture_primary_accuracy_by_visibility_margin():
     assert out[1]["accuracy"] == 0.0 and out[1]["predicted_present"] == 0.0
     assert math.isnan(out[2]["accuracy"])
     assert out[3]["accuracy"] == 0.5 and out[3]["predicted_present"] == 0.5
+
+
+def test_single_anomaly_accuracy_by_how_visible_it_is():
+    nan = float("nan")
+    # visibility scores of anomalies 1..6 (aggregation, interparticle, ordered, bimodal, oversubtracted, artefact)
+    vis = np.array([
+        [6, nan, nan, nan, nan, nan],     # aggregation, just visible (5-7 points), called aggregation
+        [7, nan, nan, nan, nan, nan],     # aggregation, just visible, called clean
+        [200, nan, nan, nan, nan, nan],   # aggregation, strong (> 50 points), called aggregation
+        [nan, nan, nan, nan, nan, 2],     # artefact moving 2 points (edge points: < 5), called artefact
+        [nan, nan, nan, nan, nan, 51],    # artefact at exactly 51 points: the last bin
+        [40, nan, nan, nan, nan, 10],     # a mixture: ignored
+        [nan, nan, nan, nan, nan, nan],   # clean: ignored
+    ])
+    labels = np.array([1, 1, 1, 6, 6, 1, 0])
+    predicted = np.array([1, 0, 1, 6, 3, 1, 0])
+    out = M.single_primary_by_visibility(labels, predicted, np.isfinite(vis).astype(int), vis)
+    assert list(out) == ["aggregation", "interparticle", "ordered", "bimodal", "oversubtracted", "artefact"]
+    agg = {b["points_from"]: b for b in out["aggregation"]}
+    assert agg[5.0]["n"] == 2 and agg[5.0]["accuracy"] == 0.5
+    assert agg[51.0]["n"] == 1 and agg[51.0]["accuracy"] == 1.0 and math.isinf(agg[51.0]["points_to"])
+    assert sum(b["n"] for b in out["aggregation"]) == 3  # the mixture is not counted
+    art = {b["points_from"]: b for b in out["artefact"]}
+    assert art[0.0]["n"] == 1 and art[0.0]["accuracy"] == 1.0
+    assert art[51.0]["n"] == 1 and art[51.0]["accuracy"] == 0.0
+    assert all(b["n"] == 0 and math.isnan(b["accuracy"]) for b in out["ordered"])

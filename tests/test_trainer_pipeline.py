@@ -221,6 +221,10 @@ def test_evaluate_writes_metrics_and_report(which, request, data, capsys):
     assert card["training_command"] == "sasview-bnn-train fit ..."
     md = model.with_suffix(".md").read_text()
     assert card["sha256"] in md and "Confusion matrix" in md
+    if "presence" in m:  # the network with the anomalies-present outputs: curves with one anomaly, by its visibility
+        by_strength = m["presence"]["single_primary_by_visibility"]
+        assert sum(b["n"] for blocks in by_strength.values() for b in blocks) == m["presence"]["primary_by_anomaly_count"]["single"]["n"]
+        assert "Curves with one anomaly by how visible it is" in md and "| 5–7 points |" in md
     assert verify_model_file(model) == card
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -140,6 +141,13 @@ def build_card(
         "baseline_comparison": baseline or {},
         "known_weaknesses": list(weaknesses),
     }
+
+
+def _points_bin(lo: float, hi: float | None) -> str:
+    """A visibility bin's heading: '5–7 points', '> 50 points' (``hi`` infinite, or None as strict JSON writes it)."""
+    if hi is None or math.isinf(hi):
+        return f"> {lo - 1:g} points"
+    return f"{lo:g}–{hi - 1:g} points" if lo > 0 else f"< {hi:g} points"
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -289,6 +297,15 @@ def _v2_sections(card: dict[str, Any]) -> list[str]:
                       "|---|---|---|---|"]
             lines += [f"| {b['ratio_from']:g}–{b['ratio_to']:g} | {b['n']} | {_fmt(b['accuracy'])} | {_fmt(b['predicted_present'])} |"
                       for b in margin]
+        strength = pres.get("single_primary_by_visibility")
+        if strength:
+            first = next(iter(strength.values()))
+            heads = [_points_bin(b["points_from"], b["points_to"]) for b in first]
+            lines += ["", "Curves with one anomaly by how visible it is (points it moves; most anomalies need 5, "
+                      "spikes 3, edge points 1): primary-class accuracy (n):", "",
+                      "| class | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+            lines += [f"| {name} | " + " | ".join(f"{_fmt(b['accuracy'])} ({b['n']})" if b["n"] else "–" for b in blocks) + " |"
+                      for name, blocks in strength.items()]
     conf = m.get("conformal")
     if conf:
         lines += ["", "## Prediction sets (split-conformal APS)", "",

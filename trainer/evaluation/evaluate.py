@@ -257,6 +257,8 @@ def evaluate_model(
         }
         if visibility_all is not None:
             metrics["presence"]["mixture_primary_by_margin"] = M.mixture_primary_by_margin(labels, predicted, present, visibility_all[in_dist])
+            metrics["presence"]["single_primary_by_visibility"] = M.single_primary_by_visibility(
+                labels, predicted, present, visibility_all[in_dist])
     set_sizes: dict[str, np.ndarray] = {}
     if optional.conformal is not None:
         block = {}

@@ -8,9 +8,12 @@ per-sample probabilities; ``scores`` (n,) where higher means "more positive"
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sasview_bnn_plugin.core.result import entropy  # the runtime's, the one entropy (nats, last axis)
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 _EPS = 1e-12
 
@@ -196,6 +199,38 @@ def primary_by_anomaly_count(labels: np.ndarray, predicted: np.ndarray, present:
         if name == "mixture":
             block["predicted_present"] = float(np.mean(hit_present[mask])) if mask.any() else float("nan")
         out[name] = block
+    return out
+
+
+#: Bin edges of :func:`single_primary_by_visibility`: points the one anomaly moves (5 is the visibility threshold of
+#: most anomalies; spikes need 3 points, edge points 1: docs/taxonomy.md).
+VISIBILITY_EDGES: tuple[float, ...] = (0.0, 5.0, 8.0, 13.0, 26.0, 51.0, math.inf)
+
+
+def single_primary_by_visibility(
+    labels: np.ndarray, predicted: np.ndarray, present: np.ndarray, visibility: np.ndarray,
+    edges: tuple[float, ...] = VISIBILITY_EDGES,
+) -> dict[str, list[dict[str, float]]]:
+    """Primary-class accuracy of curves with exactly one anomaly, by class and by how visible the anomaly is.
+
+    Is what the network misses the just-visible anomalies, or strong ones too? ``labels``/``predicted`` (n,)
+    class indices; ``present`` (n, 6) 0/1 truth of anomalies 1..6; ``visibility`` (n, 6) their visibility scores
+    (points moved; NaN where absent). Returns, per anomaly class name, one block per bin ``[edges[i], edges[i+1])``
+    of the anomaly's score with ``n`` and ``accuracy`` (NaN for an empty bin).
+    """
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    present = np.asarray(present).astype(bool)
+    single = present.sum(axis=1) == 1
+    score = np.where(present, np.nan_to_num(np.asarray(visibility, dtype=float), nan=0.0), 0.0).max(axis=1)
+    out: dict[str, list[dict[str, float]]] = {}
+    for k, name in enumerate(CLASS_NAMES[1:], start=1):
+        rows = single & (labels == k) & present[:, k - 1]
+        blocks = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            mask = rows & (score >= lo) & (score < hi)
+            blocks.append({"points_from": float(lo), "points_to": float(hi), "n": int(mask.sum()),
+                           "accuracy": float(np.mean(predicted[mask] == k)) if mask.any() else float("nan")})
+        out[name] = blocks
     return out
 
 
