@@ -321,6 +321,9 @@ def test_leave_family_out_run_never_trains_on_the_family_and_the_study_splits_th
         assert row["trained_without"] == list(left_out) and row["left_out_family"]["n"] > 0 and row["in_family"]["n"] > 0
         assert row["gap"] == pytest.approx(row["in_family"]["accuracy"] - row["left_out_family"]["accuracy"])
         assert row["gap_matched"] == pytest.approx(row["in_family_matched"] - row["left_out_family"]["accuracy"])
+        confusion = np.array(row["left_out_family"]["confusion"])  # where the left-out curves went
+        assert confusion.shape == (7, 7) and confusion.sum() == row["left_out_family"]["n"]
+        assert np.trace(confusion) / confusion.sum() == pytest.approx(row["left_out_family"]["accuracy"])
     # At the left-out curves' class mix: edge-point curves all show an artefact, so the in-family artefact recall weighs most.
     edge = rows[2]
     assert edge["in_family"]["recall"]["artefact"] is not None

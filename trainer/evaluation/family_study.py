@@ -43,7 +43,8 @@ def _block(labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
     cm = M.confusion_matrix(labels, predicted, len(CLASS_NAMES))
     recall = M.precision_recall_f1(cm)["recall"]
     return {"n": int(labels.size), "accuracy": M.accuracy(labels, predicted), "macro_f1": M.macro_f1(cm),
-            "recall": {name: (float(recall[k]) if cm[k].sum() else None) for k, name in enumerate(CLASS_NAMES)}}
+            "recall": {name: (float(recall[k]) if cm[k].sum() else None) for k, name in enumerate(CLASS_NAMES)},
+            "confusion": np.asarray(cm).astype(int).tolist()}  # rows true, columns predicted (CLASS_NAMES order)
 
 
 def class_matched_accuracy(inside: dict[str, Any], left_out_labels: np.ndarray) -> float | None:
