@@ -54,25 +54,6 @@ def reference(model, folder, tmp_path_factory) -> list[dict]:
     return read_rows(out)
 
 
-@pytest.fixture(scope="module")
-def long_folder(tmp_path_factory) -> Path:
-    """900 real data files (6 sources x 150 copies): a run that lasts several seconds after its first rows,
-    so that a Ctrl-C sent once 20 rows are on disk lands mid-run even when a loaded machine delays the test."""
-    data = tmp_path_factory.mktemp("long")
-    for copy in range(150):
-        for name in SOURCES:
-            shutil.copyfile(ONE_D / name, data / f"{copy:03d}_{name}")
-    return data
-
-
-@pytest.fixture(scope="module")
-def long_reference(model, long_folder, tmp_path_factory) -> list[dict]:
-    """The rows of an uninterrupted run over :func:`long_folder`."""
-    out = tmp_path_factory.mktemp("long_ref") / "ref.csv"
-    assert main(["classify", str(long_folder), "--model", str(model), "-o", str(out)]) == 0
-    return read_rows(out)
-
-
 def read_rows(path: Path) -> list[dict]:
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
@@ -95,8 +76,7 @@ def classify(*args: str, **kwargs) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_a_run_killed_with_sigkill_resumes_to_one_row_per_curve(model, long_folder, long_reference, tmp_path):
-    folder, reference = long_folder, long_reference
+def test_a_run_killed_with_sigkill_resumes_to_one_row_per_curve(model, folder, reference, tmp_path):
     out = tmp_path / "results.csv"
     partial = tmp_path / "results.csv.partial"
     proc = classify(str(folder), "--model", str(model), "--batch-size", "2", "-o", str(out))
@@ -119,6 +99,17 @@ def test_a_run_killed_with_sigkill_resumes_to_one_row_per_curve(model, long_fold
     assert [(r["file"], r["dataset"]) for r in rows] == [(r["file"], r["dataset"]) for r in reference]
     assert rows == reference
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]  # no .partial, no .lock
+
+
+@pytest.fixture(scope="module")
+def long_folder(tmp_path_factory) -> Path:
+    """900 real data files (6 sources x 150 copies): a run that lasts several seconds after its first rows,
+    so that a Ctrl-C sent once 20 rows are on disk lands mid-run even when a loaded machine delays the test."""
+    data = tmp_path_factory.mktemp("long")
+    for copy in range(150):
+        for name in SOURCES:
+            shutil.copyfile(ONE_D / name, data / f"{copy:03d}_{name}")
+    return data
 
 
 def test_ctrl_c_keeps_whole_rows_and_says_how_to_resume(model, long_folder, tmp_path):
