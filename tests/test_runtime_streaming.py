@@ -71,8 +71,21 @@ def assert_whole_rows(path: Path) -> int:
     return len(records) - 1
 
 
-def classify(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([EXE, "classify", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+def _as_in_a_terminal() -> None:
+    # A program started in the background by a non-interactive shell (`cmd &`, nohup, some CI runners) inherits
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt: give the child the disposition it has
+    # when a user runs it in a terminal, where Ctrl-C is what these tests stand for.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def classify(*args: str, preexec_fn=None, **kwargs) -> subprocess.Popen:
+    def setup() -> None:
+        _as_in_a_terminal()
+        if preexec_fn is not None:
+            preexec_fn()
+
+    return subprocess.Popen([EXE, "classify", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=setup, **kwargs)
 
 
 @pytest.mark.slow
@@ -110,6 +123,7 @@ def test_ctrl_c_keeps_whole_rows_and_says_how_to_resume(model, folder, tmp_path)
         time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
+    assert not out.exists(), "the run finished although Ctrl-C was sent mid-run"
     assert proc.returncode == 130, err
     n_rows = assert_whole_rows(partial)
     assert f"interrupted: {n_rows} row(s) kept in {partial}; rerun the same command with --resume to finish" in err, err[-400:]
