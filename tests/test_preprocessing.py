@@ -201,3 +201,37 @@ def test_every_real_example_file_is_accepted_or_refused_with_a_message():
                 assert np.isfinite(m.features).all()
                 accepted += 1
     assert accepted >= 30
+
+
+EXTRA = PreprocessingConfig(channels=CHANNELS + ("density", "noise"))
+DENSITY, NOISE = EXTRA.channels.index("density"), EXTRA.channels.index("noise")
+
+
+def test_extra_channels_leave_the_default_four_unchanged_and_count_points_and_noise():
+    q, i, di = sphere_curve(n=400)
+    default, extra = prepare_curve(q, i, di, "1/A"), prepare_curve(q, i, di, "1/A", EXTRA)
+    assert extra.features.shape == (6, 256) == EXTRA.input_shape and extra.features.dtype == np.float32
+    np.testing.assert_array_equal(extra.features[:4], default.features)
+    # density: log2(1 + points in the bin) / 8, from the bins the points fall in; 0 outside the data.
+    counts = np.bincount(np.searchsorted(CFG.bin_edges, q, side="right") - 1, minlength=256)
+    np.testing.assert_allclose(extra.features[DENSITY], np.log2(1 + counts) / 8, rtol=1e-6)
+    assert extra.features[DENSITY][: bin_of(0.004)].max() == 0.0
+    # The same q-range linearly spaced (dq = 0.001 1/Å): one point per bin near q = 0.006 and about 13 in a bin near
+    # q = 0.35 (bins 3.7 % wide), where the log-spaced curve has about 2 in each.
+    lin = prepare_curve(np.linspace(0.005, 0.4, 400), *sphere_curve(n=400)[1:], "1/A", EXTRA).features[DENSITY]
+    assert lin[bin_of(0.006)] == pytest.approx(1 / 8) and lin[bin_of(0.35)] == pytest.approx(np.log2(14) / 8, abs=0.05)
+    assert extra.features[DENSITY][bin_of(0.35)] <= np.log2(4) / 8
+    # noise: 1 % relative uncertainty everywhere is (log10(0.01) + 4) / 5 = 0.4 in every bin holding a point.
+    filled = counts > 0
+    np.testing.assert_allclose(extra.features[NOISE][filled], 0.4, atol=0.02)
+    assert np.all(extra.features[NOISE][~filled] == 0.0)
+    tenfold = prepare_curve(q, i, 10 * di, "1/A", EXTRA).features[NOISE]
+    np.testing.assert_allclose(tenfold[filled], 0.6, atol=0.02)  # 10 %: one decade = 0.2 up
+
+
+def test_extra_channels_are_checked_and_travel_in_the_json():
+    assert PreprocessingConfig.from_json(EXTRA.to_json()) == EXTRA
+    assert PreprocessingConfig.from_json(CFG.to_json()).channels == CHANNELS
+    for bad in [("intensity", "coverage"), CHANNELS + ("density", "density"), CHANNELS + ("colour",), ("density",) + CHANNELS]:
+        with pytest.raises(ValueError, match="channels must be intensity, coverage, outlier, jump, then any of density, noise"):
+            PreprocessingConfig(channels=bad)

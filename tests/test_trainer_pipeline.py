@@ -346,3 +346,40 @@ def test_leave_family_out_run_never_trains_on_the_family_and_the_study_splits_th
     assert main(["card", str(model), "--report", str(folder / "report_lfo"), "--family-study", str(folder / "lfo.json")]) == 0
     assert json.loads(model.with_suffix(".json").read_text())["leave_family_out_study"] == [row]
     assert "## Leave-family-out" in model.with_suffix(".md").read_text() and "| chain (run also" in model.with_suffix(".md").read_text()
+
+
+def test_extra_input_channels_go_from_training_to_the_runtime(data):
+    """A network trained on the density and noise channels: its own features file, six input channels in the graph,
+    and the runtime, reading the channels from the model's metadata, gives on raw curves what the graph gives on the
+    training-side features of the same curves."""
+    from sasview_bnn_plugin import BNNClassifier
+    from sasview_bnn_plugin.core.preprocessing import CHANNELS, PreprocessingConfig
+    from sasview_bnn_trainer.simulation.store import CurveReader
+
+    folder, train, test = data
+    config = FitConfig(method="vi", epochs=1, samples=2, seed=0, lr=3e-3, extra_channels=("density", "noise"))
+    assert config.network.in_channels == 6 and FitConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="then any of density, noise"):
+        FitConfig(extra_channels=("colour",))
+    result = fit(train, folder / "dn", config, progress=False)
+    assert result.features_path.name == "train.features+density+noise.h5"
+    with FeatureFile(result.features_path) as extra, FeatureFile(build_features(train, progress=False)) as default:
+        assert extra.features.shape[1:] == (6, 256) and default.features.shape[1:] == (4, 256)
+        np.testing.assert_array_equal(extra.read_rows(np.arange(50))[:, :4], default.read_rows(np.arange(50)))
+    exported = export_run(folder / "dn", folder / "dn.onnx", 2)
+    cfg = check_metadata(read_metadata(exported.path))
+    assert cfg.channels == CHANNELS + ("density", "noise")
+    session = onnx_session(exported.path)
+    assert session.get_inputs()[0].shape[1:] == [6, 256]
+
+    with FeatureFile(build_features(test, config=PreprocessingConfig(channels=cfg.channels), progress=False)) as ff:
+        assert ff.path.name == "test.features+density+noise.h5"
+        rows = np.arange(40)
+        x, source = ff.read_rows(rows), ff.column("source_index")[rows]
+    probs, _, _ = run_onnx_all(session, x, batch_size=16)
+    with CurveReader(test) as reader:
+        curves = [reader.read(int(k), int(k) + 1)[0] for k in source]
+    results = BNNClassifier(exported.path, provider="cpu").classify(
+        [(c.q, c.intensity, c.d_intensity, None, c.q_unit) for c in curves])
+    assert all(r.status == "ok" for r in results)
+    np.testing.assert_allclose(np.array([r.probabilities for r in results]), probs.mean(axis=1), atol=1e-5)

@@ -18,6 +18,17 @@ def _channels(text: str) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
+def _extra_channels(text: str) -> tuple[str, ...]:
+    from sasview_bnn_plugin.core.preprocessing import EXTRA_CHANNELS
+
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    unknown = [n for n in names if n not in EXTRA_CHANNELS]
+    if unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"--extra-channels takes any of {', '.join(EXTRA_CHANNELS)} once each, comma-separated; got {text!r}")
+    return names
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "fit",
@@ -62,6 +73,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=_channels, default=(8, 16, 32), help="conv channels of the three layers (default 8,16,32)")
     p.add_argument("--hidden", type=int, default=64, help="width of the fully connected layer (default 64)")
     p.add_argument("--kernel", type=int, default=7, help="conv kernel width, odd (default 7)")
+    p.add_argument("--extra-channels", type=_extra_channels, default=(), metavar="NAME[,NAME]",
+                   help="model-input channels added after the four default ones: density (points per q-bin) and/or noise "
+                        "(relative uncertainty per q-bin), what the visibility rule counts (default: none)")
     p.add_argument("--no-presence", action="store_true",
                    help="train the primary class only, without the anomalies-present outputs (a version-1 network)")
     p.add_argument("--max-train", type=int, default=None, metavar="N",
@@ -88,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             outlier_fraction=args.outlier_fraction, outlier_weight=args.outlier_weight,
             network=NetworkConfig(channels=args.channels, hidden=args.hidden, kernel=args.kernel,
                                   n_anomalies=0 if args.no_presence else NetworkConfig.n_anomalies),
-            max_train=args.max_train,
+            max_train=args.max_train, extra_channels=args.extra_channels,
         )
         if args.threads is not None:
             import torch

@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from sasview_bnn_plugin.core.preprocessing import CurveError, PreprocessingConfig, prepare_many
+from sasview_bnn_plugin.core.preprocessing import CHANNELS, CurveError, PreprocessingConfig, prepare_many
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX
 
 ANOMALY_NAMES: tuple[str, ...] = CLASS_NAMES[1:]
@@ -71,10 +71,13 @@ def anomalies_present(label: int, criteria: dict[str, float]) -> np.ndarray:
     return out
 
 
-def default_features_path(data_path: str | Path) -> Path:
-    """``DATA.h5`` -> ``DATA.features.h5`` (next to the data)."""
+def default_features_path(data_path: str | Path, config: PreprocessingConfig | None = None, kind: str = "features") -> Path:
+    """``DATA.h5`` -> ``DATA.features.h5`` (``kind`` "eval-features": ``DATA.eval-features.h5``) next to the data;
+    with extra input channels (``config.channels``) their names join the suffix, ``DATA.features+density+noise.h5``,
+    so that files of different channels never replace each other."""
     p = Path(data_path)
-    return p.with_name(p.stem + ".features.h5")
+    extras = () if config is None else config.channels[len(CHANNELS):]
+    return p.with_name(p.stem + "." + "+".join((kind, *extras)) + ".h5")
 
 
 def _refusal_reason(err: CurveError) -> str:
@@ -155,7 +158,7 @@ def build_features(
     if not data_path.exists():
         raise FileNotFoundError(f"the curve file {data_path} does not exist")
     cfg = config or PreprocessingConfig()
-    out_path = Path(features_path) if features_path else default_features_path(data_path)
+    out_path = Path(features_path) if features_path else default_features_path(data_path, cfg)
     if not rebuild and _cache_is_valid(out_path, data_path, cfg):
         return out_path
     try:

@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 from sasview_bnn_plugin import __version__
+from sasview_bnn_plugin.core.preprocessing import CHANNELS, PreprocessingConfig
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, N_CLASSES, class_index
 
 from .evaluation.metrics import classification_summary, presence_summary
@@ -104,6 +105,7 @@ class FitConfig:
     outlier_weight: float = 0.5
     network: NetworkConfig = field(default_factory=NetworkConfig)
     max_train: int | None = None
+    extra_channels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -128,6 +130,10 @@ class FitConfig:
             raise ValueError("the KL weight applies to --method vi only")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs, batch size and learning rate must be positive")
+        self.extra_channels = tuple(self.extra_channels)
+        n_inputs = len(self.preprocessing.channels)  # checks the names
+        if self.network.in_channels != n_inputs:
+            self.network = dataclasses.replace(self.network, in_channels=n_inputs)
         if self.samples is None:
             self.samples = DEFAULT_SAMPLES[self.method]
         if self.samples < 1:
@@ -135,11 +141,17 @@ class FitConfig:
         if self.max_train is not None and self.max_train < 1:
             raise ValueError(f"--max-train must be a positive number of curves, got {self.max_train}")
 
+    @property
+    def preprocessing(self) -> PreprocessingConfig:
+        """The preprocessing of the run: the default settings, with ``extra_channels`` after the four default channels."""
+        return PreprocessingConfig(channels=CHANNELS + self.extra_channels)
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["network"] = dataclasses.asdict(self.network)
         d["exclude_classes"] = list(self.exclude_classes)
         d["exclude_families"] = list(self.exclude_families)
+        d["extra_channels"] = list(self.extra_channels)
         return d
 
     @classmethod
@@ -149,6 +161,7 @@ class FitConfig:
         net["channels"] = tuple(net["channels"])
         d["exclude_classes"] = tuple(d["exclude_classes"])
         d["exclude_families"] = tuple(d.get("exclude_families", ()))  # runs before leave-family-out
+        d["extra_channels"] = tuple(d.get("extra_channels", ()))  # runs before extra input channels
         net.setdefault("n_anomalies", 0)  # runs of version 1 trained the primary class only
         return cls(network=NetworkConfig(**net), **d)
 
@@ -286,7 +299,7 @@ def fit(
     device = resolve_device(config.device)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    features_path = build_features(data_path, progress=progress, workers=feature_workers)
+    features_path = build_features(data_path, config=config.preprocessing, progress=progress, workers=feature_workers)
     features = FeatureFile(features_path)
     try:
         excluded = [class_index(n) for n in config.exclude_classes]

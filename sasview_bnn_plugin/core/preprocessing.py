@@ -23,6 +23,19 @@ q-domain (default 1e-4 to 1 1/Å, 256 bins):
    multiplicative step between detector segments survives here even when
    binning blurs it in channel 0.
 
+Two more channels can be chosen (``channels`` of the config; a model's
+metadata says which it was trained with). They carry what the visibility rule
+of docs/taxonomy.md counts and the four above lose in binning: how many points
+a change of the curve moves, and against what noise.
+
+4. ``density``: the number of points n in each bin, as log2(1 + n) / 8
+   (0 for an empty bin; 1 at 255 points). A linearly spaced curve has most of
+   its points at high q, a log-spaced one spreads them evenly.
+5. ``noise``: the bin's mean of log10 of the points' relative uncertainty
+   sigma / |I| (sigma as for channel 2; |I| the running median, floored at
+   ``softening`` times the reference), clipped to [-4, 1] and mapped to
+   (v + 4) / 5, so 0 is 0.01 %, 0.6 is 10 % and 1 is 1000 %; 0 in empty bins.
+
 Every setting lives in :class:`PreprocessingConfig`, which serialises to JSON
 so that it can be written into the ONNX metadata and reproduced exactly.
 
@@ -43,6 +56,8 @@ from typing import Any, Sequence
 import numpy as np
 
 CHANNELS: tuple[str, ...] = ("intensity", "coverage", "outlier", "jump")
+#: Channels a config may add after :data:`CHANNELS` (module docstring, channels 4 and 5).
+EXTRA_CHANNELS: tuple[str, ...] = ("density", "noise")
 
 #: Accepted spellings of the two q units, after normalisation (lower case,
 #: no spaces, braces, carets or underscores; Å and "angstrom" become "a").
@@ -73,6 +88,16 @@ class PreprocessingConfig:
     z_scale: float = 5.0
     version: int = 1
     channels: tuple[str, ...] = CHANNELS
+
+    def __post_init__(self) -> None:
+        channels = tuple(self.channels)
+        extras = channels[len(CHANNELS):]
+        if channels[:len(CHANNELS)] != CHANNELS or len(set(extras)) != len(extras) or not set(extras) <= set(EXTRA_CHANNELS):
+            raise ValueError(
+                f"the model input's channels must be {', '.join(CHANNELS)}, then any of {', '.join(EXTRA_CHANNELS)} "
+                f"once each; got {', '.join(map(str, channels))}"
+            )
+        object.__setattr__(self, "channels", channels)
 
     def to_json(self) -> str:
         """JSON text holding every field (for ONNX metadata and HDF5 attributes)."""
@@ -255,7 +280,7 @@ def prepare_curve(
 
     Returns
     -------
-    ModelInput with ``features`` of shape (4, n_bins), float32.
+    ModelInput with ``features`` of shape (channels, n_bins), float32 (4 channels by default).
 
     Raises
     ------
@@ -529,13 +554,21 @@ def _map_onto_grid(curves: _CleanCurves, cfg: PreprocessingConfig) -> list[Model
     z_jump = (diffs - trend) / np.hypot(sigma_t[1:], sigma_t[:-1])[within]
     jump_channel = _strongest_per_bin(grid_bins[1:][within], z_jump, n_curves * n_bins, cfg.z_scale).reshape(n_curves, n_bins)
 
-    features32 = np.empty((n_curves, 4, n_bins), dtype=np.float32)  # each channel rounded to float32 as it is stored
+    features32 = np.empty((n_curves, len(cfg.channels), n_bins), dtype=np.float32)  # each channel rounded to float32 as stored
     features32[:, 0] = intensity_channel
     features32[:, 1] = covered
     features32[:, 2] = outlier_channel
     features32[:, 3] = jump_channel
     features32[:, 2][~covered] = 0.0
     features32[:, 3][~covered] = 0.0
+    for c, name in enumerate(cfg.channels[len(CHANNELS):], start=len(CHANNELS)):
+        if name == "density":
+            features32[:, c] = np.log2(1.0 + counts) / 8.0
+        else:  # "noise": the bin's mean log10 relative uncertainty, mapped onto [0, 1]
+            relative = sigma / np.maximum(np.abs(smooth), cfg.softening * i_ref)
+            level = (np.clip(np.log10(relative), -4.0, 1.0) + 4.0) / 5.0
+            level_sums = np.bincount(grid_bins, weights=level, minlength=n_curves * n_bins).reshape(n_curves, n_bins)
+            features32[:, c] = np.where(filled, level_sums / np.maximum(counts, 1), 0.0)
     positive = i_ref_curve > 0
     finite_x = np.logical_and.reduceat(np.isfinite(x), starts)
     finite_features = np.isfinite(features32).reshape(n_curves, -1).all(axis=1)

@@ -43,7 +43,7 @@ from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES
 from sasview_bnn_plugin.model.catalog import read_metadata
 
 from ..export import onnx_session, run_onnx, run_onnx_all
-from ..features import FeatureFile, build_features
+from ..features import FeatureFile, build_features, default_features_path
 from ..simulation.criteria import visibility_key
 from ..simulation.store import CurveReader
 from . import metrics as M
@@ -150,7 +150,7 @@ def evaluate_model(
     session = onnx_session(model_path, threads)
     optional = read_optional_parts(meta, [o.name for o in session.get_outputs()])
 
-    features_path = build_features(test_path, test_path.with_name(test_path.stem + ".eval-features.h5"), cfg, progress=progress)
+    features_path = build_features(test_path, default_features_path(test_path, cfg, "eval-features"), cfg, progress=progress)
     with FeatureFile(features_path) as ff:
         labels_all = ff.labels
         present_all = ff.anomalies

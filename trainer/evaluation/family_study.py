@@ -32,7 +32,7 @@ import numpy as np
 
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
-from ..features import FeatureFile, build_features, leave_out_membership
+from ..features import FeatureFile, build_features, default_features_path, leave_out_membership
 from ..fit import load_run
 from ..network import pack_members
 from . import metrics as M
@@ -73,7 +73,7 @@ def study_run(run_dir: str | Path, test_path: str | Path, *, n_samples: int = 8,
 
     cfg = PreprocessingConfig.from_json(data["preprocessing"])
     test_path = Path(test_path)
-    with FeatureFile(build_features(test_path, test_path.with_name(test_path.stem + ".eval-features.h5"), cfg, progress=False)) as tf:
+    with FeatureFile(build_features(test_path, default_features_path(test_path, cfg, "eval-features"), cfg, progress=False)) as tf:
         labels = tf.labels.astype(np.int64)
         source = tf.column("source_index")
         probs = _softmax(activations(net, tf.read_rows(np.arange(len(tf))))["logits"]).mean(axis=1)

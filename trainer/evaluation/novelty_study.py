@@ -49,7 +49,7 @@ from torch.nn import functional as F
 
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 
-from ..features import FeatureFile, build_features, split_rows
+from ..features import FeatureFile, build_features, default_features_path, split_rows
 from ..fit import load_run
 from ..network import PackedCNN, pack_members
 from ..novelty import DEFAULT_KNN_BANK, DEFAULT_KNN_K, stratified_rows
@@ -222,7 +222,7 @@ def study_run(run_dir: str | Path, test_path: str | Path, *, n_samples: int = 8,
     from sasview_bnn_plugin.core.preprocessing import PreprocessingConfig
 
     cfg = PreprocessingConfig.from_json(data["preprocessing"])
-    with FeatureFile(build_features(test_path, test_path.with_name(test_path.stem + ".eval-features.h5"), cfg, progress=False)) as tf:
+    with FeatureFile(build_features(test_path, default_features_path(test_path, cfg, "eval-features"), cfg, progress=False)) as tf:
         labels, present = tf.labels, tf.anomalies
         act = activations(net, tf.read_rows(np.arange(len(tf))))
     scores = all_scores(score_model, act)
