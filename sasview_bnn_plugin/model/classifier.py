@@ -3,7 +3,7 @@
 :class:`BNNClassifier` opens the model once, checks its metadata against this
 runtime, maps curves through the shared preprocessing
 (:func:`sasview_bnn_plugin.core.preprocessing.prepare_curve`) and runs them in
-float32 batches of shape (batch, 4, 256). A refused curve becomes an error
+float32 batches of shape (batch, channels, 256): the 4 default channels, or the ones the model's metadata names. A refused curve becomes an error
 result; the rest of the batch is classified as usual.
 
 A model with the optional parts of :mod:`sasview_bnn_plugin.core.model_format`
