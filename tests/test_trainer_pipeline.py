@@ -383,3 +383,14 @@ def test_extra_input_channels_go_from_training_to_the_runtime(data):
         [(c.q, c.intensity, c.d_intensity, None, c.q_unit) for c in curves])
     assert all(r.status == "ok" for r in results)
     np.testing.assert_allclose(np.array([r.probabilities for r in results]), probs.mean(axis=1), atol=1e-5)
+
+
+def test_fit_cli_refuses_an_unknown_extra_channel_in_the_preprocessing_words(capsys):
+    """``fit --extra-channels`` is judged by the preprocessing config itself: an unknown or repeated name is an
+    argparse error (exit 2) naming the channels that exist, before any data is read."""
+    from sasview_bnn_trainer.cli import main
+
+    for bad in ("colour", "density,density"):
+        assert main(["fit", "missing.h5", "--method", "vi", "--out", "run", "--extra-channels", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--extra-channels" in err and "then any of density, noise" in err

@@ -19,13 +19,14 @@ def _channels(text: str) -> tuple[int, int, int]:
 
 
 def _extra_channels(text: str) -> tuple[str, ...]:
-    from sasview_bnn_plugin.core.preprocessing import EXTRA_CHANNELS
+    """``density,noise`` -> ("density", "noise"); the preprocessing config is the one judge of channel names."""
+    from sasview_bnn_plugin.core.preprocessing import CHANNELS, PreprocessingConfig
 
     names = tuple(v.strip() for v in text.split(",") if v.strip())
-    unknown = [n for n in names if n not in EXTRA_CHANNELS]
-    if unknown or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(
-            f"--extra-channels takes any of {', '.join(EXTRA_CHANNELS)} once each, comma-separated; got {text!r}")
+    try:
+        PreprocessingConfig(channels=CHANNELS + names)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--extra-channels {text!r}: {err}") from None
     return names
 
 
