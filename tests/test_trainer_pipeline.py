@@ -394,3 +394,54 @@ def test_fit_cli_refuses_an_unknown_extra_channel_in_the_preprocessing_words(cap
         assert main(["fit", "missing.h5", "--method", "vi", "--out", "run", "--extra-channels", bad]) == 2
         err = capsys.readouterr().err
         assert "--extra-channels" in err and "then any of density, noise" in err
+
+
+def test_visibility_outputs_train_on_the_points_each_anomaly_moves_and_stay_out_of_the_graph(data):
+    """``visibility_weight`` > 0: the features file holds each anomaly's visibility score from the simulator's
+    criteria, the network gets six regression outputs trained on log1p(score), and export leaves them out (the
+    graph equals the one of the same weights without them)."""
+    from sasview_bnn_trainer.features import ANOMALY_NAMES
+    from sasview_bnn_trainer.network import VISIBILITY_SCALE, inference_members, pack_members
+    from sasview_bnn_trainer.posterior.base import objective
+    from sasview_bnn_trainer.simulation.criteria import visibility_key
+    from sasview_bnn_trainer.simulation.store import CurveReader
+
+    folder, train, _ = data
+    with FeatureFile(build_features(train, progress=False)) as ff, CurveReader(train) as reader:
+        rows = np.arange(len(ff))
+        expected = np.stack([np.nan_to_num(reader.column("criteria", visibility_key(n))[ff.source_index], nan=0.0)
+                             for n in ANOMALY_NAMES], axis=1)
+        np.testing.assert_array_equal(ff.visibility, np.round(expected))
+        assert np.array_equal(ff.visibility > 0, ff.anomalies > 0)  # a score exactly where an anomaly is present
+        assert ff.visibility.max() >= 5  # the rule asks for 5 moved points (1 at the beamstop edge, 3 for spikes)
+        _, y = next(ff.iter_batches(rows, 64, with_anomalies=True, with_visibility=True))
+        assert y.shape == (64, 13)
+
+    # The term is zero where the outputs hit log1p(score) / scale and grows with the error.
+    labels = torch.tensor([[1, 1, 0, 0, 0, 0, 1, 40, 0, 0, 0, 0, 7]])
+    logits, presence = torch.zeros(1, 2, 7), torch.zeros(1, 2, 6)
+    goal = torch.log1p(labels[:, 7:].double()).float()[:, None, :].expand(-1, 2, -1) / VISIBILITY_SCALE
+    base = objective((logits, presence), labels[:, :7], "nll")
+    torch.testing.assert_close(objective((logits, presence, goal), labels, "nll", visibility_weight=2.0), base)
+    assert torch.all(objective((logits, presence, goal + 0.1), labels, "nll", visibility_weight=2.0) > base)
+
+    config = FitConfig(method="vi", epochs=2, samples=2, seed=0, lr=3e-3, visibility_weight=1.0)
+    assert config.network.n_visibility == 6 and FitConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="anomalies-present"):
+        FitConfig(visibility_weight=1.0, network=NetworkConfig(n_anomalies=0))
+    result = fit(train, folder / "visibility", config, progress=False)
+    assert result.history[-1]["val_accuracy"] > 0.2
+    states = result.posterior.sample_weights(2, 0)
+    assert states[0]["out.weight"].shape[0] == 7 + 6 + 6
+    exported = export_run(folder / "visibility", folder / "visibility.onnx", 2)
+    meta = read_metadata(exported.path)
+    assert NetworkConfig.from_json(meta["network"]).n_visibility == 0
+    assert json.loads(meta["training"])["visibility_weight"] == 1.0
+    inference_config, members = inference_members(result.posterior.config, states)
+    assert members[0]["out.weight"].shape[0] == 13
+    with FeatureFile(result.features_path) as ff:
+        x = ff.read_rows(np.arange(32))
+    probs, _ = run_onnx(onnx_session(exported.path), x, 32)
+    with torch.no_grad():
+        logits = pack_members(inference_config, members)(torch.from_numpy(x))
+    np.testing.assert_allclose(probs, torch.softmax(logits, -1).numpy(), atol=1e-5)

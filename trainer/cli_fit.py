@@ -77,6 +77,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--extra-channels", type=_extra_channels, default=(), metavar="NAME[,NAME]",
                    help="model-input channels added after the four default ones: density (points per q-bin) and/or noise "
                         "(relative uncertainty per q-bin), what the visibility rule counts (default: none)")
+    p.add_argument("--visibility-weight", type=float, default=0.0, metavar="W",
+                   help="also train outputs that regress each anomaly's visibility score (the points it moves, what "
+                        "decides the primary class of a mixture), with this factor on their squared error; training "
+                        "only, not exported (default 0: off)")
     p.add_argument("--no-presence", action="store_true",
                    help="train the primary class only, without the anomalies-present outputs (a version-1 network)")
     p.add_argument("--max-train", type=int, default=None, metavar="N",
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             outlier_fraction=args.outlier_fraction, outlier_weight=args.outlier_weight,
             network=NetworkConfig(channels=args.channels, hidden=args.hidden, kernel=args.kernel,
                                   n_anomalies=0 if args.no_presence else NetworkConfig.n_anomalies),
-            max_train=args.max_train, extra_channels=args.extra_channels,
+            max_train=args.max_train, extra_channels=args.extra_channels, visibility_weight=args.visibility_weight,
         )
         if args.threads is not None:
             import torch

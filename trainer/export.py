@@ -96,7 +96,7 @@ from sasview_bnn_plugin.model.catalog import read_metadata  # the one ONNX-metad
 from .evaluation.metrics import classification_summary, presence_summary, roc_auc
 from .features import FeatureFile, split_rows
 from .fit import load_run
-from .network import PARAMETER_NAMES, PackedCNN, pack_members
+from .network import PARAMETER_NAMES, PackedCNN, inference_members, pack_members
 from .novelty import (
     DEFAULT_KNN_BANK,
     DEFAULT_KNN_FEATURES,
@@ -352,7 +352,9 @@ def export_run(
         raise ValueError("at least one posterior sample is needed")
     data = record["data"]
     fit_config = record["fit_config"]
-    network = pack_members(posterior.config, posterior.sample_weights(n_samples, seed)).eval()
+    # The graph holds what the runtime reads: the auxiliary visibility outputs of a training run are left out.
+    network_config, members = inference_members(posterior.config, posterior.sample_weights(n_samples, seed))
+    network = pack_members(network_config, members).eval()
 
     with FeatureFile(data["features_path"]) as features:
         if features.summary.preprocessing != data["preprocessing"]:
@@ -435,11 +437,12 @@ def export_run(
         "metrics": json.dumps(metrics),
         "package_version": __version__,
         "weights_sha256": weights_sha256(network),
-        "network": posterior.config.to_json(),
+        "network": network_config.to_json(),
         "training": json.dumps({k: fit_config[k] for k in ("method", "epochs", "seed", "lr", "batch_size", "loss", "prior_sigma")}
                                | {k: fit_config.get(k, 0.0) for k in ("outlier_fraction", "outlier_weight")}
                                | {"kl_weight": fit_config.get("kl_weight", 1.0), "lr_schedule": fit_config.get("lr_schedule", "constant"),
-                                  "epochs_done": record["epoch"]}),
+                                  "epochs_done": record["epoch"]}
+                               | ({"visibility_weight": fit_config["visibility_weight"]} if fit_config.get("visibility_weight") else {})),
         "novelty_target_false_alarm_rate": repr(false_alarm_rate),
         "novelty_scales": json.dumps({"knn" if knn else "mahalanobis": scales[0]} | ({"entropy": scales[1]} if model.with_entropy else {})),
         "posterior_sample_seed": str(seed),

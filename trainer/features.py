@@ -52,7 +52,8 @@ from .simulation.store import CurveReader
 FEATURES_FORMAT = "sasview-bnn-features"
 #: Curves mapped per call of the shared preprocessing (``prepare_many``: the features of one curve at a time, faster).
 PREPARE_BATCH = 256
-FEATURES_FORMAT_VERSION = 2
+#: 3: the anomalies' visibility scores (``visibility``) are stored too.
+FEATURES_FORMAT_VERSION = 3
 
 
 def anomalies_present(label: int, criteria: dict[str, float]) -> np.ndarray:
@@ -69,6 +70,14 @@ def anomalies_present(label: int, criteria: dict[str, float]) -> np.ndarray:
     elif label != CLEAN_INDEX:
         out[label - 1] = 1
     return out
+
+
+def visibility_scores(criteria: dict[str, float]) -> np.ndarray:
+    """Visibility scores (6,) int32 of the anomalies (classes 1..6) of a simulated curve: the points each anomaly
+    moves by the visibility rule (docs/taxonomy.md), 0 for an anomaly that is absent (or a curve of a simulator that
+    recorded none)."""
+    scores = np.array([criteria.get(visibility_key(name), np.nan) for name in ANOMALY_NAMES], dtype=np.float64)
+    return np.where(np.isfinite(scores), np.maximum(scores, 0.0), 0.0).round().astype(np.int32)
 
 
 def default_features_path(data_path: str | Path, config: PreprocessingConfig | None = None, kind: str = "features") -> Path:
@@ -89,7 +98,7 @@ def _prepare_chunk(args: tuple[str, int, int, str]) -> tuple[int, dict[str, np.n
     """Preprocess curves start..stop-1 of a curve file (runs in worker processes too)."""
     path, start, stop, cfg_json = args
     cfg = PreprocessingConfig.from_json(cfg_json)
-    feats, labels, index, coverage, window, present = [], [], [], [], [], []
+    feats, labels, index, coverage, window, present, visible = [], [], [], [], [], [], []
     refusals: Counter = Counter()
     with CurveReader(path) as reader:
         curves = list(reader.read(start, stop))
@@ -103,6 +112,7 @@ def _prepare_chunk(args: tuple[str, int, int, str]) -> tuple[int, dict[str, np.n
             feats.append(prepared.features)
             labels.append(curve.label)
             present.append(anomalies_present(curve.label, curve.criteria))
+            visible.append(visibility_scores(curve.criteria))
             index.append(k)
             coverage.append(prepared.coverage)
             window.append(prepared.q_window)
@@ -111,6 +121,7 @@ def _prepare_chunk(args: tuple[str, int, int, str]) -> tuple[int, dict[str, np.n
         "features": np.stack(feats) if feats else np.zeros(shape, np.float32),
         "labels": np.asarray(labels, dtype=np.int8),
         "anomalies": np.asarray(present, dtype=np.int8).reshape(-1, N_ANOMALIES),
+        "visibility": np.asarray(visible, dtype=np.int32).reshape(-1, N_ANOMALIES),
         "source_index": np.asarray(index, dtype=np.int64),
         "coverage": np.asarray(coverage, dtype=np.float64),
         "q_window": np.asarray(window, dtype=np.float64).reshape(-1, 2),
@@ -183,6 +194,8 @@ def build_features(
             "labels": f.create_dataset("labels", shape=(0,), maxshape=(None,), dtype=np.int8, chunks=(65536,)),
             "anomalies": f.create_dataset("anomalies", shape=(0, N_ANOMALIES), maxshape=(None, N_ANOMALIES), dtype=np.int8,
                                           chunks=(65536, N_ANOMALIES)),
+            "visibility": f.create_dataset("visibility", shape=(0, N_ANOMALIES), maxshape=(None, N_ANOMALIES), dtype=np.int32,
+                                           chunks=(65536, N_ANOMALIES)),
             "source_index": f.create_dataset("source_index", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(65536,)),
             "coverage": f.create_dataset("coverage", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(65536,)),
             "q_window": f.create_dataset("q_window", shape=(0, 2), maxshape=(None, 2), dtype=np.float64, chunks=(65536, 2)),
@@ -254,6 +267,8 @@ class FeatureFile:
         self.labels: np.ndarray = self._f["labels"][:].astype(np.int64)
         #: Anomalies present, shape (M, 6) int64 (1 = present), classes 1..6 in taxonomy order.
         self.anomalies: np.ndarray = self._f["anomalies"][:].astype(np.int64)
+        #: Visibility scores of the anomalies, shape (M, 6) int64 (points moved; 0 = absent), as :attr:`anomalies`.
+        self.visibility: np.ndarray = self._f["visibility"][:].astype(np.int64)
         self.source_index: np.ndarray = self._f["source_index"][:]
         a = self._f.attrs
         self.summary = FeatureSummary(
@@ -312,11 +327,13 @@ class FeatureFile:
         shuffle_seed: int | None = None,
         block_rows: int = 32768,
         with_anomalies: bool = False,
+        with_visibility: bool = False,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (features (b, channels, bins) float32, labels (b,) int64) over ``rows``.
 
         With ``with_anomalies`` the labels are (b, 7) int64: column 0 the
-        primary class, columns 1..6 the anomalies present (0/1).
+        primary class, columns 1..6 the anomalies present (0/1); with
+        ``with_visibility`` too, (b, 13): columns 7..12 the anomalies' visibility scores.
 
         The file is read in blocks of at most ``block_rows`` consecutive rows
         (about 128 MiB for 32768 rows), so memory stays bounded. With
@@ -336,7 +353,11 @@ class FeatureFile:
         carry_y: np.ndarray | None = None
         for group in groups:
             x = self.read_rows(group)
-            y = np.column_stack([self.labels[group], self.anomalies[group]]) if with_anomalies else self.labels[group]
+            if with_anomalies:
+                parts = [self.labels[group], self.anomalies[group]] + ([self.visibility[group]] if with_visibility else [])
+                y = np.column_stack(parts)
+            else:
+                y = self.labels[group]
             if rng is not None:
                 perm = rng.permutation(group.size)
                 x, y = x[perm], y[perm]

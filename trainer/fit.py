@@ -83,7 +83,10 @@ class FitConfig:
     curves per training curve are added to every batch (from a fixed pool of
     :data:`OUTLIER_POOL_SIZE`, :mod:`~sasview_bnn_trainer.simulation.outliers`),
     with a uniform target over the classes, their term weighted by
-    ``outlier_weight``; 0 turns it off.
+    ``outlier_weight``; 0 turns it off. ``visibility_weight`` > 0 gives the
+    network auxiliary outputs that regress each anomaly's visibility score
+    (points moved, what ranks the anomalies of a mixture), trained with this
+    factor and dropped at export; 0 (default) trains without them.
     """
 
     method: str = "vi"
@@ -106,6 +109,7 @@ class FitConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     max_train: int | None = None
     extra_channels: tuple[str, ...] = ()
+    visibility_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -131,6 +135,13 @@ class FitConfig:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs, batch size and learning rate must be positive")
         self.extra_channels = tuple(self.extra_channels)
+        if not self.visibility_weight >= 0.0:
+            raise ValueError(f"the visibility weight must be 0 (off) or positive, got {self.visibility_weight}")
+        if self.visibility_weight > 0 and not self.network.n_anomalies:
+            raise ValueError("the visibility outputs need the anomalies-present outputs (drop --no-presence)")
+        n_visibility = self.network.n_anomalies if self.visibility_weight > 0 else 0
+        if self.network.n_visibility != n_visibility:
+            self.network = dataclasses.replace(self.network, n_visibility=n_visibility)
         n_inputs = len(self.preprocessing.channels)  # checks the names
         if self.network.in_channels != n_inputs:
             self.network = dataclasses.replace(self.network, in_channels=n_inputs)
@@ -214,7 +225,7 @@ def predict_rows(
     net = pack_members(posterior.config, posterior.sample_weights(n_samples, seed)).to(device).eval()
     out, present = [], []
     for x, _ in features.iter_batches(rows, batch_size):
-        logits, presence = net(torch.from_numpy(x).to(device), with_presence=True)
+        logits, presence = net(torch.from_numpy(x).to(device), with_presence=True)[:2]
         out.append(torch.softmax(logits, dim=-1).cpu().numpy())
         present.append(torch.sigmoid(presence).cpu().numpy())
     probs = np.concatenate(out) if out else np.zeros((0, n_samples, posterior.config.n_classes), np.float32)
@@ -337,6 +348,7 @@ def fit(
         torch.manual_seed(config.seed)
         posterior = make_posterior(config, int(train_rows.size)).to(device)
         posterior.outlier_weight = config.outlier_weight
+        posterior.visibility_weight = config.visibility_weight
         optimiser = torch.optim.Adam(posterior.parameters(), lr=config.lr)
         history: list[dict[str, float]] = []
         start_epoch = 1
@@ -361,7 +373,7 @@ def fit(
             step = (epoch - 1) * n_batches
             multi = config.network.n_anomalies > 0
             batches = features.iter_batches(train_rows, config.batch_size, shuffle_seed=config.seed * 7919 + epoch,
-                                            with_anomalies=multi)
+                                            with_anomalies=multi, with_visibility=config.network.n_visibility > 0)
             pick = np.random.default_rng([config.seed, epoch, 31])
             for x, y in tqdm(batches, total=n_batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False):
                 if pool is not None:

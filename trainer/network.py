@@ -30,6 +30,7 @@ import json
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -46,7 +47,10 @@ class NetworkConfig:
     activations are the penultimate features used by the novelty score;
     ``pooling``: "flatten" keeps where along q a feature sits, "average" is a
     global average pool; ``n_anomalies``: presence outputs (one per anomaly
-    class, 0 for a classifier of the primary class only).
+    class, 0 for a classifier of the primary class only); ``n_visibility``:
+    auxiliary training outputs after those, one per anomaly, regressing its
+    visibility score (points moved, docs/taxonomy.md) -- what decides the
+    primary class of a mixture; dropped at export (:func:`inference_members`), 0 = none.
     """
 
     in_channels: int = 4
@@ -57,12 +61,15 @@ class NetworkConfig:
     n_classes: int = N_CLASSES
     pooling: str = "flatten"
     n_anomalies: int = N_CLASSES - 1
+    n_visibility: int = 0
 
     def __post_init__(self) -> None:
         if self.kernel % 2 != 1:
             raise ValueError(f"the convolution kernel width must be odd, got {self.kernel}")
         if self.pooling not in ("flatten", "average"):
             raise ValueError(f"pooling must be 'flatten' or 'average', got {self.pooling!r}")
+        if self.n_visibility not in (0, self.n_anomalies):
+            raise ValueError(f"the visibility outputs are one per anomaly ({self.n_anomalies}) or none, got {self.n_visibility}")
         if self.n_bins % 8:
             raise ValueError(f"the number of q bins must be divisible by 8 (three 2x poolings), got {self.n_bins}")
 
@@ -79,6 +86,7 @@ class NetworkConfig:
         raw = json.loads(text)
         raw["channels"] = tuple(raw["channels"])
         raw.setdefault("n_anomalies", 0)  # networks of version 1 had no presence outputs
+        raw.setdefault("n_visibility", 0)  # nor auxiliary visibility outputs
         return cls(**raw)
 
 
@@ -119,13 +127,18 @@ class PackedCNN(nn.Module):
 
     @property
     def n_outputs(self) -> int:
-        """Outputs of the last layer per member: class logits, then presence logits."""
-        return self.config.n_classes + self.config.n_anomalies
+        """Outputs of the last layer per member: class logits, presence logits, then auxiliary visibility outputs."""
+        return self.config.n_classes + self.config.n_anomalies + self.config.n_visibility
+
+    def _outputs(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        out = self.out(hidden).reshape(-1, self.members, self.n_outputs)
+        c, a = self.config.n_classes, self.config.n_classes + self.config.n_anomalies
+        return out[..., :c], out[..., c:a], out[..., a:]
 
     def heads(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
         """(class logits (batch, members, n_classes), presence logits (batch, members, n_anomalies)) from packed hidden activations."""
-        out = self.out(hidden).reshape(-1, self.members, self.n_outputs)
-        return out[..., : self.config.n_classes], out[..., self.config.n_classes :]
+        logits, presence, _ = self._outputs(hidden)
+        return logits, presence
 
     def hidden_features(self, x: Tensor) -> Tensor:
         """Penultimate activations, shape (batch, members, hidden)."""
@@ -144,10 +157,14 @@ class PackedCNN(nn.Module):
             h = h.reshape(-1, m * self.config.fc_inputs, 1)
         return F.relu(self.fc(h))  # (batch, members*hidden, 1)
 
-    def forward(self, x: Tensor, with_presence: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """Class logits, shape (batch, members, n_classes); with ``with_presence`` also the presence logits (batch, members, n_anomalies)."""
-        logits, presence = self.heads(self._hidden(x))
-        return (logits, presence) if with_presence else logits
+    def forward(self, x: Tensor, with_presence: bool = False) -> Tensor | tuple[Tensor, ...]:
+        """Class logits, shape (batch, members, n_classes); with ``with_presence`` also the presence logits
+        (batch, members, n_anomalies), and for a network with visibility outputs those (batch, members, n_visibility)
+        as a third element (see :data:`VISIBILITY_SCALE`)."""
+        logits, presence, visibility = self._outputs(self._hidden(x))
+        if not with_presence:
+            return logits
+        return (logits, presence, visibility) if self.config.n_visibility else (logits, presence)
 
     def member_state(self, member: int) -> dict[str, Tensor]:
         """Weights of one member as a member state dict (detached copies)."""
@@ -175,6 +192,20 @@ def pack_members(config: NetworkConfig, states: Sequence[Mapping[str, Tensor]]) 
         for name, value in packed_parameters(states).items():
             net.get_parameter(name).copy_(value)
     return net
+
+
+#: The visibility outputs predict log1p(points moved) / VISIBILITY_SCALE, about 0..1 for 0..5000 points.
+VISIBILITY_SCALE = float(np.log1p(5000.0))
+
+
+def inference_members(config: NetworkConfig, states: Sequence[Mapping[str, Tensor]]) -> tuple[NetworkConfig, list[dict[str, Tensor]]]:
+    """The network and member weights without the auxiliary visibility outputs (what export packs into ONNX);
+    a network without them comes back unchanged."""
+    if not config.n_visibility:
+        return config, [dict(s) for s in states]
+    n = config.n_classes + config.n_anomalies
+    trimmed = [{**s, "out.weight": s["out.weight"][:n], "out.bias": s["out.bias"][:n]} for s in states]
+    return dataclasses.replace(config, n_visibility=0), trimmed
 
 
 def count_parameters(config: NetworkConfig) -> int:

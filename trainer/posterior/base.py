@@ -27,36 +27,52 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..network import NetworkConfig, pack_members
+from ..network import VISIBILITY_SCALE, NetworkConfig, pack_members
 
 LOSSES: tuple[str, ...] = ("nll", "mspe")
 
 
-def objective(outputs: Tensor | tuple[Tensor, Tensor], labels: Tensor, loss: str, outlier_weight: float = 1.0) -> Tensor:
+def objective(outputs: Tensor | tuple[Tensor, ...], labels: Tensor, loss: str, outlier_weight: float = 1.0,
+              visibility_weight: float = 0.0) -> Tensor:
     """Data term per member, shape (members,), of a network's outputs for a batch.
 
     ``outputs`` are class logits (batch, members, n_classes), or (class logits,
-    presence logits (batch, members, n_anomalies)). ``labels`` is (batch,) of
-    primary classes, or (batch, 1 + n_anomalies) with the primary class in
-    column 0 and the anomalies present (0/1) after it: the presence term is
-    then the Bernoulli negative log-likelihood of each anomaly's yes/no,
-    averaged over the anomalies and added to the class term, over rows that
-    are not outliers. Averaged rather than summed: six summed terms (about
-    4.2 nats at initialisation against 1.95 for the class) steer the shared
-    weights early on; measured on 1,400 simulator-2.0 curves, 2 epochs of VI:
-    validation accuracy 0.17 summed, 0.32 averaged, 0.35 without the head.
+    presence logits (batch, members, n_anomalies)[, visibility outputs (batch,
+    members, n_anomalies)]). ``labels`` is (batch,) of primary classes, or
+    (batch, 1 + n_anomalies) with the primary class in column 0 and the
+    anomalies present (0/1) after it: the presence term is then the Bernoulli
+    negative log-likelihood of each anomaly's yes/no, averaged over the
+    anomalies and added to the class term, over rows that are not outliers.
+    Averaged rather than summed: six summed terms (about 4.2 nats at
+    initialisation against 1.95 for the class) steer the shared weights early
+    on; measured on 1,400 simulator-2.0 curves, 2 epochs of VI: validation
+    accuracy 0.17 summed, 0.32 averaged, 0.35 without the head.
+
+    With visibility outputs and labels of (batch, 1 + 2 n_anomalies) -- the
+    anomalies' visibility scores (points moved, 0 when absent) in the last
+    columns -- ``visibility_weight`` times the squared error of
+    log1p(score) / :data:`~sasview_bnn_trainer.network.VISIBILITY_SCALE`,
+    averaged over the anomalies, is added too (an auxiliary target: the
+    score decides the primary class of a mixture).
     """
     if labels.dim() == 1:
         return data_loss(outputs[0] if isinstance(outputs, tuple) else outputs, labels, loss, outlier_weight)
-    logits, presence = outputs
+    logits, presence = outputs[0], outputs[1]
     primary = labels[:, 0]
     per_member = data_loss(logits, primary, loss, outlier_weight)
     known = primary >= 0
-    if not bool(known.any()) or presence.shape[-1] == 0:
+    n_anomalies = presence.shape[-1]
+    if not bool(known.any()) or n_anomalies == 0:
         return per_member
-    target = labels[known, 1:].to(presence.dtype)[:, None, :].expand(-1, presence.shape[1], -1)
+    target = labels[known, 1 : 1 + n_anomalies].to(presence.dtype)[:, None, :].expand(-1, presence.shape[1], -1)
     bce = F.binary_cross_entropy_with_logits(presence[known], target, reduction="none").sum(dim=-1)  # (known, members)
-    return per_member + bce.sum(dim=0) / (labels.shape[0] * presence.shape[-1])
+    per_member = per_member + bce.sum(dim=0) / (labels.shape[0] * n_anomalies)
+    if len(outputs) > 2 and visibility_weight > 0 and labels.shape[1] >= 1 + 2 * n_anomalies:
+        scores = labels[known, 1 + n_anomalies : 1 + 2 * n_anomalies].clamp(min=0).to(presence.dtype)
+        goal = (torch.log1p(scores) / VISIBILITY_SCALE)[:, None, :]
+        sq = ((outputs[2][known] - goal) ** 2).sum(dim=-1)  # (known, members)
+        per_member = per_member + visibility_weight * sq.sum(dim=0) / (labels.shape[0] * n_anomalies)
+    return per_member
 
 
 def data_loss(logits: Tensor, labels: Tensor, loss: str, outlier_weight: float = 1.0) -> Tensor:
@@ -113,6 +129,8 @@ class Posterior(nn.Module, ABC):
         self.loss_name = loss
         #: Factor on the uniform-target term of outlier rows (label -1); set by ``fit``.
         self.outlier_weight = 1.0
+        #: Factor on the auxiliary visibility-score term (networks with visibility outputs only); set by ``fit``.
+        self.visibility_weight = 0.0
 
     @abstractmethod
     def training_loss(self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:

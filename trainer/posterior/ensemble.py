@@ -41,7 +41,8 @@ class DeepEnsemble(Posterior):
         return sq / (2.0 * self.prior_sigma**2 * self.n_train)
 
     def training_loss(self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        per_member = objective(self.net(x, with_presence=labels.dim() == 2), labels, self.loss_name, self.outlier_weight)
+        per_member = objective(self.net(x, with_presence=labels.dim() == 2), labels, self.loss_name, self.outlier_weight,
+                               self.visibility_weight)
         penalty = self.prior_penalty()
         loss = per_member.sum() + penalty
         k = self.n_members

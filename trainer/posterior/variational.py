@@ -105,7 +105,7 @@ class MeanFieldVI(Posterior):
         params = packed_parameters(self._draw(self.mc_samples, generator))
         self._template.to(x.device)
         outputs = functional_call(self._template, params, (x,), {"with_presence": labels.dim() == 2})
-        data = objective(outputs, labels, self.loss_name, self.outlier_weight).mean()
+        data = objective(outputs, labels, self.loss_name, self.outlier_weight, self.visibility_weight).mean()
         kl_per_curve = self.kl() / self.n_train
         loss = data + self.kl_weight * kl_per_curve
         return loss, {"loss": loss.item(), "data": data.item(), "kl_per_curve": kl_per_curve.item()}
