@@ -445,3 +445,35 @@ def test_visibility_outputs_train_on_the_points_each_anomaly_moves_and_stay_out_
     with torch.no_grad():
         logits = pack_members(inference_config, members)(torch.from_numpy(x))
     np.testing.assert_allclose(probs, torch.softmax(logits, -1).numpy(), atol=1e-5)
+
+
+def test_a_finer_q_grid_goes_from_training_to_the_runtime(data):
+    """``fit --bins 128``: the preprocessing of the run bins onto 128 q bins (its own features file, never the
+    256-bin one), the graph takes (batch, 4, 128), and the runtime, reading the grid from the metadata, gives on raw
+    curves what the graph gives on the training-side features."""
+    from sasview_bnn_plugin import BNNClassifier, Curve
+    from sasview_bnn_trainer.simulation.store import CurveReader
+
+    folder, train, test = data
+    assert main(["fit", str(train), "--method", "vi", "--out", str(folder / "bins128"), "--epochs", "1", "--samples", "2",
+                 "--bins", "128", "--quiet"]) == 0
+    run = json.loads((folder / "bins128" / "run.json").read_text())
+    assert run["fit_config"]["network"]["n_bins"] == 128
+    features_path = folder / "train.features+bins128.h5"
+    assert run["data"]["features_path"] == str(features_path.resolve())
+    with FeatureFile(features_path) as ff, FeatureFile(build_features(train, progress=False)) as default:
+        assert ff.features.shape[1:] == (4, 128) and default.features.shape[1:] == (4, 256)
+    exported = export_run(folder / "bins128", folder / "bins128.onnx", 2)
+    cfg = check_metadata(read_metadata(exported.path))
+    assert cfg.n_bins == 128
+    session = onnx_session(exported.path)
+    assert session.get_inputs()[0].shape[1:] == [4, 128]
+    with CurveReader(test) as reader:
+        curves = list(reader.read(0, 40))
+    with FeatureFile(build_features(test, folder / "test.bins128.h5", cfg, progress=False)) as ff:
+        rows = np.arange(min(len(ff), 40))
+        probs, _ = run_onnx(session, ff.read_rows(rows), 64)
+        picked = [curves[int(k)] for k in ff.source_index[rows]]
+    results = BNNClassifier(exported.path, provider="cpu").classify(
+        [Curve(q=c.q, intensity=c.intensity, d_intensity=c.d_intensity, q_unit=c.q_unit) for c in picked])
+    np.testing.assert_allclose(np.stack([r.probabilities for r in results]), probs.mean(axis=1), atol=1e-5)

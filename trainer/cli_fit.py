@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sasview_bnn_plugin.core.preprocessing import PreprocessingConfig
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 
@@ -20,7 +21,7 @@ def _channels(text: str) -> tuple[int, int, int]:
 
 def _extra_channels(text: str) -> tuple[str, ...]:
     """``density,noise`` -> ("density", "noise"); the preprocessing config is the one judge of channel names."""
-    from sasview_bnn_plugin.core.preprocessing import CHANNELS, PreprocessingConfig
+    from sasview_bnn_plugin.core.preprocessing import CHANNELS
 
     names = tuple(v.strip() for v in text.split(",") if v.strip())
     try:
@@ -74,6 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=_channels, default=(8, 16, 32), help="conv channels of the three layers (default 8,16,32)")
     p.add_argument("--hidden", type=int, default=64, help="width of the fully connected layer (default 64)")
     p.add_argument("--kernel", type=int, default=7, help="conv kernel width, odd (default 7)")
+    p.add_argument("--bins", type=int, default=PreprocessingConfig.n_bins, metavar="N",
+                   help=f"log-spaced q bins of the model input over the preprocessing's q-domain, a multiple of 8 "
+                        f"(default {PreprocessingConfig.n_bins})")
     p.add_argument("--extra-channels", type=_extra_channels, default=(), metavar="NAME[,NAME]",
                    help="model-input channels added after the four default ones: density (points per q-bin) and/or noise "
                         "(relative uncertainty per q-bin), what the visibility rule counts (default: none)")
@@ -105,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             prior_sigma=args.prior_sigma, loss=args.loss, mc_samples=args.mc_samples,
             kl_weight=args.kl_weight, lr_schedule=args.lr_schedule,
             outlier_fraction=args.outlier_fraction, outlier_weight=args.outlier_weight,
-            network=NetworkConfig(channels=args.channels, hidden=args.hidden, kernel=args.kernel,
+            network=NetworkConfig(channels=args.channels, hidden=args.hidden, kernel=args.kernel, n_bins=args.bins,
                                   n_anomalies=0 if args.no_presence else NetworkConfig.n_anomalies),
             max_train=args.max_train, extra_channels=args.extra_channels, visibility_weight=args.visibility_weight,
         )

@@ -154,8 +154,9 @@ class FitConfig:
 
     @property
     def preprocessing(self) -> PreprocessingConfig:
-        """The preprocessing of the run: the default settings, with ``extra_channels`` after the four default channels."""
-        return PreprocessingConfig(channels=CHANNELS + self.extra_channels)
+        """The preprocessing of the run: the default settings, with ``extra_channels`` after the four default channels
+        and the network's number of q bins."""
+        return PreprocessingConfig(channels=CHANNELS + self.extra_channels, n_bins=self.network.n_bins)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
