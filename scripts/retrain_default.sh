@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The default model's recipe as one resumable job: simulate, train, export, evaluate, score on real data.
+#
+# Every step keeps what it made and is skipped or resumed when run again (a session that is cut off
+# loses only the step under way, and that one is resumed: the simulation by its parts, the fit by its
+# per-epoch checkpoint). Start it in the background at the start of a session, from any folder with
+# room (about 20 GB for 1,000,000 curves and their 6-channel features):
+#
+#   nohup bash scripts/retrain_default.sh WORK_DIR > WORK_DIR/retrain.log 2>&1 &
+#
+# Settings (environment): N (training curves, default 1000000), NTEST (test curves of seed 6006, 20000), SEED (8123), EPOCHS (6), SAMPLES (16),
+# NAME (the model's name, default sasview_bnn_vi16_sim23dn_1m), EXTRA ("--extra-channels density,noise"),
+# PY (the interpreter of the project's .venv). The timings of this 2-core machine kind: simulation
+# 215-300 curves/s on the Intel machines, 460-700 on the AMD ones; an epoch of 1,000,000 curves 9-11 min.
+# The ONNX file, its evaluation report and real-data table end up in WORK_DIR; copying the model into
+# onnx_models/ and writing its card (sasview-bnn-train card) is a decision left to a person who has read them.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+WORK="${1:?usage: bash scripts/retrain_default.sh WORK_DIR}"
+PY="${PY:-$ROOT/.venv/bin/python}"
+N="${N:-1000000}"; NTEST="${NTEST:-20000}"; SEED="${SEED:-8123}"; EPOCHS="${EPOCHS:-6}"; SAMPLES="${SAMPLES:-16}"
+NAME="${NAME:-sasview_bnn_vi16_sim23dn_1m}"; EXTRA="${EXTRA:---extra-channels density,noise}"
+mkdir -p "$WORK"; cd "$WORK"
+train() { "$PY" -m sasview_bnn_trainer.cli "$@"; }
+stamp() { echo "$(date -u +%FT%TZ) $*"; }
+
+DATA="train_${N}_s${SEED}.h5"
+if [ ! -f "$DATA" ]; then
+    stamp "simulate $N curves"
+    resume=""; [ -d "$DATA.parts" ] && resume="--resume"
+    train simulate --n "$N" --seed "$SEED" --workers 2 --out "$DATA" --no-progress $resume
+fi
+TEST="test_${NTEST}_s6006.h5"
+if [ ! -f "$TEST" ]; then
+    stamp "simulate the test set"
+    train simulate --n "$NTEST" --seed 6006 --workers 2 --out "$TEST" --no-progress
+fi
+
+RUN="run_$NAME"
+FIT=(fit "$DATA" --method vi --out "$RUN" --epochs "$EPOCHS" --samples "$SAMPLES" --batch-size 256 --val-fraction 0.05
+     --kl-weight 0.1 --lr-schedule cosine --channels 16,32,64 --hidden 128 --workers 2 --outlier-fraction 0.1
+     --outlier-weight 0.5 --threads 2 --quiet)
+# shellcheck disable=SC2206
+FIT+=($EXTRA)
+if [ -f "$RUN/checkpoint.pt" ]; then FIT+=(--resume); fi
+stamp "fit: ${FIT[*]}"
+train "${FIT[@]}"
+
+stamp "export"
+train export "$RUN" --samples "$SAMPLES" --novelty-score knn_entropy --out "$NAME.onnx"
+stamp "evaluate"
+train evaluate "$NAME.onnx" "$TEST" --report "report_$NAME"
+stamp "real data"
+"$PY" "$ROOT/scripts/real_data_table.py" --model "$NAME.onnx" --out "real_data_$NAME"
+stamp "done: $WORK/$NAME.onnx, report_$NAME/, real_data_$NAME/"
