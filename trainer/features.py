@@ -56,6 +56,12 @@ PREPARE_BATCH = 256
 FEATURES_FORMAT_VERSION = 3
 
 
+def recorded_visibility(criteria: dict[str, float]) -> np.ndarray:
+    """The visibility scores (6,) float64 a simulated curve's criteria record for the anomalies (classes 1..6),
+    NaN for an anomaly without one: the one reader of ``criteria[visibility_key(name)]``."""
+    return np.array([criteria.get(visibility_key(name), np.nan) for name in ANOMALY_NAMES], dtype=np.float64)
+
+
 def anomalies_present(label: int, criteria: dict[str, float]) -> np.ndarray:
     """Presence (6,) int8 of the anomalies (classes 1..6) of a simulated curve.
 
@@ -64,9 +70,8 @@ def anomalies_present(label: int, criteria: dict[str, float]) -> np.ndarray:
     simulators show exactly their label's anomaly (none for ``clean``).
     """
     out = np.zeros(N_ANOMALIES, dtype=np.int8)
-    scores = [criteria.get(visibility_key(name), float("nan")) for name in ANOMALY_NAMES]
     if "n_anomalies" in criteria:
-        out[:] = np.isfinite(scores)
+        out[:] = np.isfinite(recorded_visibility(criteria))
     elif label != CLEAN_INDEX:
         out[label - 1] = 1
     return out
@@ -76,7 +81,7 @@ def visibility_scores(criteria: dict[str, float]) -> np.ndarray:
     """Visibility scores (6,) int32 of the anomalies (classes 1..6) of a simulated curve: the points each anomaly
     moves by the visibility rule (docs/taxonomy.md), 0 for an anomaly that is absent (or a curve of a simulator that
     recorded none)."""
-    scores = np.array([criteria.get(visibility_key(name), np.nan) for name in ANOMALY_NAMES], dtype=np.float64)
+    scores = recorded_visibility(criteria)
     return np.where(np.isfinite(scores), np.maximum(scores, 0.0), 0.0).round().astype(np.int32)
 
 

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -195,7 +195,7 @@ def pack_members(config: NetworkConfig, states: Sequence[Mapping[str, Tensor]]) 
 
 
 #: The visibility outputs predict log1p(points moved) / VISIBILITY_SCALE, about 0..1 for 0..5000 points.
-VISIBILITY_SCALE = float(np.log1p(5000.0))
+VISIBILITY_SCALE = math.log1p(5000.0)
 
 
 def inference_members(config: NetworkConfig, states: Sequence[Mapping[str, Tensor]]) -> tuple[NetworkConfig, list[dict[str, Tensor]]]:
