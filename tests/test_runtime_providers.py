@@ -107,3 +107,44 @@ def test_intra_op_threads_reach_the_session(model_path):
     assert seen == [1]
     with pytest.raises(ValueError):
         open_session(model_path, "cpu", intra_op_threads=-2)
+
+
+def test_spinning_off_reaches_the_session_and_the_fallback(model_path):
+    """``spinning=False`` (classify with reading processes) sets onnxruntime's allow_spinning to 0, also on the
+    CPU session a broken CUDA falls back to; the default leaves onnxruntime's own setting."""
+    seen = []
+
+    def spinning_entry(options):
+        try:
+            return options.get_session_config_entry("session.intra_op.allow_spinning")
+        except RuntimeError:  # not set: onnxruntime's default (spinning)
+            return None
+
+    def record(model, options, providers):
+        seen.append((providers[0], spinning_entry(options)))
+        if CUDA in providers:
+            raise RuntimeError("libcudart.so.12: cannot open shared object file")
+        return real_session(model, options, providers)
+
+    open_session(model_path, "auto", available=WITH_CUDA, session_factory=record, spinning=False)
+    assert seen == [(CUDA, "0"), (CPU, "0")]
+    seen.clear()
+    open_session(model_path, "cpu", session_factory=record)
+    assert seen == [(CPU, None)]
+
+
+@pytest.mark.parametrize("jobs, expected", [(2, "0"), (1, None)])
+def test_classify_with_reading_processes_turns_spinning_off(model_path, jobs, expected):
+    import argparse
+
+    from sasview_bnn_plugin.cli.classify import open_classifier
+
+    args = argparse.Namespace(model=str(model_path), provider="cpu", threads=1, novelty_threshold=None, batch_size=8,
+                              set_level=None, novelty_level=None, jobs=jobs)
+    _, classifier, _ = open_classifier(args)
+    options = classifier._session.get_session_options()
+    try:
+        entry = options.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:
+        entry = None
+    assert entry == expected

@@ -58,6 +58,8 @@ def open_classifier(args: argparse.Namespace) -> tuple[ModelSource, BNNClassifie
             novelty_level=None if args.novelty_level is None else float(args.novelty_level),
             q_unit=getattr(args, "q_unit", "auto"),
             calibration=getattr(args, "calibration", None),
+            # Reading processes share the cores with the session: its idle threads must not busy-wait on them.
+            spinning=_jobs(args) <= 1,
         )
     except (ModelNotFoundError, ModelFormatError, ModelOptionError) as err:
         raise UsageError(str(err)) from None
@@ -191,14 +193,23 @@ def _batches(loader: CurveLoader, files: list[Path], batch_size: int, progress: 
             yield pending
 
 
+def _jobs(args: argparse.Namespace) -> int:
+    """The reading processes of ``--jobs`` (default: the cores); 1 for commands without the option."""
+    from .pipeline import default_jobs
+
+    if not hasattr(args, "jobs"):
+        return 1
+    return args.jobs if args.jobs is not None else default_jobs()
+
+
 def _prepared_batches(classifier: BNNClassifier, files: list[Path], args: argparse.Namespace,
                       skip: set[tuple[str, str]]) -> Iterator[tuple[list[Curve], list[PreparedCurve]]]:
     """The batches of curves read and their prepared model inputs: in this process (``--jobs 1``, or
     files for one chunk only) or read and preprocessed by ``--jobs`` processes (:mod:`.pipeline`); the same
     batches either way."""
-    from .pipeline import CHUNK_FILES, default_jobs, prepared_batches
+    from .pipeline import CHUNK_FILES, prepared_batches
 
-    jobs = args.jobs if getattr(args, "jobs", None) is not None else default_jobs()
+    jobs = _jobs(args)
     progress = len(files) > PROGRESS_MIN_FILES
     if jobs <= 1 or len(files) <= CHUNK_FILES:
         for batch in _batches(CurveLoader(), files, args.batch_size, progress, skip):

@@ -66,6 +66,9 @@ class BNNClassifier:
         "auto", "cpu" or "cuda" (see :mod:`sasview_bnn_plugin.model.providers`).
     intra_op_threads:
         onnxruntime intra-op threads; None lets onnxruntime choose.
+    spinning:
+        False: idle onnxruntime threads sleep between calls instead of busy-waiting
+        (for a session sharing the cores with reading processes, as ``classify --jobs``).
     novelty_threshold:
         Overrides the model's ``novelty_threshold`` metadata; ``is_novel`` is
         then decided by this threshold even for a model with novelty p-values.
@@ -130,6 +133,7 @@ class BNNClassifier:
         novelty_level: float | None = None,
         q_unit: str = "auto",
         calibration: "str | os.PathLike[str] | InstrumentCalibration | None" = None,
+        spinning: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -145,7 +149,7 @@ class BNNClassifier:
         self.card = verify_model_file(self.model_path)
         try:
             # The one and only session of this classifier; the metadata are read from it.
-            self._session, self.provider_decision = open_session(self.model_path, provider, intra_op_threads)
+            self._session, self.provider_decision = open_session(self.model_path, provider, intra_op_threads, spinning=spinning)
         except Exception:
             raise ModelFormatError(f"the model file {self.model_path} is damaged or not an ONNX model") from None
         self.metadata: dict[str, str] = dict(self._session.get_modelmeta().custom_metadata_map)

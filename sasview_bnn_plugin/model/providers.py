@@ -83,8 +83,14 @@ def choose_providers(requested: str = "auto", available: Sequence[str] | None = 
     return ProviderDecision((CPU,), why)
 
 
-def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
-    """Session options; ``intra_op_threads`` None or 0 lets onnxruntime choose."""
+def session_options(intra_op_threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
+    """Session options; ``intra_op_threads`` None or 0 lets onnxruntime choose.
+
+    ``spinning`` False makes onnxruntime's idle intra-op threads sleep instead of
+    busy-waiting for the next parallel section (``session.intra_op.allow_spinning``):
+    what a session wants when other processes of the same job (``classify --jobs``)
+    need the cores between its calls.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -92,6 +98,8 @@ def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
         if intra_op_threads < 0:
             raise ValueError("intra_op_threads must be positive")
         options.intra_op_num_threads = int(intra_op_threads)
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: provider fall-backs are reported by us
     return options
 
@@ -102,6 +110,7 @@ def open_session(
     intra_op_threads: int | None = None,
     available: Sequence[str] | None = None,
     session_factory: SessionFactory | None = None,
+    spinning: bool = True,
 ) -> tuple[Any, ProviderDecision]:
     """Open an inference session on the best working provider.
 
@@ -111,7 +120,7 @@ def open_session(
     """
     factory = session_factory or _ort_session
     decision = choose_providers(requested, available)
-    options = session_options(intra_op_threads)
+    options = session_options(intra_op_threads, spinning)
     model_arg = os.fspath(model) if not isinstance(model, bytes) else model
     if CUDA in decision.providers:
         try:
@@ -119,7 +128,7 @@ def open_session(
         except Exception as err:  # a broken CUDA install raises all sorts of errors
             reason = f"CUDA session creation failed ({type(err).__name__}: {str(err).strip()[:200]}); falling back to CPU"
             log.warning("%s", reason)
-            session = factory(model_arg, session_options(intra_op_threads), [CPU])
+            session = factory(model_arg, session_options(intra_op_threads, spinning), [CPU])
             return session, ProviderDecision((CPU,), reason)
         in_use = tuple(session.get_providers())
         if CUDA not in in_use:
