@@ -133,9 +133,10 @@ def card_from_metadata(meta: Mapping[str, str], sidecar_dir: Path | None = None,
     return card
 
 
-#: The shipped model used when none is named (simulator 2.0, taxonomy version 2). The
-#: version-1 model ``sasview_bnn_vi16_1m`` stays loadable with ``--model sasview_bnn_vi16_1m``.
-DEFAULT_MODEL = "sasview_bnn_vi16_sim22_1m"
+#: The shipped model used when none is named (simulator 2.3 with the density and noise channels, taxonomy
+#: version 2). The earlier models stay loadable by name for comparison: ``--model sasview_bnn_vi16_sim22_1m``
+#: (the default before), ``sasview_bnn_vi16_sim2_1m`` and the version-1 ``sasview_bnn_vi16_1m``.
+DEFAULT_MODEL = "sasview_bnn_vi16_sim23dn_1m"
 
 
 def shipped_models(package: str = SHIPPED_MODELS_PACKAGE) -> list[ModelSource]:
