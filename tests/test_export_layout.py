@@ -62,8 +62,9 @@ def small_model(config: NetworkConfig, samples: int, seed: int = 0) -> ExportedM
     return model
 
 
-def realish_features(n: int, seed: int = 1) -> np.ndarray:
-    """Analytic curves (polydisperse-looking spheres, power laws, Guinier humps, with noise and a flat background)."""
+def realish_features(n: int, seed: int = 1, config=None) -> np.ndarray:
+    """Analytic curves (polydisperse-looking spheres, power laws, Guinier humps, with noise and a flat background),
+    mapped onto model inputs by ``config`` (a PreprocessingConfig; default: the default 4-channel input)."""
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n):
@@ -80,7 +81,7 @@ def realish_features(n: int, seed: int = 1) -> np.ndarray:
         i = i / i[0] * rng.uniform(1, 1e3) + rng.uniform(0, 1e-2)
         di = np.abs(i) * rng.uniform(0.01, 0.1)
         i = i + di * rng.normal(size=q.size)
-        out.append(prepare_curve(q, i, di, "1/A").features)
+        out.append(prepare_curve(q, i, di, "1/A", config).features)
     return np.stack(out).astype(np.float32)
 
 
@@ -185,7 +186,8 @@ def test_the_shipped_model_rebuilt_from_its_own_weights_gives_its_outputs(tmp_pa
     simulation = pytest.importorskip("sasview_bnn_trainer.simulation.runner")
     from sasview_bnn_plugin.model.card import file_sha256, verify_model_file
     from sasview_bnn_plugin.model.catalog import resolve_model, shipped_models
-    from sasview_bnn_trainer.features import FeatureFile, build_features
+    from sasview_bnn_plugin.core.model_format import check_metadata
+    from sasview_bnn_trainer.features import FeatureFile, build_features, default_features_path
 
     shipped = resolve_model(None, shipped_models()).path
     before = file_sha256(shipped)
@@ -201,10 +203,11 @@ def test_the_shipped_model_rebuilt_from_its_own_weights_gives_its_outputs(tmp_pa
     seed = 77_123
     assert seed != used
     data = simulation.simulate_to_file(2000, tmp_path / "curves.h5", seed=seed, workers=2, progress=False)
-    with FeatureFile(build_features(data, progress=False)) as ff:
+    config = check_metadata(read_metadata(shipped))  # the model's own preprocessing (its input channels)
+    with FeatureFile(build_features(data, default_features_path(data, config), config, progress=False)) as ff:
         x = ff.read_rows(np.arange(len(ff)))
     assert x.shape[0] >= 1900  # a few curves may be refused by the preprocessing
-    x = np.concatenate([x, realish_features(100, seed=5)])
+    x = np.concatenate([x, realish_features(100, seed=5, config=config)])
     old, new = session(shipped), session(rebuilt)
     for batch in (1000, 1):  # the batch size must not matter either
         rows = slice(0, None) if batch > 1 else slice(0, 20)

@@ -40,7 +40,7 @@ def test_the_shipped_model_gives_the_same_answers_in_smaller_calls():
     assert MIN_MODEL_BATCH <= big.model_batch_size < 256
     small = BNNClassifier(source.path, provider="cpu", batch_size=MIN_MODEL_BATCH)
     assert small.model_batch_size == MIN_MODEL_BATCH
-    features = np.random.default_rng(3).random((big.model_batch_size * 2 + 5, 4, 256), dtype=np.float32)
+    features = np.random.default_rng(3).random((big.model_batch_size * 2 + 5, *big.config.input_shape), dtype=np.float32)
     p_big, n_big = big.predict_features(features)
     p_small, n_small = small.predict_features(features)
     assert p_big.shape == (features.shape[0], big.n_samples, 7)

@@ -2,7 +2,9 @@
 
 The neutral values and the strongest-range rule are tested on constructed
 inputs; the map itself on simulated curves classified with the shipped model:
-a clean sphere curve (sasmodels) plus one big spike (artefact), and plus a
+a clean sphere curve (sasmodels) with its first three points at the beamstop edge far below the
+curve (an artefact by docs/taxonomy.md: "a single point or a few points at the beamstop edge far off
+the curve"; a single spike would be a near miss, spikes need 3 and 1 % of the points), and plus a
 narrow Gaussian Bragg peak with its second order at ratio 2, five times the
 curve (ordered). The map must peak in (or next to) the window of the feature.
 """
@@ -33,7 +35,8 @@ from sasview_bnn_plugin.core.result import CSV_COLUMNS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 Q = np.geomspace(3e-3, 0.5, 400)
-SPIKE_INDEX = 250
+#: The middle of the three beamstop-edge points of :func:`with_edge_points`.
+EDGE_INDEX = 1
 BRAGG_Q = 0.05
 
 
@@ -100,9 +103,10 @@ def noisy_curve(intensity: np.ndarray, name: str, seed: int = 1, q_unit: str = "
     return Curve(q=Q * factor, intensity=observed, d_intensity=d_intensity, q_unit=q_unit, source=name)
 
 
-def with_spike(spheres: np.ndarray) -> np.ndarray:
+def with_edge_points(spheres: np.ndarray) -> np.ndarray:
+    """The first three points at 0.3 of the curve: a beamstop-edge artefact, all in the first q-window."""
     intensity = spheres.copy()
-    intensity[SPIKE_INDEX] *= 8.0
+    intensity[: EDGE_INDEX + 2] *= 0.3
     return intensity
 
 
@@ -130,18 +134,18 @@ class CountingSession:
         return getattr(self._session, name)
 
 
-def test_a_spike_drives_an_artefact_verdict_from_its_window(classifier, spheres):
-    curve = noisy_curve(with_spike(spheres), "spike")
+def test_beamstop_edge_points_drive_an_artefact_verdict_from_their_window(classifier, spheres):
+    curve = noisy_curve(with_edge_points(spheres), "edge")
     (result,) = classifier.classify([curve])
     assert result.label == "artefact"
     sensitivity = explain_result(classifier, curve, result)
     assert sensitivity.class_name == "artefact" and sensitivity.n_samples == classifier.n_samples
     assert sensitivity.baseline == pytest.approx(result.confidence, abs=1e-5)  # the same input as classify's
     peak = int(np.nanargmax(sensitivity.drop_mean))
-    assert abs(peak - window_of(sensitivity, Q[SPIKE_INDEX])) <= 1
+    assert abs(peak - window_of(sensitivity, Q[EDGE_INDEX])) <= 1
     assert sensitivity.drop_mean[peak] > 0.5 and np.nanmax(np.delete(sensitivity.drop_mean, peak)) < 0.5 * sensitivity.drop_mean[peak]
     lo, hi = sensitivity.explain_q_range
-    assert lo <= Q[SPIKE_INDEX] < hi or abs(peak - window_of(sensitivity, Q[SPIKE_INDEX])) == 1
+    assert lo <= Q[EDGE_INDEX] < hi or abs(peak - window_of(sensitivity, Q[EDGE_INDEX])) == 1
     # windows outside the measured range are not occluded
     outside = sensitivity.q_centres_inverse_angstrom < Q[0] / 1.4
     assert np.isnan(sensitivity.drop_mean[outside]).all() and np.isfinite(sensitivity.drop_std[~np.isnan(sensitivity.drop_mean)]).all()
@@ -158,7 +162,7 @@ def test_bragg_peaks_drive_an_ordered_verdict_from_their_windows(classifier, sph
 
 
 def test_all_occluded_copies_go_through_the_session_in_one_call(classifier, spheres):
-    curve = noisy_curve(with_spike(spheres), "spike")
+    curve = noisy_curve(with_edge_points(spheres), "edge")
     (result,) = classifier.classify([curve])
     counting = CountingSession(classifier._session)
     classifier._session = counting
@@ -201,12 +205,12 @@ def write_ascii(path: Path, curve: Curve, unit: str) -> Path:
 
 def test_classify_explain_writes_the_map_to_json_csv_and_the_plot(spheres, tmp_path):
     # q in 1/nm in the file: the strongest range is reported in 1/nm, the grid in both units
-    spike = write_ascii(tmp_path / "spike.dat", noisy_curve(with_spike(spheres), "spike", q_unit="1/nm", factor=10.0), "1/nm")
+    edge = write_ascii(tmp_path / "edge.dat", noisy_curve(with_edge_points(spheres), "edge", q_unit="1/nm", factor=10.0), "1/nm")
     clean = write_ascii(tmp_path / "clean.dat", noisy_curve(spheres, "clean"), "1/A")
     out = tmp_path / "r.json"
-    assert main(["classify", str(spike), str(clean), "--explain", "-o", str(out), "--plot", str(tmp_path / "plots")]) == 0
+    assert main(["classify", str(edge), str(clean), "--explain", "-o", str(out), "--plot", str(tmp_path / "plots")]) == 0
     records = {Path(r["file"]).name: r for r in json.loads(out.read_text())["results"]}
-    record = records["spike.dat"]
+    record = records["edge.dat"]
     assert record["label"] == "artefact" and record["q_unit_used"] == "1/nm"
     sensitivity = record["sensitivity"]
     assert sensitivity["class"] == "artefact" and sensitivity["q_unit"] == "1/nm" and sensitivity["window_bins"] == 8
@@ -214,7 +218,7 @@ def test_classify_explain_writes_the_map_to_json_csv_and_the_plot(spheres, tmp_p
     assert np.allclose([c for c in sensitivity["q_centres"]], [10 * c for c in sensitivity["q_centres_inverse_angstrom"]])
     lo, hi = record["strongest_q_range"]
     assert [lo, hi] == sensitivity["explain_q_range"]
-    assert lo <= 10 * Q[SPIKE_INDEX] * 1.4 and hi >= 10 * Q[SPIKE_INDEX] / 1.4  # in 1/nm, around the spike
+    assert lo <= 10 * Q[EDGE_INDEX] * 1.4 and hi >= 10 * Q[EDGE_INDEX] / 1.4  # in 1/nm, around the edge points
     assert sensitivity["explain_q_range_inverse_angstrom"] == pytest.approx([lo / 10, hi / 10])
     assert records["clean.dat"]["sensitivity"]["class"] == "clean"
     pngs = sorted((tmp_path / "plots").glob("*.png"))
@@ -222,18 +226,18 @@ def test_classify_explain_writes_the_map_to_json_csv_and_the_plot(spheres, tmp_p
 
     # CSV: strongest_q_range is appended last, only with --explain; resuming such a file works
     csv_out = tmp_path / "r.csv"
-    assert main(["classify", str(spike), "--explain", "-o", str(csv_out)]) == 0
+    assert main(["classify", str(edge), "--explain", "-o", str(csv_out)]) == 0
     with csv_out.open(newline="") as handle:
         reader = csv.DictReader(handle)
         (row,) = list(reader)
     assert reader.fieldnames == list(CSV_COLUMNS) + ["strongest_q_range"]
     assert [float(v) for v in row["strongest_q_range"].split(";")] == pytest.approx([lo, hi], rel=1e-5)
-    assert main(["classify", str(spike), str(clean), "--explain", "-o", str(csv_out), "--resume"]) == 0
+    assert main(["classify", str(edge), str(clean), "--explain", "-o", str(csv_out), "--resume"]) == 0
     assert len(csv_out.read_text().splitlines()) == 3
     plain = tmp_path / "plain.csv"
-    assert main(["classify", str(spike), "-o", str(plain)]) == 0
+    assert main(["classify", str(edge), "-o", str(plain)]) == 0
     assert plain.read_text().splitlines()[0].split(",") == list(CSV_COLUMNS)
-    assert main(["classify", str(spike), "-o", str(tmp_path / "p.json")]) == 0
+    assert main(["classify", str(edge), "-o", str(tmp_path / "p.json")]) == 0
     (unexplained,) = json.loads((tmp_path / "p.json").read_text())["results"]
     assert "sensitivity" not in unexplained and "strongest_q_range" not in unexplained
 
@@ -244,7 +248,7 @@ def test_the_plots_shade_the_strongest_range_with_the_shared_renderer(classifier
 
     from sasview_bnn_plugin.io import plotting
 
-    curve = noisy_curve(with_spike(spheres), "spike")
+    curve = noisy_curve(with_edge_points(spheres), "edge")
     (result,) = classifier.classify([curve])
     result.sensitivity = explain_result(classifier, curve, result)
     ax = Figure().subplots()
