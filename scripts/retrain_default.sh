@@ -41,23 +41,22 @@ if [ ! -f "$TEST" ]; then
 fi
 
 RUN="run_$NAME"
-FIT=(fit "$DATA" --method vi --out "$RUN" --epochs "$EPOCHS" --samples "$SAMPLES" --batch-size 256 --val-fraction 0.05
+FIT=(fit "$DATA" --method vi --out "$RUN" --samples "$SAMPLES" --batch-size 256 --val-fraction 0.05
      --kl-weight 0.1 --lr-schedule cosine --channels 16,32,64 --hidden 128 --workers 2 --outlier-fraction 0.1
      --outlier-weight 0.5 --threads 2 --quiet)
 # shellcheck disable=SC2206
 FIT+=($EXTRA)
 done_epochs() { [ -f "$RUN/history.json" ] && "$PY" -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$RUN/history.json" || echo 0; }
-if [ "$(done_epochs)" -lt "$EPOCHS" ]; then
-    STEP=("${FIT[@]}"); [ -f "$RUN/checkpoint.pt" ] && STEP+=(--resume)
-    stamp "fit: ${STEP[*]}"
-    train "${STEP[@]}"
-fi
-if [ "$THEN_EPOCHS" -gt "$EPOCHS" ] && [ "$(done_epochs)" -lt "$THEN_EPOCHS" ]; then
-    STEP=("${FIT[@]}"); STEP[${#STEP[@]}]=--resume
-    for i in "${!STEP[@]}"; do [ "${STEP[$i]}" = "--epochs" ] && STEP[$((i + 1))]="$THEN_EPOCHS"; done
-    stamp "fit, resumed to $THEN_EPOCHS epochs: ${STEP[*]}"
-    train "${STEP[@]}"
-fi
+# fit_to E: train the run up to E epochs, resuming it from its checkpoint if it has one; skipped once it has E.
+fit_to() {
+    local step=("${FIT[@]}" --epochs "$1")
+    if [ "$(done_epochs)" -ge "$1" ]; then return 0; fi
+    if [ -f "$RUN/checkpoint.pt" ]; then step+=(--resume); fi
+    stamp "fit to $1 epochs: ${step[*]}"
+    train "${step[@]}"
+}
+fit_to "$EPOCHS"
+if [ "$THEN_EPOCHS" -gt "$EPOCHS" ]; then fit_to "$THEN_EPOCHS"; fi
 
 stamp "export"
 train export "$RUN" --samples "$SAMPLES" --novelty-score knn_entropy --out "$NAME.onnx"

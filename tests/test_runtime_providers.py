@@ -109,16 +109,18 @@ def test_intra_op_threads_reach_the_session(model_path):
         open_session(model_path, "cpu", intra_op_threads=-2)
 
 
+def spinning_entry(options: ort.SessionOptions) -> str | None:
+    """The session's ``session.intra_op.allow_spinning`` entry; None when unset (onnxruntime's default: spinning)."""
+    try:
+        return options.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:
+        return None
+
+
 def test_spinning_off_reaches_the_session_and_the_fallback(model_path):
     """``spinning=False`` (classify with reading processes) sets onnxruntime's allow_spinning to 0, also on the
     CPU session a broken CUDA falls back to; the default leaves onnxruntime's own setting."""
     seen = []
-
-    def spinning_entry(options):
-        try:
-            return options.get_session_config_entry("session.intra_op.allow_spinning")
-        except RuntimeError:  # not set: onnxruntime's default (spinning)
-            return None
 
     def record(model, options, providers):
         seen.append((providers[0], spinning_entry(options)))
@@ -142,9 +144,4 @@ def test_classify_with_reading_processes_turns_spinning_off(model_path, jobs, ex
     args = argparse.Namespace(model=str(model_path), provider="cpu", threads=1, novelty_threshold=None, batch_size=8,
                               set_level=None, novelty_level=None, jobs=jobs)
     _, classifier, _ = open_classifier(args)
-    options = classifier._session.get_session_options()
-    try:
-        entry = options.get_session_config_entry("session.intra_op.allow_spinning")
-    except RuntimeError:
-        entry = None
-    assert entry == expected
+    assert spinning_entry(classifier._session.get_session_options()) == expected
