@@ -148,3 +148,60 @@ def test_outlier_curves_are_model_input_and_not_scattering_curves():
         assert prepare_curve(c.q, c.intensity, c.d_intensity, c.q_unit).features.shape == (4, 256)
     again = outlier_curves(50, seed=3)
     assert all(np.array_equal(a.intensity, b.intensity) for a, b in zip(curves, again))
+
+
+DDU = NetworkConfig(channels=(4, 6, 8), hidden=16, kernel=5, spectral_coeff=0.9, residual=True)
+
+
+def _reference_stage(x, w_raw, b, coeff):
+    """One conv + pool stage written out the long way: conv with the capped weight, plus the skip, then ReLU and pool."""
+    from torch.nn import functional as F
+
+    sigma = torch.linalg.svdvals(w_raw.reshape(w_raw.shape[0], -1))[0]
+    w = w_raw * min(1.0, coeff / float(sigma))
+    y = F.conv1d(x, w, b, padding=w.shape[2] // 2)
+    n = min(w.shape[0], w.shape[1])
+    y[:, :n] += x[:, :n]
+    return F.relu(F.max_pool1d(y, 2))
+
+
+def test_skip_and_spectral_cap_are_the_long_way_round_and_exported_as_plain_weights():
+    from sasview_bnn_trainer.network import effective_state, reparameterised
+
+    assert reparameterised(DDU) and not reparameterised(SMALL)
+    torch.manual_seed(4)
+    raw = {name: p.detach() * 3.0 for name, p in PackedCNN(DDU, 1).named_parameters()}  # norms well above the cap
+    eff = effective_state(DDU, raw)
+    x = torch.randn(5, 4, 256)
+    h = x
+    for i in (1, 2, 3):
+        h = _reference_stage(h, raw[f"conv{i}.weight"], raw[f"conv{i}.bias"], 0.9)
+    net = pack_members(DDU, [eff]).eval()
+    torch.testing.assert_close(net._hidden(x)[:, :, 0], torch.relu(
+        torch.nn.functional.linear(h.reshape(5, -1), eff["fc.weight"][:, :, 0], eff["fc.bias"])), rtol=1e-5, atol=1e-5)
+    # the cap holds on the FC, the output layer is free, and a small weight is left as it is
+    assert float(torch.linalg.svdvals(eff["fc.weight"][:, :, 0])[0]) == pytest.approx(0.9, rel=1e-4)
+    torch.testing.assert_close(eff["out.weight"], raw["out.weight"])
+    small = {k: v / 1e3 for k, v in raw.items()}
+    torch.testing.assert_close(effective_state(NetworkConfig(**{**DDU.__dict__, "residual": False}), small)["fc.weight"],
+                               small["fc.weight"])
+    assert NetworkConfig.from_json(DDU.to_json()) == DDU
+    assert NetworkConfig.from_json(SMALL.to_json().replace(', "residual": false', "")) == SMALL
+
+
+def test_vi_with_ddu_features_trains_through_the_cap_and_samples_effective_weights():
+    from sasview_bnn_trainer.network import effective_state
+
+    torch.manual_seed(0)
+    vi = MeanFieldVI(DDU, prior_sigma=0.2, n_train=100)
+    x, y = torch.randn(8, 4, 256), torch.randint(0, 7, (8,))
+    loss, _ = vi.training_loss(x, y, torch.Generator().manual_seed(1))
+    loss.backward()
+    assert all(float(p.grad.abs().sum()) > 0 for p in vi.mu.values())
+    (state,) = vi.sample_weights(1, seed=2)
+    c1 = state["conv1.weight"]
+    assert float(torch.linalg.svdvals((c1 - effective_state(DDU, {**state, "conv1.weight": torch.zeros_like(c1)})["conv1.weight"]
+                                       ).reshape(c1.shape[0], -1))[0]) <= 0.9 + 1e-4
+    assert float(c1[0, 0, 2]) > 0.1  # the identity at the centre tap is in the sampled (effective) weight
+    with pytest.raises(ValueError, match="vi only"):
+        DeepEnsemble(DDU, prior_sigma=0.5, n_train=100, members=2)

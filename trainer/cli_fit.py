@@ -85,6 +85,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="also train outputs that regress each anomaly's visibility score (the points it moves, what "
                         "decides the primary class of a mixture), with this factor on their squared error; training "
                         "only, not exported (default 0: off)")
+    p.add_argument("--spectral-norm", type=float, default=0.0, metavar="C",
+                   help="cap the spectral norm of every conv and the fully connected weight at C (distance-preserving "
+                        "features for the novelty score, as in DDU; e.g. 3; default 0: no cap; --method vi only)")
+    p.add_argument("--residual", action="store_true",
+                   help="an identity skip connection inside each conv + pool stage (with --spectral-norm: DDU's "
+                        "bi-Lipschitz features; folded into the exported conv weights; --method vi only)")
     p.add_argument("--no-presence", action="store_true",
                    help="train the primary class only, without the anomalies-present outputs (a version-1 network)")
     p.add_argument("--max-train", type=int, default=None, metavar="N",
@@ -110,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
             kl_weight=args.kl_weight, lr_schedule=args.lr_schedule,
             outlier_fraction=args.outlier_fraction, outlier_weight=args.outlier_weight,
             network=NetworkConfig(channels=args.channels, hidden=args.hidden, kernel=args.kernel, n_bins=args.bins,
-                                  n_anomalies=0 if args.no_presence else NetworkConfig.n_anomalies),
+                                  n_anomalies=0 if args.no_presence else NetworkConfig.n_anomalies,
+                                  spectral_coeff=args.spectral_norm, residual=args.residual),
             max_train=args.max_train, extra_channels=args.extra_channels, visibility_weight=args.visibility_weight,
         )
         if args.threads is not None:

@@ -51,6 +51,20 @@ class NetworkConfig:
     auxiliary training outputs after those, one per anomaly, regressing its
     visibility score (points moved, docs/taxonomy.md) -- what decides the
     primary class of a mixture; dropped at export (:func:`inference_members`), 0 = none.
+
+    Distance-preserving features (DDU, Mukhoti et al. 2021; off by default):
+    ``spectral_coeff`` > 0 caps the spectral norm of every conv and of the
+    fully connected weight (each reshaped to (out, in * kernel)) at that value
+    -- a weight whose largest singular value exceeds it is scaled down to it
+    (smoothness: near inputs stay near); ``residual`` adds an identity skip
+    connection inside each conv + pool stage, the stage's input channels added
+    to the first of its output channels before the ReLU and pooling
+    (sensitivity: distinct inputs stay apart, so an unseen class cannot
+    collapse onto a known one). Both act on the raw weights a posterior
+    holds, through :func:`effective_state`; member state dicts, the packed
+    network and the exported graph hold the *effective* weights (the skip
+    is the identity added to the centre tap of each conv kernel, exact for
+    'same' padding), so inference needs no extra node.
     """
 
     in_channels: int = 4
@@ -62,8 +76,12 @@ class NetworkConfig:
     pooling: str = "flatten"
     n_anomalies: int = N_CLASSES - 1
     n_visibility: int = 0
+    spectral_coeff: float = 0.0
+    residual: bool = False
 
     def __post_init__(self) -> None:
+        if not self.spectral_coeff >= 0.0:
+            raise ValueError(f"the spectral-norm cap must be positive (or 0 for none), got {self.spectral_coeff}")
         if self.kernel % 2 != 1:
             raise ValueError(f"the convolution kernel width must be odd, got {self.kernel}")
         if self.pooling not in ("flatten", "average"):
@@ -87,6 +105,8 @@ class NetworkConfig:
         raw["channels"] = tuple(raw["channels"])
         raw.setdefault("n_anomalies", 0)  # networks of version 1 had no presence outputs
         raw.setdefault("n_visibility", 0)  # nor auxiliary visibility outputs
+        raw["residual"] = bool(raw.get("residual", False))
+        raw["spectral_coeff"] = float(raw.get("spectral_coeff", 0.0))
         return cls(**raw)
 
 
@@ -178,6 +198,53 @@ class PackedCNN(nn.Module):
 
     def member_states(self) -> list[dict[str, Tensor]]:
         return [self.member_state(k) for k in range(self.members)]
+
+
+#: The weights :func:`effective_state` reparameterises: the three convs (spectral cap and skip) and the FC (cap).
+CONV_WEIGHTS: tuple[str, ...] = ("conv1.weight", "conv2.weight", "conv3.weight")
+
+
+def reparameterised(config: NetworkConfig) -> bool:
+    """Whether the network's raw weights differ from its effective ones (a spectral cap or skip connections)."""
+    return config.spectral_coeff > 0.0 or config.residual
+
+
+def _capped(weight: Tensor, coeff: float) -> Tensor:
+    """``weight`` scaled down so that the largest singular value of its (out, in * kernel) matrix is at most ``coeff``."""
+    sigma = torch.linalg.matrix_norm(weight.reshape(weight.shape[0], -1), ord=2)
+    return weight * torch.clamp(coeff / sigma.clamp(min=1e-12), max=1.0)
+
+
+def _skip(weight: Tensor) -> Tensor:
+    """A conv weight (out, in, k) with the identity embedding of its inputs into its first outputs added at the centre tap."""
+    c_out, c_in, k = weight.shape
+    n = min(c_out, c_in)
+    eye = torch.zeros_like(weight)
+    idx = torch.arange(n, device=weight.device)
+    eye[idx, idx, k // 2] = 1.0
+    return weight + eye
+
+
+def effective_state(config: NetworkConfig, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The weights one member computes with, from the raw weights a posterior holds (differentiable).
+
+    Without a spectral cap or skip connections (the default) this is the state
+    itself. Otherwise every conv weight is capped and then has the identity
+    skip added (conv(h) + h is the conv with W + I at the centre tap, 'same'
+    padding), and the FC weight is capped; the output layer is left free, as
+    in DDU. Shapes as in :meth:`PackedCNN.member_state`.
+    """
+    if not reparameterised(config):
+        return dict(state)
+    out = dict(state)
+    for name in (*CONV_WEIGHTS, "fc.weight"):
+        w = state[name]
+        if config.spectral_coeff > 0.0:
+            w = _capped(w, config.spectral_coeff)
+        if config.residual and name in CONV_WEIGHTS:
+            w = _skip(w)
+        out[name] = w
+    return out
 
 
 def packed_parameters(states: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..network import NetworkConfig, PackedCNN
+from ..network import NetworkConfig, PackedCNN, reparameterised
 from .base import Posterior, objective
 
 
@@ -26,6 +26,8 @@ class DeepEnsemble(Posterior):
 
     def __init__(self, config: NetworkConfig, prior_sigma: float, n_train: int, loss: str = "nll", *, members: int = 8) -> None:
         super().__init__(config, prior_sigma, n_train, loss)
+        if reparameterised(config):
+            raise ValueError("the spectral-norm cap and skip connections are implemented for --method vi only")
         if members < 1:
             raise ValueError("an ensemble needs at least one member")
         self.n_members = int(members)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from ..network import PARAMETER_NAMES, NetworkConfig, PackedCNN, packed_parameters
+from ..network import PARAMETER_NAMES, NetworkConfig, PackedCNN, effective_state, packed_parameters
 from .base import Posterior, objective
 
 
@@ -91,6 +91,8 @@ class MeanFieldVI(Posterior):
         return sum(gaussian_kl(self.mu[_key(n)], self.sigma(n), self.prior_sigma) for n in PARAMETER_NAMES)
 
     def _draw(self, n: int, generator: torch.Generator | None) -> list[dict[str, Tensor]]:
+        """``n`` draws of the weights, as the effective member states the network computes with
+        (:func:`~sasview_bnn_trainer.network.effective_state`: the prior and KL act on the raw draws)."""
         states = []
         for _ in range(n):
             state = {}
@@ -98,7 +100,7 @@ class MeanFieldVI(Posterior):
                 mu = self.mu[_key(name)]
                 eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
                 state[name] = mu + self.sigma(name) * eps
-            states.append(state)
+            states.append(effective_state(self.config, state))
         return states
 
     def training_loss(self, x: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
@@ -118,8 +120,8 @@ class MeanFieldVI(Posterior):
 
     @torch.no_grad()
     def mean_weights(self) -> dict[str, Tensor]:
-        """The posterior means as one member state dict."""
-        return {name: self.mu[_key(name)].detach().clone() for name in PARAMETER_NAMES}
+        """The posterior means as one (effective) member state dict."""
+        return effective_state(self.config, {name: self.mu[_key(name)].detach().clone() for name in PARAMETER_NAMES})
 
     def method_spec(self) -> dict[str, Any]:
         return {
