@@ -324,6 +324,13 @@ def test_leave_family_out_run_never_trains_on_the_family_and_the_study_splits_th
         confusion = np.array(row["left_out_family"]["confusion"])  # where the left-out curves went
         assert confusion.shape == (7, 7) and confusion.sum() == row["left_out_family"]["n"]
         assert np.trace(confusion) / confusion.sum() == pytest.approx(row["left_out_family"]["accuracy"])
+        # The exported kNN score's flags: at most the level on the run's own validation curves (a conformal threshold),
+        # one threshold per run, rates and AUROC in range.
+        nov = row["novelty"]
+        assert nov["score"] == "knn_exported" and nov["level"] == 0.01 and nov["threshold"] == rows[0]["novelty"]["threshold"]
+        assert nov["flagged_validation"] <= nov["level"]
+        assert 0.0 <= nov["flagged_in_family"] <= 1.0 and 0.0 <= nov["flagged_left_out"] <= 1.0
+        assert 0.0 <= nov["auroc_left_out_vs_in_family"] <= 1.0
     # At the left-out curves' class mix: the in-family recall of each class weighted by the left-out curves' class shares
     # (edge-point curves all show an artefact, so the in-family artefact recall weighs most there).
     for row in rows:
@@ -332,6 +339,7 @@ def test_leave_family_out_run_never_trains_on_the_family_and_the_study_splits_th
         expected = sum(counts[k] / counts.sum() * recall[name] for k, name in enumerate(CLASS_NAMES) if counts[k])
         assert row["in_family_matched"] == pytest.approx(expected)
     assert "| chain (run also without lattice:hexagonal, artefact:edge_points) |" in markdown_table(rows)
+    assert "flagged novel left-out" in markdown_table(rows) and f"| {rows[0]['novelty']['flagged_left_out']:.3f} |" in markdown_table(rows)
     from sasview_bnn_trainer.evaluation.family_study import main as family_main
 
     assert family_main([str(folder / "no_chains"), "--test", str(test), "--out", str(folder / "lfo_cli"), "--samples", "2"]) == 0

@@ -20,6 +20,16 @@ class shares, i.e. the in-family accuracy the left-out curves would get at the s
 ``gap_matched`` against it. Accuracy is of the primary class (docs/taxonomy.md, version 2),
 computed from the posterior-mean probabilities of ``n_samples`` posterior samples.
 
+Each row also says how often the novelty score flags the left-out curves (``novelty``): the
+exported kNN score (novelty_study's ``knn_exported``: 1 - the k-th largest cosine similarity of the
+posterior-mean penultimate features to a class-stratified bank of the run's own training curves)
+with its threshold at ``level`` false alarms on the run's validation curves, as the exported
+p-value < ``level`` rule; ``flagged`` for in-family and left-out test curves, and the AUROC of
+left-out against in-family. For a new *shape* (an ordinary curve of physics the model never saw, as
+a user's sample or another generator's) a flag is a false alarm and the wish is in-family rates
+and an AUROC near 0.5; for a new *kind of anomaly* (an artefact kind, an attractive structure
+factor) a flag is the honest answer.
+
 Run as ``python -m sasview_bnn_trainer.evaluation.family_study RUN... --test TEST.h5 --out STEM``.
 """
 
@@ -32,11 +42,17 @@ import numpy as np
 
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
-from ..features import FeatureFile, build_features, default_features_path, leave_out_membership
+from sasview_bnn_plugin.core.taxonomy import class_index
+
+from ..features import FeatureFile, build_features, default_features_path, leave_out_membership, split_rows
 from ..fit import load_run
-from ..network import pack_members
+from ..network import PackedCNN, pack_members
+from ..novelty import DEFAULT_KNN_BANK, DEFAULT_KNN_K, stratified_rows
 from . import metrics as M
-from .novelty_study import _softmax, activations
+from .novelty_study import _normalised, _softmax, activations, knn_distance
+
+#: The novelty level of the flags (the exported rule: p-value below it).
+NOVELTY_LEVEL = 0.01
 
 
 def _block(labels: np.ndarray, predicted: np.ndarray) -> dict[str, Any]:
@@ -61,6 +77,33 @@ def class_matched_accuracy(inside: dict[str, Any], left_out_labels: np.ndarray) 
     return float(total)
 
 
+def _knn_scores(bank: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """The exported kNN distance 1 - cos of posterior-mean features (n, S, H) to a unit bank, (n,)."""
+    return knn_distance(bank, _normalised(hidden.mean(axis=1, keepdims=True)), DEFAULT_KNN_K) ** 2 / 2
+
+
+def novelty_reference(net: PackedCNN, data: dict[str, Any], *, n_val: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(unit bank (B, H), validation scores (n,)) of the exported kNN score for a run, from its own training and validation curves
+    (the rows ``fit`` used: its split, classes and families left out)."""
+    rng = np.random.default_rng([seed, 0x57D])
+    with FeatureFile(data["features_path"]) as ff:
+        drop = None
+        if data.get("excluded_families"):
+            drop = leave_out_membership(data["path"], data["excluded_families"], ff.column("source_index")).any(axis=1)
+        excluded = [class_index(n) for n in data.get("excluded_classes") or []]
+        train_rows, val_rows = split_rows(ff.labels, data["val_fraction"], data["split_seed"], excluded, data.get("max_train"),
+                                          ff.anomalies, drop)
+        bank_rows = stratified_rows(train_rows, ff.labels[train_rows], DEFAULT_KNN_BANK, seed)
+        bank = _normalised(activations(net, ff.read_rows(bank_rows))["hidden"].mean(axis=1, keepdims=True))
+        val_rows = np.sort(rng.choice(val_rows, min(n_val, val_rows.size), replace=False))
+        val_scores = _knn_scores(bank, activations(net, ff.read_rows(val_rows))["hidden"])
+    return bank, val_scores
+
+
+def _flagged(scores: np.ndarray, threshold: float) -> float:
+    return float(np.mean(scores > threshold)) if scores.size else float("nan")
+
+
 def study_run(run_dir: str | Path, test_path: str | Path, *, n_samples: int = 8, seed: int = 0) -> list[dict[str, Any]]:
     """Leave-family-out rows of one run, one per left-out variant: in-family and left-out accuracy, macro-F1, recall per class."""
     posterior, record = load_run(run_dir)
@@ -76,7 +119,13 @@ def study_run(run_dir: str | Path, test_path: str | Path, *, n_samples: int = 8,
     with FeatureFile(build_features(test_path, default_features_path(test_path, cfg, "eval-features"), cfg, progress=False)) as tf:
         labels = tf.labels.astype(np.int64)
         source = tf.column("source_index")
-        probs = _softmax(activations(net, tf.read_rows(np.arange(len(tf))))["logits"]).mean(axis=1)
+        act = activations(net, tf.read_rows(np.arange(len(tf))))
+    probs = _softmax(act["logits"]).mean(axis=1)
+    bank, val_scores = novelty_reference(net, data, seed=seed)
+    # the conformal threshold: flagged when fewer than a fraction `level` of validation scores are at least as high
+    n_val = val_scores.size
+    threshold = float(np.sort(val_scores)[min(n_val - 1, int(np.ceil((n_val + 1) * (1 - NOVELTY_LEVEL))) - 1)])
+    test_scores = _knn_scores(bank, act["hidden"])
     shows = leave_out_membership(test_path, left_out, source)
     predicted = probs.argmax(axis=1)
     rest = ~shows.any(axis=1)
@@ -85,10 +134,15 @@ def study_run(run_dir: str | Path, test_path: str | Path, *, n_samples: int = 8,
     for k, name in enumerate(left_out):
         outside = _block(labels[shows[:, k]], predicted[shows[:, k]])
         matched = class_matched_accuracy(inside, labels[shows[:, k]])
+        lo, inn = test_scores[shows[:, k]], test_scores[rest]
+        novelty = {"score": "knn_exported", "level": NOVELTY_LEVEL, "threshold": threshold,
+                   "flagged_validation": _flagged(val_scores, threshold), "flagged_in_family": _flagged(inn, threshold),
+                   "flagged_left_out": _flagged(lo, threshold),
+                   "auroc_left_out_vs_in_family": M.roc_auc(np.r_[np.zeros(inn.size, bool), np.ones(lo.size, bool)], np.r_[inn, lo])}
         rows.append({"left_out": [name], "trained_without": left_out, "n_train": data["n_train"], "epochs": record["epoch"],
                      "n_samples": n_samples, "in_family": inside, "left_out_family": outside,
                      "gap": inside["accuracy"] - outside["accuracy"], "in_family_matched": matched,
-                     "gap_matched": None if matched is None else matched - outside["accuracy"]})
+                     "gap_matched": None if matched is None else matched - outside["accuracy"], "novelty": novelty})
     return rows
 
 
@@ -96,22 +150,32 @@ def _number(value: float | None, sign: bool = False) -> str:
     return "–" if value is None else (f"{value:+.3f}" if sign else f"{value:.3f}")
 
 
+def _novelty_cells(novelty: dict[str, Any] | None) -> str:
+    """The three novelty cells of a row ("–" for rows of a study made before the novelty columns)."""
+    if not novelty:
+        return "– | – | –"
+    return (f"{novelty['flagged_in_family']:.3f} | {novelty['flagged_left_out']:.3f} | "
+            f"{novelty['auroc_left_out_vs_in_family']:.3f}")
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """One line per left-out variant: curves, in-family (also at the left-out class mix) and left-out accuracy, the gaps, macro-F1."""
     lines = ["| left-out | n left-out | in-family accuracy | in-family at the left-out class mix | left-out accuracy | gap | "
-             "gap at the class mix | in-family macro-F1 | left-out macro-F1 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "gap at the class mix | in-family macro-F1 | left-out macro-F1 | flagged novel in-family | flagged novel left-out | "
+             "novelty AUROC left-out vs in-family |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         i, o = r["in_family"], r["left_out_family"]
         others = [n for n in r.get("trained_without", r["left_out"]) if n not in r["left_out"]]
         name = ", ".join(r["left_out"]) + (f" (run also without {', '.join(others)})" if others else "")
         lines.append(f"| {name} | {o['n']} | {i['accuracy']:.3f} | {_number(r.get('in_family_matched'))} | {o['accuracy']:.3f} | "
-                     f"{r['gap']:+.3f} | {_number(r.get('gap_matched'), True)} | {i['macro_f1']:.3f} | {o['macro_f1']:.3f} |")
+                     f"{r['gap']:+.3f} | {_number(r.get('gap_matched'), True)} | {i['macro_f1']:.3f} | {o['macro_f1']:.3f} | "
+                     + _novelty_cells(r.get("novelty")) + " |")
     if rows:
         matched = [r["gap_matched"] for r in rows if r.get("gap_matched") is not None]
         lines.append(f"| **mean** | | {np.mean([r['in_family']['accuracy'] for r in rows]):.3f} | | "
                      f"{np.mean([r['left_out_family']['accuracy'] for r in rows]):.3f} | {np.mean([r['gap'] for r in rows]):+.3f} | "
-                     f"{_number(float(np.mean(matched)) if matched else None, True)} | | |")
+                     f"{_number(float(np.mean(matched)) if matched else None, True)} | | | | | |")
     return "\n".join(lines)
 
 
