@@ -148,4 +148,8 @@ def test_launcher_starts_sasview_with_the_plugin_attached(tmp_path: Path) -> Non
     assert attached, f"SasView did not log the integration:\n{output[-3000:]}"
     assert "perspectives BNN Anomaly" in attached and "menu actions BNN Anomaly" in attached
     assert "batch-grid columns BNN anomaly" in attached
-    assert "Traceback" not in output
+    # What SasView printed while it ran; once we stop the process group, Xvfb may go before SasView, which
+    # then reports the broken X11 connection and twisted's "reactor not running" on its way out (seen on a
+    # loaded 2-core machine): that is our SIGTERM, not the plugin.
+    running = output.split("The X11 connection broke")[0]
+    assert "Traceback" not in running
