@@ -23,9 +23,9 @@ computed from the posterior-mean probabilities of ``n_samples`` posterior sample
 Each row also says how often the novelty score flags the left-out curves (``novelty``): the
 exported kNN score (novelty_study's ``knn_exported``: 1 - the k-th largest cosine similarity of the
 posterior-mean penultimate features to a class-stratified bank of the run's own training curves)
-with its threshold at ``level`` false alarms on the run's validation curves, as the exported
-p-value < ``level`` rule; ``flagged`` for in-family and left-out test curves, and the AUROC of
-left-out against in-family. For a new *shape* (an ordinary curve of physics the model never saw, as
+flagged by the runtime's rule, conformal p-value against the run's validation curves below
+``level`` (:func:`~sasview_bnn_plugin.core.conformal.novelty_p_values`); ``flagged`` for
+in-family and left-out test curves, and the AUROC of left-out against in-family. For a new *shape* (an ordinary curve of physics the model never saw, as
 a user's sample or another generator's) a flag is a false alarm and the wish is in-family rates
 and an AUROC near 0.5; for a new *kind of anomaly* (an artefact kind, an attractive structure
 factor) a flag is the honest answer.
@@ -40,16 +40,15 @@ from typing import Any
 
 import numpy as np
 
-from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
-
-from sasview_bnn_plugin.core.taxonomy import class_index
+from sasview_bnn_plugin.core.conformal import novelty_p_values
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 
 from ..features import FeatureFile, build_features, default_features_path, leave_out_membership, split_rows
 from ..fit import load_run
 from ..network import PackedCNN, pack_members
-from ..novelty import DEFAULT_KNN_BANK, DEFAULT_KNN_K, stratified_rows
+from ..novelty import DEFAULT_KNN_BANK, stratified_rows
 from . import metrics as M
-from .novelty_study import _normalised, _softmax, activations, knn_distance
+from .novelty_study import _softmax, activations, knn_exported_score, mean_feature_bank
 
 #: The novelty level of the flags (the exported rule: p-value below it).
 NOVELTY_LEVEL = 0.01
@@ -77,11 +76,6 @@ def class_matched_accuracy(inside: dict[str, Any], left_out_labels: np.ndarray) 
     return float(total)
 
 
-def _knn_scores(bank: np.ndarray, hidden: np.ndarray) -> np.ndarray:
-    """The exported kNN distance 1 - cos of posterior-mean features (n, S, H) to a unit bank, (n,)."""
-    return knn_distance(bank, _normalised(hidden.mean(axis=1, keepdims=True)), DEFAULT_KNN_K) ** 2 / 2
-
-
 def novelty_reference(net: PackedCNN, data: dict[str, Any], *, n_val: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(unit bank (B, H), validation scores (n,)) of the exported kNN score for a run, from its own training and validation curves
     (the rows ``fit`` used: its split, classes and families left out)."""
@@ -94,14 +88,15 @@ def novelty_reference(net: PackedCNN, data: dict[str, Any], *, n_val: int = 20_0
         train_rows, val_rows = split_rows(ff.labels, data["val_fraction"], data["split_seed"], excluded, data.get("max_train"),
                                           ff.anomalies, drop)
         bank_rows = stratified_rows(train_rows, ff.labels[train_rows], DEFAULT_KNN_BANK, seed)
-        bank = _normalised(activations(net, ff.read_rows(bank_rows))["hidden"].mean(axis=1, keepdims=True))
+        bank = mean_feature_bank(activations(net, ff.read_rows(bank_rows))["hidden"])
         val_rows = np.sort(rng.choice(val_rows, min(n_val, val_rows.size), replace=False))
-        val_scores = _knn_scores(bank, activations(net, ff.read_rows(val_rows))["hidden"])
+        val_scores = knn_exported_score(bank, activations(net, ff.read_rows(val_rows))["hidden"])
     return bank, val_scores
 
 
-def _flagged(scores: np.ndarray, threshold: float) -> float:
-    return float(np.mean(scores > threshold)) if scores.size else float("nan")
+def _flagged(scores: np.ndarray, reference: np.ndarray) -> float:
+    """Fraction of ``scores`` the runtime's rule flags: conformal p-value against ``reference`` below :data:`NOVELTY_LEVEL`."""
+    return float(np.mean(novelty_p_values(scores, reference, assume_sorted=True) < NOVELTY_LEVEL)) if scores.size else float("nan")
 
 
 def study_run(run_dir: str | Path, test_path: str | Path, *, n_samples: int = 8, seed: int = 0) -> list[dict[str, Any]]:
@@ -122,10 +117,10 @@ def study_run(run_dir: str | Path, test_path: str | Path, *, n_samples: int = 8,
         act = activations(net, tf.read_rows(np.arange(len(tf))))
     probs = _softmax(act["logits"]).mean(axis=1)
     bank, val_scores = novelty_reference(net, data, seed=seed)
-    # the conformal threshold: flagged when fewer than a fraction `level` of validation scores are at least as high
-    n_val = val_scores.size
-    threshold = float(np.sort(val_scores)[min(n_val - 1, int(np.ceil((n_val + 1) * (1 - NOVELTY_LEVEL))) - 1)])
-    test_scores = _knn_scores(bank, act["hidden"])
+    val_scores = np.sort(val_scores)
+    # for the reader: the highest validation score the rule does not flag (a score above it is flagged)
+    threshold = float(val_scores[novelty_p_values(val_scores, val_scores, assume_sorted=True) >= NOVELTY_LEVEL].max())
+    test_scores = knn_exported_score(bank, act["hidden"])
     shows = leave_out_membership(test_path, left_out, source)
     predicted = probs.argmax(axis=1)
     rest = ~shows.any(axis=1)
@@ -136,8 +131,8 @@ def study_run(run_dir: str | Path, test_path: str | Path, *, n_samples: int = 8,
         matched = class_matched_accuracy(inside, labels[shows[:, k]])
         lo, inn = test_scores[shows[:, k]], test_scores[rest]
         novelty = {"score": "knn_exported", "level": NOVELTY_LEVEL, "threshold": threshold,
-                   "flagged_validation": _flagged(val_scores, threshold), "flagged_in_family": _flagged(inn, threshold),
-                   "flagged_left_out": _flagged(lo, threshold),
+                   "flagged_validation": _flagged(val_scores, val_scores), "flagged_in_family": _flagged(inn, val_scores),
+                   "flagged_left_out": _flagged(lo, val_scores),
                    "auroc_left_out_vs_in_family": M.roc_auc(np.r_[np.zeros(inn.size, bool), np.ones(lo.size, bool)], np.r_[inn, lo])}
         rows.append({"left_out": [name], "trained_without": left_out, "n_train": data["n_train"], "epochs": record["epoch"],
                      "n_samples": n_samples, "in_family": inside, "left_out_family": outside,

@@ -142,6 +142,18 @@ def knn_distance(bank: np.ndarray, queries: np.ndarray, k: int = KNN_K, chunk: i
     return np.concatenate(out)
 
 
+def mean_feature_bank(hidden: np.ndarray) -> np.ndarray:
+    """The export's kNN bank from penultimate activations (n, S, H): the unit posterior-mean features, (n, H)."""
+    return _normalised(hidden.mean(axis=1, keepdims=True))
+
+
+def knn_exported_score(mean_bank: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """The kNN score the export puts in the graph: 1 - the k-th largest cosine similarity of the posterior-mean
+    features of ``hidden`` (n, S, H) to ``mean_bank`` (:func:`mean_feature_bank`), (n,)."""
+    # unit vectors a, b: 1 - a.b = |a - b|^2 / 2
+    return knn_distance(mean_bank, mean_feature_bank(hidden), DEFAULT_KNN_K) ** 2 / 2
+
+
 @dataclass
 class ScoreModel:
     """Everything fitted on training curves that the scores need."""
@@ -167,7 +179,7 @@ def fit_scores(act: dict[str, np.ndarray], labels: np.ndarray, val_act: dict[str
     q_m = float(np.quantile(_mahalanobis(val_act["hidden"], means, whiten), 1 - false_alarm_rate))
     q_h = float(np.quantile(M.entropy(probs), 1 - false_alarm_rate))
     bank_rows = stratified_rows(np.arange(labels.size), labels, DEFAULT_KNN_BANK, seed)
-    mean_bank = _normalised(act["hidden"][bank_rows].mean(axis=1, keepdims=True))
+    mean_bank = mean_feature_bank(act["hidden"][bank_rows])
     return ScoreModel(means, whiten, ClassGaussians(act["hidden"], labels), _normalised(act["hidden"]), mean_bank, layers, (q_m, q_h))
 
 
@@ -194,8 +206,7 @@ def all_scores(model: ScoreModel, act: dict[str, np.ndarray]) -> dict[str, np.nd
         "mahalanobis": maha,
         "gaussian_density": model.gaussians.score(act["hidden"]),
         "knn": knn_distance(model.bank, _normalised(act["hidden"])),
-        # unit vectors a, b: 1 - a.b = |a - b|^2 / 2
-        "knn_exported": knn_distance(model.mean_bank, _normalised(act["hidden"].mean(axis=1, keepdims=True)), DEFAULT_KNN_K) ** 2 / 2,
+        "knn_exported": knn_exported_score(model.mean_bank, act["hidden"]),
         "mahalanobis_layers": sum(_mahalanobis(act[n], mu, w) / med for n, (mu, w, med) in model.layers.items()),
         "exported": np.maximum(maha / model.scales[0], entropy / model.scales[1]),
     }
