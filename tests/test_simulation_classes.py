@@ -103,9 +103,10 @@ def test_curves_are_valid_model_input(samples, label):
     for sim in samples[label]:
         c = sim.curve
         assert c.label == label
-        assert c.q.size >= 30 and c.q.shape == c.intensity.shape == c.d_intensity.shape == c.dq.shape
-        assert np.all(np.isfinite(c.q)) and np.all(np.isfinite(c.intensity)) and np.all(np.isfinite(c.d_intensity))
-        assert np.all(np.diff(c.q) > 0) and np.all(c.d_intensity > 0)
+        sigma = sim.components["noise_sigma"]  # the true counting noise; the file reports c.d_intensity
+        assert c.q.size >= 30 and c.q.shape == c.intensity.shape == c.d_intensity.shape == c.dq.shape == sigma.shape
+        assert np.all(np.isfinite(c.q)) and np.all(np.isfinite(c.intensity)) and np.all(np.isfinite(sigma))
+        assert np.all(np.diff(c.q) > 0) and np.all(sigma > 0)
         assert c.q_unit in ("1/A", "1/nm") and c.instrument["unit"] == c.q_unit
         q = _q_inv_a(c)
         assert 1e-4 <= q[0] and q[-1] <= 1.0 and math.log10(q[-1] / q[0]) >= 0.7
@@ -116,6 +117,41 @@ def test_curves_are_valid_model_input(samples, label):
         assert 1e-3 <= c.criteria["relative_error_at_max"] <= 5e-2 + 1e-12
         result = prepare_curve(c.q, c.intensity, c.d_intensity, c.q_unit)
         assert result.n_points == c.q.size
+
+
+def test_reported_uncertainties_are_the_noise_off_by_one_factor_or_missing(samples):
+    """The file's dI: the true noise (honest), the noise times the recorded factor (scaled), or NaN (missing);
+    over the samples every kind is drawn, near its weight (0.6 / 0.3 / 0.1)."""
+    kinds = []
+    for sims in samples.values():
+        for sim in sims:
+            c, sigma = sim.curve, sim.components["noise_sigma"]
+            kind = c.params["reported_uncertainties"]
+            kinds.append(kind)
+            if kind == "honest":
+                assert np.array_equal(c.d_intensity, sigma) and "reported_uncertainty_factor" not in c.params
+            elif kind == "scaled":
+                factor = c.params["reported_uncertainty_factor"]
+                assert 0.03 <= factor <= 30 and np.allclose(c.d_intensity, sigma * factor, rtol=1e-12)
+            else:
+                assert kind == "missing" and np.isnan(c.d_intensity).all()
+                # the runtime estimates the uncertainties from the scatter; the curve is still model input
+                assert prepare_curve(c.q, c.intensity, c.d_intensity, c.q_unit).n_points == c.q.size
+    shares = {k: kinds.count(k) / len(kinds) for k in ("honest", "scaled", "missing")}
+    assert 0.45 < shares["honest"] < 0.75 and 0.15 < shares["scaled"] < 0.45 and 0.02 < shares["missing"] < 0.2, shares
+
+
+def test_strong_upturns_dominate_the_low_q_decades_and_keep_the_particle_at_its_knee():
+    """Simulator 2.4: a strong upturn is 200x to 10^5x the clean intensity at q_min, and the particle still holds
+    >= 75 % of I at its knee (else the taxonomy calls the curve a bare power law)."""
+    rng = np.random.default_rng(2024)
+    strong = [s for s in (simulate(class_index("aggregation"), rng, mixture_probability=0.0) for _ in range(60))
+              if s.curve.params["strong_upturn"] == "yes"]
+    assert len(strong) >= 5
+    for sim in strong:
+        c = sim.curve
+        assert 200.0 <= c.params["aggregate_ratio_target"] <= 1e5 + 1
+        assert c.criteria["knee_share"] >= crit.UPTURN_MIN_KNEE_SHARE
 
 
 def test_same_seed_gives_the_same_curve():
@@ -150,9 +186,9 @@ def test_clean_curves_keep_the_knee_and_fail_every_anomaly_criterion(samples):
             assert _knee_inside_recomputed(c)
             checked_directly += 1
         assert np.all(comp["expected"] > 0)
-        assert crit.trailing_negative_run_fraction(c.intensity, c.d_intensity) < crit.NEGATIVE_MIN_RUN_FRACTION
+        assert crit.trailing_negative_run_fraction(c.intensity, comp["noise_sigma"]) < crit.NEGATIVE_MIN_RUN_FRACTION
         near_miss = c.params.get("near_miss")
-        spikes = crit.spike_count(c.intensity, comp["expected"], c.d_intensity)
+        spikes = crit.spike_count(c.intensity, comp["expected"], comp["noise_sigma"])
         if near_miss == "few_spikes":
             assert 1 <= spikes < crit.VISIBLE_MIN_SPIKE_POINTS
         else:
@@ -231,14 +267,14 @@ def test_ordered_peaks_sit_at_lattice_ratios_and_stand_out(samples):
         ratios = np.asarray(LATTICES[c.params["lattice"]])[: positions.size]
         assert np.allclose(positions / positions[0], ratios)
         signal = comp["expected"] - c.params["background"]
-        contrasts = crit.bragg_contrasts(q, signal, comp["without_peaks"], positions, c.d_intensity)
+        contrasts = crit.bragg_contrasts(q, signal, comp["without_peaks"], positions, comp["noise_sigma"])
         assert np.sum(contrasts >= crit.BRAGG_MIN_CONTRAST) >= 2
         assert c.criteria["peak_relative_width"] <= crit.BRAGG_MAX_RELATIVE_WIDTH
         # The strongest peak also stands out of the noisy data near its position.
         k = int(np.argmax(contrasts))
         near = np.abs(q - positions[k]) <= 0.03 * positions[k]
         underlying = comp["without_peaks"][near] + c.params["background"]
-        assert np.max((c.intensity[near] - underlying) / c.d_intensity[near]) > 0.0
+        assert np.max((c.intensity[near] - underlying) / comp["noise_sigma"][near]) > 0.0
 
 
 def test_bimodal_has_two_dominant_knees(samples):
@@ -313,7 +349,7 @@ def test_oversubtracted_curves_end_in_a_negative_run(samples):
         c, comp = sim.curve, sim.components
         n = c.q.size
         tail = slice(n - math.ceil(0.1 * n), n)
-        assert crit.trailing_negative_run_fraction(c.intensity, c.d_intensity) >= 0.1
+        assert crit.trailing_negative_run_fraction(c.intensity, comp["noise_sigma"]) >= 0.1
         assert np.all(comp["expected"][tail] < 0)
         assert np.median(c.intensity[tail]) < 0
         _, slope = crit.model_negative_run(_q_inv_a(c), comp["expected"])
@@ -328,19 +364,19 @@ def test_artefacts_are_visible_on_the_stored_arrays(samples):
         kinds.add(kind)
         n = c.q.size
         if kind == "spikes":
-            z = np.abs(c.intensity - comp["expected"]) / c.d_intensity
+            z = np.abs(c.intensity - comp["expected"]) / comp["noise_sigma"]
             spikes = np.nonzero(z >= 5)[0]
             assert spikes.size >= max(1, math.ceil(0.01 * n))
             assert np.all(np.diff(spikes) >= 2)  # isolated, not a distorted segment
         elif kind == "step":
             boundary = int(comp["step_boundary"][0])
-            assert crit.step_factor(c.intensity, comp["clean"], c.d_intensity, boundary) >= crit.STEP_MIN_FACTOR
+            assert crit.step_factor(c.intensity, comp["clean"], comp["noise_sigma"], boundary) >= crit.STEP_MIN_FACTOR
         elif kind == "edge_points":
             k = int(c.params["edge_points"])
-            moved = crit.moved_points(comp["expected"], comp["clean"], c.d_intensity)
+            moved = crit.moved_points(comp["expected"], comp["clean"], comp["noise_sigma"])
             assert 1 <= moved.sum() <= k <= 4 and not moved[k:].any()  # only the first points, at the beamstop edge
         elif kind == "cell_residue":
-            moved = crit.moved_points(comp["expected"], comp["clean"], c.d_intensity)
+            moved = crit.moved_points(comp["expected"], comp["clean"], comp["noise_sigma"])
             assert moved.sum() >= crit.VISIBLE_MIN_POINTS
         else:
             factor, fraction = crit.low_q_distortion(comp["expected"], comp["clean"])
@@ -403,9 +439,9 @@ def test_every_anomaly_earns_its_label_by_the_visibility_rule(samples, label):
         assert score >= crit.minimum_points(kind)
         if name in ("aggregation", "interparticle", "ordered"):
             # Recomputed from the stored noise-free curve and its counterpart without the anomaly.
-            assert crit.visibility_score(comp["expected"], comp["counterpart"], c.d_intensity) == score
+            assert crit.visibility_score(comp["expected"], comp["counterpart"], comp["noise_sigma"]) == score
         if name == "oversubtracted":
-            assert crit.oversubtraction_score(comp["expected"], c.d_intensity) == score
+            assert crit.oversubtraction_score(comp["expected"], comp["noise_sigma"]) == score
 
 
 def test_clean_curves_carry_no_anomaly(samples):
@@ -431,7 +467,7 @@ def test_mixtures_record_every_anomaly_and_the_most_visible_is_primary(mixtures)
             # No visibility score for anomalies that are absent.
             assert all(f"visibility_{a}" not in c.criteria for a in CLASS_NAMES[1:] if a not in present)
             seen_mixtures += len(present) > 1
-            assert np.all(np.isfinite(c.intensity)) and np.all(c.d_intensity > 0)
+            assert np.all(np.isfinite(c.intensity)) and np.all(sim.components["noise_sigma"] > 0)
     assert seen_mixtures >= 30
 
 

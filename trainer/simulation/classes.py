@@ -15,7 +15,9 @@ How each class is built (simulator 2.0)
   :mod:`.shapes`), size polydispersity 0 (deep minima) to 30 %, five
   sasmodels distributions.
 * aggregation: clean + sasmodels ``power_law``, ``mass_fractal`` or
-  ``surface_fractal`` scaled to 2-200x the clean intensity at q_min; the
+  ``surface_fractal`` scaled to 2-200x the clean intensity at q_min, or for
+  30 % of the curves (simulator 2.4) a strong upturn of 200x-10^5x that
+  dominates the low-q decades (metals, cements, porous solids in USAXS); the
   particle must still hold >= 75 % of I at its knee (otherwise the curve is
   a bare power law, which the taxonomy calls ambiguous).
 * interparticle: a compact shape times a sasmodels structure factor
@@ -61,6 +63,15 @@ own, and the label is the most visible anomaly. The primary anomaly's score
 is re-measured after additive secondaries; a mixture that hides it is
 dropped for the single-anomaly curve.
 
+Reported uncertainties (simulator 2.4)
+--------------------------------------
+Last of all, the dI the file reports is drawn (:func:`reported_uncertainties`,
+:data:`.specs.REPORTED_UNCERTAINTIES`): the true counting noise for 60 % of
+curves, off by one factor (0.03x to 30x) for 30 %, missing for 10 % -- real
+reductions disagree with their own scatter by far more. The noise in the
+curve and every visibility test use the true noise (``components["noise_sigma"]``
+of :func:`simulate`).
+
 Every range drawn from is in the class's parameter table, :mod:`.specs`.
 All internal q are in 1/Å; the stored curve is converted to its random unit.
 """
@@ -82,7 +93,7 @@ from .shapes import COMPACT_SHAPES, SHAPES, ShapeDraw, ShapeSpec, call_model, dr
 from .specs import LATTICES, log_uniform as _log_uniform
 
 #: Bump whenever the physics of the simulation changes.
-SIMULATOR_VERSION = "2.3.0"
+SIMULATOR_VERSION = "2.4.0"
 #: Draws tried per curve before giving up (a bug, not bad luck, if reached).
 MAX_ATTEMPTS = 500
 
@@ -371,7 +382,9 @@ def _aggregation(rng: np.random.Generator) -> Outcome:
     inst = draw_instrument(rng)
     draft = Draft(inst)
     # Knee in the upper part of the window, leaving room for the upturn below it.
-    shape, grid, values, knee = _particle(inst, rng, rg=_place_rg(inst, rng, specs.AGGREGATION["knee_position"]))
+    strong = bool(specs.AGGREGATION["strong_upturn"].draw(rng))
+    position = specs.AGGREGATION["strong_knee_position" if strong else "knee_position"]
+    shape, grid, values, knee = _particle(inst, rng, rg=_place_rg(inst, rng, position))
     draft.params.update(shape.record())
     draft.criteria.update(knee)
     aggregate, record = _aggregate_component(rng, grid, float(inst.q[0]), shape.rg_target)
@@ -384,11 +397,16 @@ def _aggregation(rng: np.random.Generator) -> Outcome:
     # aggregate below the particle at the particle's knee.
     k = int(np.searchsorted(inst.q, knee["knee_q"]))
     allowed = (1 - crit.UPTURN_MIN_KNEE_SHARE) / crit.UPTURN_MIN_KNEE_SHARE
-    excess = specs.AGGREGATION["excess_at_q_min"]
-    ceiling = min(excess.high, 0.95 * allowed * (clean_s[k] / agg_s[k]) * (agg_s[0] / clean_s[0]))
+    excess, strong_excess = specs.AGGREGATION["excess_at_q_min"], specs.AGGREGATION["strong_excess_at_q_min"]
+    allowed_excess = 0.95 * allowed * (clean_s[k] / agg_s[k]) * (agg_s[0] / clean_s[0])
+    ceiling = min(excess.high, allowed_excess)
     if ceiling <= excess.low:
         raise Rejected("no upturn is both visible and below the knee")
-    target = _log_uniform(rng, excess.low, ceiling)
+    low = excess.low
+    if strong and allowed_excess > strong_excess.low:
+        low, ceiling = strong_excess.low, min(strong_excess.high, allowed_excess)
+    draft.params["strong_upturn"] = "yes" if low == strong_excess.low else "no"
+    target = _log_uniform(rng, low, ceiling)
     factor = target * clean_s[0] / agg_s[0]
     aggregate = aggregate * factor
     agg_s = agg_s * factor
@@ -1028,11 +1046,13 @@ def simulate(label: int, rng: np.random.Generator, mixture_probability: float = 
     for anomaly, score in scores.items():
         draft.criteria[crit.visibility_key(anomaly)] = float(score)
     draft.criteria["n_anomalies"] = float(len(present))
+    reported, record = reported_uncertainties(d_i, rng)
+    draft.params.update(record)
     curve = SimulatedCurve(
         label=int(label),
         q=inst.q * factor,
         intensity=noisy,
-        d_intensity=d_i,
+        d_intensity=reported,
         dq=inst.dq * factor,
         q_unit=inst.unit,
         slit_length=inst.slit_length * factor if inst.resolution_kind == "slit" else float("nan"),
@@ -1042,7 +1062,29 @@ def simulate(label: int, rng: np.random.Generator, mixture_probability: float = 
     )
     components = {k: v for k, v in draft.components.items() if k not in ("gross", "populations")}
     components["expected"] = expected
+    components["noise_sigma"] = d_i
     return Simulation(curve, components)
+
+
+#: How files report their uncertainties, and how often each is drawn (their tables: :data:`.specs.REPORTED_UNCERTAINTIES`).
+REPORTED_UNCERTAINTY_KINDS: dict[str, float] = specs.weights(specs.REPORTED_UNCERTAINTIES)
+
+
+def reported_uncertainties(d_i: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float | str]]:
+    """(dI as the file reports it, its record) for a curve whose true counting noise is ``d_i`` (points,).
+
+    Drawn after the label (the noise and every visibility test use the true
+    noise): honest, off by one factor for the whole curve, or missing (NaN).
+    """
+    kind = _draw_kind(REPORTED_UNCERTAINTY_KINDS, rng)
+    record: dict[str, float | str] = {"reported_uncertainties": kind}
+    if kind == "scaled":
+        factor = float(specs.REPORTED_UNCERTAINTIES["scaled"]["factor"].draw(rng))
+        record["reported_uncertainty_factor"] = factor
+        return d_i * factor, record
+    if kind == "missing":
+        return np.full_like(d_i, np.nan), record
+    return d_i, record
 
 
 def simulate_curve(label: int, rng: np.random.Generator, mixture_probability: float = MIXTURE_PROBABILITY) -> SimulatedCurve:

@@ -285,10 +285,16 @@ AGGREGATES: dict[str, Option] = {
 }
 
 AGGREGATION = ClassSpec((
+    Chance("strong_upturn", "", "the upturn dominates the low-q decades (metals, cements, porous solids in "
+           "USAXS: a power law over 2-3 decades above the particle's shoulder), else a plain upturn", probability=0.3),
     Uniform("knee_position", "window", "the particle's knee in the upper part of the window, room for the upturn below",
             low=0.25, high=0.7),
+    Uniform("strong_knee_position", "window", "a strong upturn's particle knee, high in the window", low=0.5, high=0.85),
     LogUniform("excess_at_q_min", "x clean I(q_min)", "aggregate over clean intensity at q_min; at most what keeps "
                ">= 75 % of I at the particle's knee (the upper end is lowered to that)", low=1.2, high=199.0),
+    LogUniform("strong_excess_at_q_min", "x clean I(q_min)", "a strong upturn's excess at q_min (lowered, like "
+               "excess_at_q_min, to what keeps >= 75 % of I at the knee; a plain upturn when that is below the low end)",
+               low=199.0, high=1e5),
 ), name="aggregation", description="a clean curve plus an aggregate model", options=AGGREGATES)
 
 
@@ -496,6 +502,24 @@ MIXTURES = Table((
     Chance("one_secondary", "", "one secondary anomaly, else two (when the class allows two)", probability=0.8),
     LogUniform("aggregate_excess", "x I(q_min)", "a secondary aggregate's intensity at q_min", low=1.0, high=30.0),
 ))
+
+
+# ----------------------------------------------------------------------------- reported uncertainties
+
+#: What the file reports as dI, drawn last for every curve (simulator 2.4). The noise in the curve and every
+#: visibility test use the true counting noise; only the stored uncertainties change. Real reductions report
+#: error bars that disagree with the point-to-point scatter by 0.04x to 10^4x (measured on SasView's example
+#: data: docs/experiments/sim24_breadth.md), or none at all.
+REPORTED_UNCERTAINTIES: dict[str, Option] = {
+    "honest": Option((), weight=0.6, description="dI = the counting noise in the curve"),
+    "scaled": Option((
+        LogUniform("factor", "", "reported dI over the true noise (a wrong normalisation of the errors, "
+                   "oversampled or correlated pixels, uncertainties propagated without the background's)",
+                   low=0.03, high=30.0),
+    ), weight=0.3, description="dI off by one factor for the whole curve"),
+    "missing": Option((), weight=0.1, description="no uncertainties in the file (dI NaN: the runtime estimates them "
+                                                   "from the scatter)"),
+}
 
 
 #: One spec per class, in taxonomy order.
