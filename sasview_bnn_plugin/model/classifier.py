@@ -435,7 +435,7 @@ class BNNClassifier:
         kept = [row for _, _, outcome, row in chosen if isinstance(outcome, ModelInput)]
         summary = self.summarise(outcomes.take(kept)) if kept else None
         position = iter(range(len(kept)))
-        flatness = iter(flatness_p_values([(curve.intensity, curve.d_intensity) for curve, _, outcome, _ in chosen
+        flatness = iter(flatness_p_values([(curve.intensity, curve.d_intensity, curve.q) for curve, _, outcome, _ in chosen
                                            if isinstance(outcome, ModelInput)]))
         results: list[ClassificationResult] = []
         for curve, reading, outcome, row in chosen:

@@ -97,8 +97,8 @@ def _novelty_block(in_dist: dict[str, np.ndarray], novel: dict[str, np.ndarray],
 
 
 def _featureless(curve: Any) -> bool:
-    """The runtime's flatness verdict on a raw simulated curve (I and dI as stored)."""
-    return is_featureless(flatness_p_value(curve.intensity, curve.d_intensity))
+    """The runtime's flatness verdict on a raw simulated curve (q, I and dI as stored)."""
+    return is_featureless(flatness_p_value(curve.intensity, curve.d_intensity, curve.q))
 
 
 def _binned(values: np.ndarray, labels: np.ndarray, predicted: np.ndarray, edges: np.ndarray, unit: str) -> list[dict[str, Any]]:
