@@ -9,7 +9,9 @@ mixtures) with the instrument changed, inside the fixture only: a fixed
 SAXS-like window (q from 0.006-0.01 to 0.2-0.3 1/Å) of 300-500 points, a
 coarser pinhole resolution (dq/q 12-20 %, the training draws 1-10 %) and
 counting noise whose true scatter is 2.5 times the reported dI (reduction software
-that underestimates its errors). The model is the shipped
+that underestimates its errors). Every curve here reports its counting noise as
+dI (``uncertainty_kinds=HONEST``; simulator 2.4 otherwise draws mis-scaled and
+missing dI), so that the one shift is the one described. The model is the shipped
 ``sasview_bnn_vi16_1m`` (no ``novelty_calibration`` metadata) and a copy of it
 under tmp_path with a ``novelty_calibration`` made here from 1000 simulated
 curves of the ordinary instruments (so the same weights, hence the same
@@ -64,6 +66,7 @@ N_REFERENCE, N_CONTROL, N_CALIBRATION, N_TEST, N_NOVEL = 1000, 500, 300, 1000, 1
 SHIFTED = instrument_module.Configuration("shifted SAXS", (0.006, 0.01), (0.2, 0.3), (300, 500), "pinhole", 1.0)
 SHIFTED_DQ_OVER_Q = (0.12, 0.20)
 TRUE_SCATTER = 2.5  # the scatter of the shifted instrument's intensities, in units of the dI it reports
+HONEST = {"honest": 1.0}
 
 
 def _in_inverse_angstrom(curve) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
@@ -75,7 +78,7 @@ def ordinary_curves(n: int, seed: int, shifted: bool = False) -> list[tuple]:
     """n curves of every class in turn (no mixtures), (q [1/Å], I, dI, dq [1/Å], label); ``shifted``: the other instrument."""
     rng = np.random.default_rng(seed)
     if not shifted:
-        return [_in_inverse_angstrom(classes.simulate(k % 7, rng, mixture_probability=0.0).curve) for k in range(n)]
+        return [_in_inverse_angstrom(classes.simulate(k % 7, rng, mixture_probability=0.0, uncertainty_kinds=HONEST).curve) for k in range(n)]
     draw = classes.draw_instrument
 
     def coarse(rng: np.random.Generator, min_decades: float = 0.7, max_relative_step: float | None = None):
@@ -91,7 +94,7 @@ def ordinary_curves(n: int, seed: int, shifted: bool = False) -> list[tuple]:
         patch.setattr(instrument_module, "_CONFIGURATION_PROBABILITIES", np.array([1.0]), raising=False)
         patch.setattr(classes, "draw_instrument", coarse)
         for k in range(n):
-            q, i, di, dq, label = _in_inverse_angstrom(classes.simulate(k % 7, rng, mixture_probability=0.0).curve)
+            q, i, di, dq, label = _in_inverse_angstrom(classes.simulate(k % 7, rng, mixture_probability=0.0, uncertainty_kinds=HONEST).curve)
             i = i + math.sqrt(TRUE_SCATTER**2 - 1.0) * di * rng.normal(size=i.size)
             out.append((q, i, di, dq, label))
     return out

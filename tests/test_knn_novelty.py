@@ -235,11 +235,16 @@ def test_the_exported_graph_matches_its_torch_reference(trained):
     with FeatureFile(build_features(held_out, progress=False)) as ff:
         x = ff.read_rows(np.arange(len(ff)))
     got = run(session(exported.path), x)
-    with torch.no_grad():
-        ref = [t.numpy() for t in exported.model(torch.from_numpy(x))]
-    assert np.max(np.abs(got["probabilities"] - ref[0])) <= TOL
-    assert np.max(np.abs(got["anomaly_probabilities"] - ref[2])) <= TOL
-    print(f"kNN-exported model, {len(x)} held-out curves: max relative score difference {scores_agree(got['novelty_score'], ref[1]):.2g}")
+    # against the float64 reference (as the export checks itself): two float32 sums differ from each other by
+    # about twice what either differs from the exact score, which 1/q_knn magnifies
+    probs, presence, scores = float64_outputs(exported.model, x, with_scores=True)
+    assert np.max(np.abs(got["probabilities"] - probs)) <= TOL
+    assert np.max(np.abs(got["anomaly_probabilities"] - presence)) <= TOL
+    # K = 1 - (a cosine near 1) loses float32's resolution, ~1e-7, which the score then divides by q_knn
+    q_knn = float(exported.model.scales[0])
+    diff = np.abs(got["novelty_score"].astype(np.float64) - scores) / np.maximum(1.0, np.abs(scores))
+    assert float(diff.max()) <= TOL + 8 * float(np.finfo(np.float32).eps) / q_knn, (float(diff.max()), q_knn)
+    print(f"kNN-exported model, {len(x)} held-out curves: max relative score difference {float(diff.max()):.2g} (q_knn {q_knn:.3g})")
 
 
 @pytest.mark.slow

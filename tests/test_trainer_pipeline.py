@@ -88,7 +88,11 @@ def test_training_writes_a_run_and_learns(which, request):
         assert (run / name).stat().st_size > 0
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
-    assert history[-1]["val_accuracy"] > 0.25  # chance is 1/7 (1/6 with a class left out)
+    # learns: above chance (1/7; 1/6 with a class left out) by more than three standard errors of the
+    # validation accuracy (about 140 curves; two epochs of a tiny model, so not much more is asked)
+    n_val = json.loads((run / "run.json").read_text())["data"]["n_val"]
+    chance = 1 / 7 if which == "vi_model" else 1 / 6
+    assert history[-1]["val_accuracy"] > chance + 3 * np.sqrt(chance * (1 - chance) / n_val)
 
 
 @pytest.mark.parametrize("which", ["vi_model", "ensemble_model"])
@@ -101,7 +105,10 @@ def test_exported_graph_follows_the_contract_and_matches_torch(which, request, d
     check_metadata(meta)
     n_samples = int(meta["n_samples"])
     assert weights_sha256(exported.model.network) == meta["weights_sha256"]
-    assert 0.0 < float(meta["novelty_false_alarm_rate"]) <= 0.1
+    # the rate at the 5 % threshold measured on the calibration half of the validation curves (about 130 here):
+    # within four standard errors of 5 %
+    n_calibration = json.loads(meta["metrics"])["n_calibration"]
+    assert 0.0 < float(meta["novelty_false_alarm_rate"]) <= 0.05 + 4 * np.sqrt(0.05 * 0.95 / n_calibration)
     training = json.loads(meta["training_data"])
     assert training["seed"] == 11 and training["n_curves"] == N_TRAIN
 

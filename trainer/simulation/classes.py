@@ -80,7 +80,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -989,8 +989,12 @@ def _lay_secondaries(name: str, draft: Draft, m: Measured, rng: np.random.Genera
     return scores
 
 
-def simulate(label: int, rng: np.random.Generator, mixture_probability: float = MIXTURE_PROBABILITY) -> Simulation:
+def simulate(label: int, rng: np.random.Generator, mixture_probability: float = MIXTURE_PROBABILITY,
+             uncertainty_kinds: Mapping[str, float] | None = None) -> Simulation:
     """Simulate one curve of planned primary class ``label`` and keep its noise-free components (for audits and tests).
+
+    ``uncertainty_kinds`` weighs how the file reports dI (:data:`REPORTED_UNCERTAINTY_KINDS`, the default):
+    ``{"honest": 1.0}`` simulates an instrument whose error bars are its counting noise.
 
     With probability ``mixture_probability`` an anomalous curve also gets one or
     two secondary anomalies (:data:`SECONDARY_ANOMALIES`). Every anomaly present
@@ -1046,7 +1050,7 @@ def simulate(label: int, rng: np.random.Generator, mixture_probability: float = 
     for anomaly, score in scores.items():
         draft.criteria[crit.visibility_key(anomaly)] = float(score)
     draft.criteria["n_anomalies"] = float(len(present))
-    reported, record = reported_uncertainties(d_i, rng)
+    reported, record = reported_uncertainties(d_i, rng, uncertainty_kinds)
     draft.params.update(record)
     curve = SimulatedCurve(
         label=int(label),
@@ -1070,13 +1074,19 @@ def simulate(label: int, rng: np.random.Generator, mixture_probability: float = 
 REPORTED_UNCERTAINTY_KINDS: dict[str, float] = specs.weights(specs.REPORTED_UNCERTAINTIES)
 
 
-def reported_uncertainties(d_i: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float | str]]:
+def reported_uncertainties(d_i: np.ndarray, rng: np.random.Generator,
+                           kinds: Mapping[str, float] | None = None) -> tuple[np.ndarray, dict[str, float | str]]:
     """(dI as the file reports it, its record) for a curve whose true counting noise is ``d_i`` (points,).
 
     Drawn after the label (the noise and every visibility test use the true
-    noise): honest, off by one factor for the whole curve, or missing (NaN).
+    noise): honest, off by one factor for the whole curve, or missing (NaN),
+    by the weights ``kinds`` (name -> weight; :data:`REPORTED_UNCERTAINTY_KINDS` if None).
     """
-    kind = _draw_kind(REPORTED_UNCERTAINTY_KINDS, rng)
+    table = REPORTED_UNCERTAINTY_KINDS if kinds is None else dict(kinds)
+    unknown = set(table) - set(REPORTED_UNCERTAINTY_KINDS)
+    if unknown:
+        raise ValueError(f"unknown kind(s) of reported uncertainties {sorted(unknown)}; known: {sorted(REPORTED_UNCERTAINTY_KINDS)}")
+    kind = _draw_kind(table, rng)
     record: dict[str, float | str] = {"reported_uncertainties": kind}
     if kind == "scaled":
         factor = float(specs.REPORTED_UNCERTAINTIES["scaled"]["factor"].draw(rng))
@@ -1087,11 +1097,13 @@ def reported_uncertainties(d_i: np.ndarray, rng: np.random.Generator) -> tuple[n
     return d_i, record
 
 
-def simulate_curve(label: int, rng: np.random.Generator, mixture_probability: float = MIXTURE_PROBABILITY) -> SimulatedCurve:
+def simulate_curve(label: int, rng: np.random.Generator, mixture_probability: float = MIXTURE_PROBABILITY,
+                   uncertainty_kinds: Mapping[str, float] | None = None) -> SimulatedCurve:
     """Simulate one labelled curve of class ``label`` (taxonomy index), deterministic given ``rng``.
 
     The curve's anomaly is visible inside its q-window by construction (draws
     failing the class criterion are redrawn); ``criteria`` holds the values
-    that justified the label. q is in ``curve.q_unit`` ("1/A" or "1/nm").
+    that justified the label. q is in ``curve.q_unit`` ("1/A" or "1/nm"); ``uncertainty_kinds`` as in
+    :func:`simulate`.
     """
-    return simulate(label, rng, mixture_probability).curve
+    return simulate(label, rng, mixture_probability, uncertainty_kinds).curve
