@@ -240,7 +240,7 @@ class ClassificationResult:
         message = f"{label} (p = {mean[index]:.2f} ± {std[index]:.2f})"
         if featureless:
             message += (
-                f"; NO SIGNAL: the curve is flat within its error bars and its scatter (flatness p-value {flatness_p:.3g} >= "
+                f"; NO SIGNAL: the curve is flat within its error bars (flatness p-value {flatness_p:.3g} >= "
                 f"{FLATNESS_LEVEL:g}): a blank, an empty cell or a background rather than a scattering curve; "
                 "do not trust the label"
             )
