@@ -81,6 +81,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--extra-channels", type=_extra_channels, default=(), metavar="NAME[,NAME]",
                    help="model-input channels added after the four default ones: density (points per q-bin) and/or noise "
                         "(relative uncertainty per q-bin), what the visibility rule counts (default: none)")
+    p.add_argument("--noise-scale", choices=("stated", "scatter"), default="stated",
+                   help="uncertainties the outlier, jump and noise channels measure against: the dI as files state them "
+                        "(default), or each curve's dI rescaled by one factor to its own point-to-point scatter "
+                        "where the two disagree significantly (files often state dI off by a large factor)")
     p.add_argument("--visibility-weight", type=float, default=0.0, metavar="W",
                    help="also train outputs that regress each anomaly's visibility score (the points it moves, what "
                         "decides the primary class of a mixture), with this factor on their squared error; training "
@@ -119,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
                                   n_anomalies=0 if args.no_presence else NetworkConfig.n_anomalies,
                                   spectral_coeff=args.spectral_norm, residual=args.residual),
             max_train=args.max_train, extra_channels=args.extra_channels, visibility_weight=args.visibility_weight,
+            noise_scale=args.noise_scale,
         )
         if args.threads is not None:
             import torch

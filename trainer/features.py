@@ -88,12 +88,14 @@ def visibility_scores(criteria: dict[str, float]) -> np.ndarray:
 def default_features_path(data_path: str | Path, config: PreprocessingConfig | None = None, kind: str = "features") -> Path:
     """``DATA.h5`` -> ``DATA.features.h5`` (``kind`` "eval-features": ``DATA.eval-features.h5``) next to the data;
     with extra input channels (``config.channels``) their names join the suffix, ``DATA.features+density+noise.h5``,
-    and a number of q bins other than the default 256 too, ``DATA.features+bins512.h5``, so that files of different
-    inputs never replace each other."""
+    and a number of q bins other than the default 256 too, ``DATA.features+bins512.h5``, and dI rescaled to the
+    scatter, ``DATA.features+dI-scatter.h5``, so that files of different inputs never replace each other."""
     p = Path(data_path)
     extras = () if config is None else config.channels[len(CHANNELS):]
     if config is not None and config.n_bins != PreprocessingConfig.n_bins:
         extras = (*extras, f"bins{config.n_bins}")
+    if config is not None and config.noise_scale != PreprocessingConfig.noise_scale:
+        extras = (*extras, f"dI-{config.noise_scale}")
     return p.with_name(p.stem + "." + "+".join((kind, *extras)) + ".h5")
 
 

@@ -110,6 +110,7 @@ class FitConfig:
     max_train: int | None = None
     extra_channels: tuple[str, ...] = ()
     visibility_weight: float = 0.0
+    noise_scale: str = "stated"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -155,8 +156,10 @@ class FitConfig:
     @property
     def preprocessing(self) -> PreprocessingConfig:
         """The preprocessing of the run: the default settings, with ``extra_channels`` after the four default channels
-        and the network's number of q bins."""
-        return PreprocessingConfig(channels=CHANNELS + self.extra_channels, n_bins=self.network.n_bins)
+        and the network's number of q bins; ``noise_scale`` as in the preprocessing (``"scatter"``: each curve's dI
+        rescaled to its own scatter)."""
+        return PreprocessingConfig(channels=CHANNELS + self.extra_channels, n_bins=self.network.n_bins,
+                                   noise_scale=self.noise_scale)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -36,6 +36,17 @@ a change of the curve moves, and against what noise.
    ``softening`` times the reference), clipped to [-4, 1] and mapped to
    (v + 4) / 5, so 0 is 0.01 %, 0.6 is 10 % and 1 is 1000 %; 0 in empty bins.
 
+Uncertainties (``noise_scale``). Channels 2, 3 and 5 measure against sigma,
+the reported dI where usable (a local robust scatter where not). Files often
+report dI off by one large factor for the whole curve (on SasView's example
+files the point-to-point scatter is 0.04x to 28,000x the reported dI;
+docs/experiments/sim24_breadth.md), and then a 5-sigma spike reads as 0.2
+sigma. With ``noise_scale="scatter"`` each curve's dI are multiplied by one
+factor, the robust ratio of the curve's own point-to-point scatter to its dI
+(:func:`scatter_factors`): dI keep the shape of the noise along q, the curve
+sets its scale. ``"stated"`` (the default, and what every model before it was
+trained with) uses dI as given.
+
 Every setting lives in :class:`PreprocessingConfig`, which serialises to JSON
 so that it can be written into the ONNX metadata and reproduced exactly.
 
@@ -58,6 +69,14 @@ import numpy as np
 CHANNELS: tuple[str, ...] = ("intensity", "coverage", "outlier", "jump")
 #: Channels a config may add after :data:`CHANNELS` (module docstring, channels 4 and 5).
 EXTRA_CHANNELS: tuple[str, ...] = ("density", "noise")
+#: How a curve's dI are scaled before they are used (module docstring, "Uncertainties").
+NOISE_SCALES: tuple[str, ...] = ("stated", "scatter")
+#: Points (with their two neighbours) a curve needs for :func:`scatter_factors` to rescale its dI.
+MIN_SCATTER_POINTS = 10
+#: Relative dI up to which a point takes part in :func:`scatter_factors` (log I is then nearly Gaussian).
+MAX_SCATTER_RELATIVE_NOISE = 0.3
+#: :func:`scatter_factors` rescales dI only when |log factor| exceeds this over sqrt(points used): 3 standard errors.
+SCATTER_SIGNIFICANCE = 5.0
 
 #: Accepted spellings of the two q units, after normalisation (lower case,
 #: no spaces, braces, carets or underscores; Å and "angstrom" become "a").
@@ -88,8 +107,11 @@ class PreprocessingConfig:
     z_scale: float = 5.0
     version: int = 1
     channels: tuple[str, ...] = CHANNELS
+    noise_scale: str = "stated"
 
     def __post_init__(self) -> None:
+        if self.noise_scale not in NOISE_SCALES:
+            raise ValueError(f"noise_scale must be one of {', '.join(NOISE_SCALES)}, not {self.noise_scale!r}")
         channels = tuple(self.channels)
         extras = channels[len(CHANNELS):]
         if channels[:len(CHANNELS)] != CHANNELS or len(set(extras)) != len(extras) or not set(extras) <= set(EXTRA_CHANNELS):
@@ -100,8 +122,12 @@ class PreprocessingConfig:
         object.__setattr__(self, "channels", channels)
 
     def to_json(self) -> str:
-        """JSON text holding every field (for ONNX metadata and HDF5 attributes)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """JSON text holding every field (for ONNX metadata and HDF5 attributes); ``noise_scale`` only when it is not
+        "stated", so that the settings of every earlier model and features file read and compare as they were."""
+        fields = dataclasses.asdict(self)
+        if fields["noise_scale"] == "stated":
+            del fields["noise_scale"]
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "PreprocessingConfig":
@@ -475,6 +501,75 @@ def _rescale_extreme(i_arr: np.ndarray, di_arr: np.ndarray, peak: float) -> tupl
         return np.ldexp(i_arr, shift), np.ldexp(di_arr, shift)
 
 
+def _grouped_medians(values: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(median of ``values`` per group (NaN for an empty group), count per group), groups 0..n_groups-1."""
+    order = np.lexsort((values, groups))
+    ordered = values[order]
+    counts = np.bincount(groups, minlength=n_groups)
+    firsts = np.cumsum(counts) - counts
+    low = firsts + np.maximum(counts - 1, 0) // 2
+    high = firsts + counts // 2
+    medians = np.full(n_groups, np.nan)
+    some = counts > 0
+    medians[some] = 0.5 * (ordered[low[some]] + ordered[np.minimum(high[some], ordered.size - 1)])
+    return medians, counts
+
+
+def scatter_factors(q: np.ndarray, intensity: np.ndarray, d_intensity: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per curve, the factor (curves,) that brings its dI to its own point-to-point scatter (1 where it cannot tell).
+
+    The curves' points are concatenated, each curve's sorted by q (shape (total points,), ``lengths`` (curves,)).
+    For every point with two neighbours on each side, all five with I > 0 and a usable dI, log I is compared with
+    the cubic in log q through its four neighbours (exact for a power law and for any smooth bend up to third order,
+    so the curve's own shape does not count as noise), and the deviation is divided by what the dI predict for it.
+    The factor is 1.4826 times the median of that ratio (1 for honest Gaussian error bars, 30 for dI thirty times too
+    small), taken twice: over all such points, then over those whose rescaled relative dI is at most
+    :data:`MAX_SCATTER_RELATIVE_NOISE` (where log I is nearly Gaussian). The dI are kept (factor 1) where the
+    factor is within its own statistical spread of 1 (:data:`SCATTER_SIGNIFICANCE`) or where fewer than
+    :data:`MIN_SCATTER_POINTS` points take part; otherwise the factor of dI x c is that of dI over c.
+    """
+    n_curves = lengths.shape[0]
+    if intensity.shape[0] < 5:
+        return np.ones(n_curves)
+    curve_of = np.repeat(np.arange(n_curves), lengths)
+    p = np.arange(2, intensity.shape[0] - 2)
+    with np.errstate(all="ignore"):
+        relative = d_intensity / intensity
+        good = np.isfinite(relative) & (relative > 0) & (intensity > 0)
+        ok = curve_of[p - 2] == curve_of[p + 2]
+        for shift in (-2, -1, 0, 1, 2):
+            ok &= good[p + shift]
+        p = p[ok]
+        u = np.log(q)
+        log_i = np.log(np.where(good, intensity, 1.0))
+        nodes = (p - 2, p - 1, p + 1, p + 2)
+        # Lagrange weights at u[p] of the cubic through the four neighbours
+        weights = []
+        for j in nodes:
+            w = np.ones(p.shape[0])
+            for m in nodes:
+                if m is not j:
+                    w *= (u[p] - u[m]) / (u[j] - u[m])
+            weights.append(w)
+        deviation = log_i[p] - sum(w * log_i[j] for w, j in zip(weights, nodes))
+        expected = np.sqrt(relative[p] ** 2 + sum((w * relative[j]) ** 2 for w, j in zip(weights, nodes)))
+        ratio = np.abs(deviation) / expected
+        largest = np.maximum.reduce([relative[j] for j in (p, *nodes)])
+    factors = np.ones(n_curves)
+    chosen = np.ones(p.shape[0], dtype=bool)
+    for _ in range(2):
+        medians, counts = _grouped_medians(ratio[chosen], curve_of[p][chosen], n_curves)
+        found = 1.4826 * medians
+        usable = (counts >= MIN_SCATTER_POINTS) & np.isfinite(found) & (found > 0)
+        factors = np.where(usable, found, 1.0)
+        chosen = largest * factors[curve_of[p]] <= MAX_SCATTER_RELATIVE_NOISE
+    # Only a disagreement beyond the estimate's own spread counts: the log of a median of n such ratios scatters
+    # by about 1.17 / sqrt(n) for independent ones, about 1.7 / sqrt(n) for these overlapping ones; 3 of those.
+    with np.errstate(divide="ignore"):
+        significant = np.abs(np.log(factors)) > SCATTER_SIGNIFICANCE / np.sqrt(np.maximum(counts, 1))
+    return np.where(significant, factors, 1.0)
+
+
 def _map_onto_grid(curves: _CleanCurves, cfg: PreprocessingConfig) -> list[ModelInput | CurveError]:
     """The model inputs of cleaned curves (:func:`_clean_curves`), all at once: every step runs on the points
     of all curves concatenated (shape (total points,)) or on the grid of all curves (shape (curves, bins)),
@@ -502,6 +597,8 @@ def _map_onto_grid(curves: _CleanCurves, cfg: PreprocessingConfig) -> list[Model
     local_scatter = 1.4826 / math.sqrt(1.5) * _running_medians(neighbour_dev, lengths, cfg.noise_window)
     sigma = local_scatter.copy()
     usable = np.isfinite(di_arr) & (di_arr > 0)
+    if cfg.noise_scale == "scatter":
+        di_arr = di_arr * scatter_factors(q_arr, i_arr, di_arr, lengths)[curve_of]
     sigma[usable] = di_arr[usable]
     floor = cfg.relative_noise_floor * np.maximum(np.abs(smooth), cfg.softening * i_ref)
     sigma = np.maximum(sigma, floor)
