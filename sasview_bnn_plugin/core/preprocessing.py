@@ -71,7 +71,7 @@ CHANNELS: tuple[str, ...] = ("intensity", "coverage", "outlier", "jump")
 EXTRA_CHANNELS: tuple[str, ...] = ("density", "noise")
 #: How a curve's dI are scaled before they are used (module docstring, "Uncertainties").
 NOISE_SCALES: tuple[str, ...] = ("stated", "scatter")
-#: Points (with their two neighbours) a curve needs for :func:`scatter_factors` to rescale its dI.
+#: Points (each with two neighbours on either side) a curve needs for :func:`scatter_factors` to rescale its dI.
 MIN_SCATTER_POINTS = 10
 #: Relative dI up to which a point takes part in :func:`scatter_factors` (log I is then nearly Gaussian).
 MAX_SCATTER_RELATIVE_NOISE = 0.3
@@ -545,10 +545,10 @@ def scatter_factors(q: np.ndarray, intensity: np.ndarray, d_intensity: np.ndarra
         nodes = (p - 2, p - 1, p + 1, p + 2)
         # Lagrange weights at u[p] of the cubic through the four neighbours
         weights = []
-        for j in nodes:
+        for a, j in enumerate(nodes):
             w = np.ones(p.shape[0])
-            for m in nodes:
-                if m is not j:
+            for b, m in enumerate(nodes):
+                if b != a:
                     w *= (u[p] - u[m]) / (u[j] - u[m])
             weights.append(w)
         deviation = log_i[p] - sum(w * log_i[j] for w, j in zip(weights, nodes))
