@@ -10,8 +10,8 @@
 #
 # Settings (environment): N (training curves, default 1000000), NTEST (test curves of seed 6006, 20000), SEED (8123), EPOCHS (6),
 # THEN_EPOCHS (12: the run is then resumed up to this many epochs, which restarts the cosine schedule at
-# epoch EPOCHS+1 of THEN_EPOCHS, as for the shipped sasview_bnn_vi16_sim23dn_1m; set it to EPOCHS for one schedule), SAMPLES (16),
-# NAME (the model's name, default sasview_bnn_vi16_sim23dn_1m), EXTRA ("--extra-channels density,noise"),
+# epoch EPOCHS+1 of THEN_EPOCHS, as for the shipped sasview_bnn_vi16_sim24dn_1m; set it to EPOCHS for one schedule), SAMPLES (16),
+# NAME (the model's name, default sasview_bnn_vi16_sim24dn_1m), EXTRA ("--extra-channels density,noise"; add e.g. "--noise-scale scatter"),
 # PY (the interpreter of the project's .venv). The timings of this 2-core machine kind: simulation
 # 215-300 curves/s on the Intel machines, 460-740 on the AMD ones; an epoch of 1,000,000 curves 9-11 min on
 # the Intel machines, 3.7 min on the AMD ones (2026-12-07: the whole job with THEN_EPOCHS 12 in 85 min).
@@ -23,7 +23,7 @@ WORK="${1:?usage: bash scripts/retrain_default.sh WORK_DIR}"
 PY="${PY:-$ROOT/.venv/bin/python}"
 N="${N:-1000000}"; NTEST="${NTEST:-20000}"; SEED="${SEED:-8123}"; EPOCHS="${EPOCHS:-6}"; SAMPLES="${SAMPLES:-16}"
 THEN_EPOCHS="${THEN_EPOCHS:-12}"
-NAME="${NAME:-sasview_bnn_vi16_sim23dn_1m}"; EXTRA="${EXTRA:---extra-channels density,noise}"
+NAME="${NAME:-sasview_bnn_vi16_sim24dn_1m}"; EXTRA="${EXTRA:---extra-channels density,noise}"
 mkdir -p "$WORK"; cd "$WORK"
 train() { "$PY" -m sasview_bnn_trainer.cli "$@"; }
 stamp() { echo "$(date -u +%FT%TZ) $*"; }
