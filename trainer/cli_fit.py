@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sasview_bnn_plugin.core.preprocessing import PreprocessingConfig
+from sasview_bnn_plugin.core.preprocessing import NOISE_SCALES, PreprocessingConfig
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 
@@ -81,7 +81,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--extra-channels", type=_extra_channels, default=(), metavar="NAME[,NAME]",
                    help="model-input channels added after the four default ones: density (points per q-bin) and/or noise "
                         "(relative uncertainty per q-bin), what the visibility rule counts (default: none)")
-    p.add_argument("--noise-scale", choices=("stated", "scatter"), default="stated",
+    p.add_argument("--noise-scale", choices=NOISE_SCALES, default=PreprocessingConfig.noise_scale,
                    help="uncertainties the outlier, jump and noise channels measure against: the dI as files state them "
                         "(default), or each curve's dI rescaled by one factor to its own point-to-point scatter "
                         "where the two disagree significantly (files often state dI off by a large factor)")

@@ -67,6 +67,8 @@ def chi2_sf(chi2: float, dof: int) -> float:
     k = float(dof)
     z = ((chi2 / k) ** (1.0 / 3.0) - (1.0 - 2.0 / (9.0 * k))) / math.sqrt(2.0 / (9.0 * k))
     return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
 #: Continued-fraction terms of the incomplete beta function at most (converges in far fewer for the F tails used).
 _MAX_TERMS = 300
 
