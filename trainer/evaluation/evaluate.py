@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sasview_bnn_plugin.core.conformal import aps_sets, novelty_p_values
-from sasview_bnn_plugin.core.flatness import FLATNESS_LEVEL, flatness_p_value, is_featureless
+from sasview_bnn_plugin.core.flatness import FLATNESS_LEVEL, flatness_p_values, is_featureless
 from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD, check_metadata, read_optional_parts
 from sasview_bnn_plugin.core.preprocessing import prepare_batch
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
@@ -96,9 +96,9 @@ def _novelty_block(in_dist: dict[str, np.ndarray], novel: dict[str, np.ndarray],
     return out
 
 
-def _featureless(curve: Any) -> bool:
-    """The runtime's flatness verdict on a raw simulated curve (q, I and dI as stored)."""
-    return is_featureless(flatness_p_value(curve.intensity, curve.d_intensity, curve.q))
+def _featureless(curves: Sequence[Any]) -> list[bool]:
+    """The runtime's flatness verdicts on raw simulated curves (q, I and dI as stored), all of them at once."""
+    return [is_featureless(p) for p in flatness_p_values([(c.intensity, c.d_intensity, c.q) for c in curves])]
 
 
 def _binned(values: np.ndarray, labels: np.ndarray, predicted: np.ndarray, edges: np.ndarray, unit: str) -> list[dict[str, Any]]:
@@ -171,7 +171,7 @@ def evaluate_model(
         visibility_all = (np.stack([reader.column("criteria", c)[source_index] for c in visibility_columns], axis=1)
                           if set(visibility_columns) <= set(reader.columns("criteria")) else None)
         # The runtime's flatness test (core.flatness): a curve flat within its error bars is novel whatever the network says.
-        featureless_all = np.array([_featureless(c) for start in range(0, len(reader), 4096) for c in reader.read(start, start + 4096)])
+        featureless_all = np.array([f for start in range(0, len(reader), 4096) for f in _featureless(reader.read(start, start + 4096))])
     scores_all = _uncertainty_scores(sample_probs, feature_score)
 
     # A curve showing an unseen class, as primary or as a secondary anomaly, is not in-distribution.
@@ -234,7 +234,7 @@ def evaluate_model(
             p, s = run_onnx(session, batch, batch_size)
             novel_sets[f"synthetic:{kind}"] = _uncertainty_scores(p, s)
             accepted = [c for c, o in zip(curves, outcomes) if not isinstance(o, Exception)]  # the rows of ``batch``
-            synthetic_featureless[f"synthetic:{kind}"] = np.array([_featureless(c) for c in accepted])
+            synthetic_featureless[f"synthetic:{kind}"] = np.array(_featureless(accepted), dtype=bool)
         metrics["novelty"].setdefault("synthetic_refused_by_preprocessing", {})[kind] = int(n_synthetic - batch.shape[0])
     metrics["flatness"] = {"level": FLATNESS_LEVEL, "featureless_in_distribution": float(np.mean(flat_in)),
                            **{f"featureless:{k}": float(np.mean(v)) for k, v in synthetic_featureless.items()}}
