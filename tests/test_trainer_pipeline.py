@@ -168,6 +168,37 @@ def test_vi_export_is_reproducible_for_a_seed(vi_model, data):
     assert other.metadata["weights_sha256"] != first.metadata["weights_sha256"]
 
 
+def test_runs_of_several_seeds_export_as_one_ensemble_of_their_samples(vi_model, ensemble_model, data):
+    folder, train, test = data
+    first, _ = vi_model
+    second = fit(train, folder / "vi_seed1", FitConfig(method="vi", epochs=1, samples=4, seed=1, split_seed=0, lr=3e-3),
+                 progress=False)
+    # One split, other weights: the validation (and so calibration) curves of one run are never training curves of the other.
+    assert np.array_equal(second.val_rows, first.val_rows) and np.array_equal(second.train_rows, first.train_rows)
+    both = export_run([folder / "vi", folder / "vi_seed1"], folder / "both.onnx", 8)
+    alone = [export_run(folder / run, folder / f"{run}_4.onnx", 4) for run in ("vi", "vi_seed1")]
+    runs = json.loads(both.metadata["training_runs"])
+    assert [(r["run"], r["samples"], r["seed"]) for r in runs] == [("vi", 4, 0), ("vi_seed1", 4, 1)]
+    assert "training_runs" not in alone[0].metadata
+    with FeatureFile(build_features(test)) as features:
+        x = features.read_rows(np.arange(64))
+    probs, _ = run_onnx(onnx_session(both.path), x)
+    parts = [run_onnx(onnx_session(a.path), x)[0] for a in alone]
+    # The graph's samples are run 1's draws, then run 2's: each run's share gives that run's own probabilities.
+    np.testing.assert_allclose(probs[:, :4], parts[0], atol=1e-5)
+    np.testing.assert_allclose(probs[:, 4:], parts[1], atol=1e-5)
+    assert main(["export", str(folder / "vi"), str(folder / "vi_seed1"), "--samples", "4", "--out", str(folder / "cli.onnx")]) == 0
+    assert json.loads(read_metadata(folder / "cli.onnx")["training_runs"])[1]["samples"] == 2
+
+    with pytest.raises(ValueError, match="evenly over 2 runs"):
+        export_run([folder / "vi", folder / "vi_seed1"], folder / "odd.onnx", 7)
+    fit(train, folder / "vi_seed2", FitConfig(method="vi", epochs=1, samples=2, seed=2, lr=3e-3), progress=False)
+    with pytest.raises(ValueError, match="split_seed"):
+        export_run([folder / "vi", folder / "vi_seed2"], folder / "other_split.onnx", 4)
+    with pytest.raises(ValueError, match="another network"):
+        export_run([folder / "vi", folder / "ens"], folder / "mixed.onnx", 4)
+
+
 def test_ensemble_export_refuses_more_samples_than_members(ensemble_model, data):
     with pytest.raises(ValueError, match="ensemble of 4 members"):
         export_run(data[0] / "ens", data[0] / "too_many.onnx", 5)

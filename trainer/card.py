@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sasview_bnn_plugin.model.card import card_path, file_sha256, markdown_card_path
-from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD, NOVELTY_SETTINGS_KEY
+from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD, NOVELTY_SETTINGS_KEY, TRAINING_RUNS_KEY
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 from sasview_bnn_plugin.model.catalog import read_metadata
@@ -117,6 +117,7 @@ def build_card(
         "prior_sigma": _json(meta.get("prior_sigma", "null")),
         "network": _json(meta.get("network", "{}")),
         "training": _json(meta.get("training", "{}")),
+        "training_runs": _json(meta.get(TRAINING_RUNS_KEY, "[]")),
         "training_command": training_command,
         "stage_seconds": dict(stage_seconds or {}),
         "weights_sha256": meta.get("weights_sha256"),
@@ -180,6 +181,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"{td.get('n_train', '?')} training / {td.get('n_validation', '?')} validation), simulator "
         f"`{td.get('simulator_code_version', '?')}`",
         f"- Training settings: `{json.dumps(card['training'])}`",
+        *([f"- Posterior samples from {len(card['training_runs'])} independent runs of these settings: "
+           + "; ".join(f"{r['samples']} from `{r['run']}` (seed {r['seed']}, {r['epochs_done']} epochs)" for r in card["training_runs"])]
+          if card.get("training_runs") else []),
         f"- Package version: {card['package_version']}; card written {card['created']}",
     ]
     if card["training_command"]:

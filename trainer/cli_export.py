@@ -17,14 +17,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export",
         help="export S posterior weight samples of a run to ONNX (with metadata and a calibrated novelty threshold)",
-        description="Pack S fixed posterior samples (VI draws or the first S ensemble members) of the run in RUN/ into "
-        "one ONNX graph (no random operator; by default the sample-major layout: one dense first convolution on the "
+        description="Pack S fixed posterior samples (VI draws or the first S ensemble members) of the run in RUN/ "
+        "(or S/n of each of n runs) into one ONNX graph (no random operator; by default the sample-major layout: one dense first convolution on the "
         "shared input, one GEMM per sample over the whole batch after it) following sasview_bnn_plugin.core.model_format, fit the "
         "feature-space novelty score on training curves, calibrate its threshold on validation curves and check "
         "onnxruntime against torch.",
     )
-    p.add_argument("run_dir", metavar="RUN/", help="run directory written by `fit`")
-    p.add_argument("--samples", type=int, default=32, help="posterior samples in the graph (default 32; at most K for an ensemble)")
+    p.add_argument("run_dir", metavar="RUN/", nargs="+",
+                   help="run directory written by `fit`; several runs of one recipe and one training/validation split "
+                   "(fit --seed S --split-seed 0) give one graph with an equal share of the samples from each")
+    p.add_argument("--samples", type=int, default=32,
+                   help="posterior samples in the graph, over all runs (default 32; at most K per run for an ensemble)")
     p.add_argument("--out", metavar="MODEL.onnx", required=True, help="ONNX file to write, e.g. onnx_models/NAME.onnx")
     p.add_argument("--false-alarm-rate", type=float, default=0.05,
                    help="fraction of in-distribution validation curves allowed above the novelty threshold (default 0.05)")
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print("sasview-bnn-train export: error: --out must name a .onnx file", file=sys.stderr)
         return 2
     try:
-        result = export_run(args.run_dir, args.out, args.samples, false_alarm_rate=args.false_alarm_rate, seed=args.seed,
+        result = export_run(args.run_dir if len(args.run_dir) > 1 else args.run_dir[0], args.out, args.samples, false_alarm_rate=args.false_alarm_rate, seed=args.seed,
                             layout=args.layout, novelty_score=args.novelty_score, knn_k=args.knn_k, knn_bank=args.knn_bank,
                             knn_features=args.knn_features)
     except (ValueError, OSError, RuntimeError) as err:

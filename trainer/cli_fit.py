@@ -56,6 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto uses CUDA when torch sees a GPU")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, split, batch order and VI noise (default 0)")
+    p.add_argument("--split-seed", type=int, default=None, metavar="SEED",
+                   help="seed of the training/validation split alone (default: --seed); runs of several --seed with one "
+                        "--split-seed share their validation curves, as `export RUN RUN...` needs")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--batch-size", type=int, default=64, help="curves per batch (default 64)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of curves held out for validation (default 0.2)")
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
                                   n_anomalies=0 if args.no_presence else NetworkConfig.n_anomalies,
                                   spectral_coeff=args.spectral_norm, residual=args.residual),
             max_train=args.max_train, extra_channels=args.extra_channels, visibility_weight=args.visibility_weight,
+            split_seed=args.split_seed,
             noise_scale=args.noise_scale,
         )
         if args.threads is not None:

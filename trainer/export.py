@@ -66,12 +66,13 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from torch import Tensor
 
 from sasview_bnn_plugin import __version__
 from sasview_bnn_plugin.core.conformal import aps_scores, aps_sets, conformal_quantile
@@ -88,6 +89,7 @@ from sasview_bnn_plugin.core.model_format import (
     NOVELTY_SETTINGS_KEY,
     PROBABILITIES_OUTPUT,
     REQUIRED_METADATA,
+    TRAINING_RUNS_KEY,
     check_metadata,
 )
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
@@ -96,7 +98,7 @@ from sasview_bnn_plugin.model.catalog import read_metadata  # the one ONNX-metad
 from .evaluation.metrics import classification_summary, presence_summary, roc_auc
 from .features import FeatureFile, split_rows
 from .fit import load_run
-from .network import PARAMETER_NAMES, PackedCNN, inference_members, pack_members
+from .network import PARAMETER_NAMES, NetworkConfig, PackedCNN, inference_members, pack_members
 from .novelty import (
     DEFAULT_KNN_BANK,
     DEFAULT_KNN_FEATURES,
@@ -283,8 +285,58 @@ class ExportResult:
     score_parity: float = 0.0
 
 
+#: What runs exported into one graph must share: the curves the network saw and the split that kept the
+#: validation curves out of every run's training (the calibration halves are validation curves).
+SHARED_RUN_DATA = ("features_path", "preprocessing", "val_fraction", "split_seed", "excluded_classes",
+                   "excluded_families", "max_train")
+
+
+def _posterior_samples(run_dirs: Sequence[str | Path], n_samples: int, seed: int) -> tuple[Any, dict[str, Any], NetworkConfig, list[dict[str, Tensor]], list[dict[str, Any]]]:
+    """The first run's posterior and record, the inference network and ``n_samples`` member weights drawn evenly
+    from the runs (run 1's samples first), and per run its directory, samples and training settings."""
+    if not run_dirs:
+        raise ValueError("at least one run directory is needed")
+    if n_samples < 1:
+        raise ValueError("at least one posterior sample is needed")
+    if n_samples % len(run_dirs):
+        raise ValueError(f"--samples {n_samples} cannot be split evenly over {len(run_dirs)} runs; "
+                         f"give a multiple of {len(run_dirs)}")
+    per_run = n_samples // len(run_dirs)
+    first: tuple[Any, dict[str, Any]] | None = None
+    network_config: NetworkConfig | None = None
+    members: list[dict[str, Tensor]] = []
+    runs: list[dict[str, Any]] = []
+    for run_dir in run_dirs:
+        posterior, record = load_run(run_dir)
+        if posterior.max_samples is not None and per_run > posterior.max_samples:
+            raise ValueError(f"the run {run_dir} is an ensemble of {posterior.max_samples} members; "
+                             f"{per_run} samples from it is more than it has")
+        config, states = inference_members(posterior.config, posterior.sample_weights(per_run, seed))
+        if first is None:
+            first, network_config = (posterior, record), config
+        else:
+            ref_posterior, ref_record = first
+            if config.to_json() != network_config.to_json():
+                raise ValueError(f"the run {run_dir} has another network than {run_dirs[0]}; runs exported together "
+                                 "must share the architecture")
+            if posterior.method != ref_posterior.method:
+                raise ValueError(f"the run {run_dir} is a {posterior.method} posterior and {run_dirs[0]} a "
+                                 f"{ref_posterior.method} one; export runs of one method together")
+            differ = [k for k in SHARED_RUN_DATA if record["data"].get(k) != ref_record["data"].get(k)]
+            if differ:
+                raise ValueError(f"the run {run_dir} differs from {run_dirs[0]} in {', '.join(differ)}: runs exported "
+                                 "together must be trained on one features file with one training/validation split "
+                                 "(fit --split-seed), or the calibration curves of one would be training curves of another")
+        members.extend(states)
+        fit_config = record["fit_config"]
+        runs.append({"run": Path(run_dir).name, "samples": per_run, "seed": fit_config["seed"],
+                     "epochs_done": record["epoch"]})
+    assert first is not None and network_config is not None
+    return first[0], first[1], network_config, members, runs
+
+
 def export_run(
-    run_dir: str | Path,
+    run_dir: str | Path | Sequence[str | Path],
     out_path: str | Path,
     n_samples: int,
     *,
@@ -302,6 +354,14 @@ def export_run(
     """Export ``n_samples`` posterior samples of a run to ``out_path`` (ONNX) with full metadata.
 
     VI draws use ``seed``; an ensemble exports its first ``n_samples`` members.
+    Several run directories (independent trainings of one recipe, e.g. ``fit
+    --seed 1 --split-seed 0``) give one graph of ``n_samples`` samples, an
+    equal share from each run (in the order given), over which every output is
+    averaged as over one run's samples: an ensemble of posteriors. The runs must
+    share the architecture, the method, the features file and the
+    training/validation split (:data:`SHARED_RUN_DATA`); the first run's
+    training settings go into the ``training`` metadata and every run's seed,
+    samples and epochs into ``training_runs``.
     The novelty statistics are fitted on at most ``max_fit_curves`` training
     curves; the threshold and the stored metrics come from at most
     ``max_val_curves`` validation curves (seeded random subsets). ``layout``
@@ -345,17 +405,11 @@ def export_run(
         raise ValueError(f"the kNN score needs 1 <= k <= the bank size, got k = {knn_k}, bank {knn_bank}")
     if not 0.0 < false_alarm_rate < 1.0:
         raise ValueError(f"the false-alarm rate must lie between 0 and 1, got {false_alarm_rate}")
-    posterior, record = load_run(run_dir)
-    if posterior.max_samples is not None and n_samples > posterior.max_samples:
-        raise ValueError(
-            f"the run is an ensemble of {posterior.max_samples} members; --samples {n_samples} is more than it has"
-        )
-    if n_samples < 1:
-        raise ValueError("at least one posterior sample is needed")
+    run_dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+    # The graph holds what the runtime reads: the auxiliary visibility outputs of a training run are left out.
+    posterior, record, network_config, members, runs = _posterior_samples(run_dirs, n_samples, seed)
     data = record["data"]
     fit_config = record["fit_config"]
-    # The graph holds what the runtime reads: the auxiliary visibility outputs of a training run are left out.
-    network_config, members = inference_members(posterior.config, posterior.sample_weights(n_samples, seed))
     network = pack_members(network_config, members).eval()
 
     with FeatureFile(data["features_path"]) as features:
@@ -448,6 +502,7 @@ def export_run(
         "novelty_target_false_alarm_rate": repr(false_alarm_rate),
         "novelty_scales": json.dumps({"knn" if knn else "mahalanobis": scales[0]} | ({"entropy": scales[1]} if model.with_entropy else {})),
         "posterior_sample_seed": str(seed),
+        **({TRAINING_RUNS_KEY: json.dumps(runs)} if len(runs) > 1 else {}),
         CONFORMAL_KEY: json.dumps(conformal),
         NOVELTY_CALIBRATION_KEY: json.dumps({"scores": novelty_reference, "default_level": DEFAULT_NOVELTY_LEVEL}),
     }

@@ -79,6 +79,8 @@ class FitConfig:
     KL/N (1 = ELBO, < 1 a tempered posterior). ``lr_schedule``: "constant", or
     "cosine" (the learning rate falls from ``lr`` to 0 along a half cosine over
     all steps of ``epochs`` epochs; continuing a run with more epochs stretches it).
+    ``split_seed``: seed of the training/validation split (None: ``seed``), so
+    that runs of several ``seed`` can share their validation curves.
     ``outlier_fraction``: outlier exposure -- this many synthetic non-scattering
     curves per training curve are added to every batch (from a fixed pool of
     :data:`OUTLIER_POOL_SIZE`, :mod:`~sasview_bnn_trainer.simulation.outliers`),
@@ -111,6 +113,7 @@ class FitConfig:
     extra_channels: tuple[str, ...] = ()
     visibility_weight: float = 0.0
     noise_scale: str = "stated"
+    split_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -321,7 +324,8 @@ def fit(
         drop = None
         if config.exclude_families:
             drop = leave_out_membership(data_path, config.exclude_families, features.column("source_index")).any(axis=1)
-        train_rows, val_rows = split_rows(features.labels, config.val_fraction, config.seed, excluded, config.max_train,
+        split_seed = config.seed if config.split_seed is None else config.split_seed
+        train_rows, val_rows = split_rows(features.labels, config.val_fraction, split_seed, excluded, config.max_train,
                                           features.anomalies, drop)
         if train_rows.size == 0 or val_rows.size == 0:
             raise ValueError(
@@ -342,7 +346,7 @@ def fit(
             "n_train": int(train_rows.size),
             "n_val": int(val_rows.size),
             "val_fraction": config.val_fraction,
-            "split_seed": config.seed,
+            "split_seed": split_seed,
             "max_train": config.max_train,
         }
 

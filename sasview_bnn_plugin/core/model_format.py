@@ -135,6 +135,9 @@ OPTIONAL_METADATA: dict[str, str] = {
 #: score's settings, ``{"score": "knn_entropy", "k": 10, "bank_size": 4000, ...}`` or
 #: ``{"score": "mahalanobis_entropy", ...}`` (``sasview-bnn-train export --novelty-score``).
 NOVELTY_SETTINGS_KEY = "novelty_settings"
+#: Informational, only in a graph whose samples come from several training runs (``sasview-bnn-train export RUN RUN...``):
+#: JSON list of ``{"run": name, "samples": n, "seed": s, "epochs_done": e}`` in the graph's sample order.
+TRAINING_RUNS_KEY = "training_runs"
 
 
 class ModelOptionError(ValueError):
