@@ -353,6 +353,13 @@ def test_leave_family_out_run_never_trains_on_the_family_and_the_study_splits_th
     # The simulator draws chains, hexagonal lattices and edge points for a fair share of curves; none reaches training.
     assert shows[:, 0].sum() > 50 and shows[:, 1].sum() > 3 and shows[:, 2].sum() > 3
     assert not shows[result.train_rows].any()
+    # Every reader of the run (export's novelty bank and calibration curves, the studies) takes fit's own rows.
+    from sasview_bnn_trainer.features import run_split
+
+    with FeatureFile(result.features_path) as ff:
+        train_rows, val_rows = run_split(load_run(folder / "no_chains")[1]["data"], ff)
+    assert np.array_equal(train_rows, result.train_rows) and np.array_equal(val_rows, result.val_rows)
+    assert not shows[val_rows].any()
     rows = study_run(folder / "no_chains", test, n_samples=2)
     assert [r["left_out"] for r in rows] == [[name] for name in left_out]
     for row in rows:

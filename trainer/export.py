@@ -92,11 +92,11 @@ from sasview_bnn_plugin.core.model_format import (
     TRAINING_RUNS_KEY,
     check_metadata,
 )
-from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES, class_index
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX, N_CLASSES
 from sasview_bnn_plugin.model.catalog import read_metadata  # the one ONNX-metadata reader (the runtime's)
 
 from .evaluation.metrics import classification_summary, presence_summary, roc_auc
-from .features import FeatureFile, split_rows
+from .features import FeatureFile, run_split
 from .fit import load_run
 from .network import PARAMETER_NAMES, NetworkConfig, PackedCNN, inference_members, pack_members
 from .novelty import (
@@ -415,9 +415,7 @@ def export_run(
     with FeatureFile(data["features_path"]) as features:
         if features.summary.preprocessing != data["preprocessing"]:
             raise ValueError("the features file of the run was rebuilt with other preprocessing settings; re-run fit")
-        excluded = [class_index(n) for n in data["excluded_classes"]]
-        train_rows, val_rows = split_rows(features.labels, data["val_fraction"], data["split_seed"], excluded,
-                                          data.get("max_train"), features.anomalies)
+        train_rows, val_rows = run_split(data, features)
         rng = np.random.default_rng(seed)
         fit_rows = np.sort(rng.choice(train_rows, min(max_fit_curves, train_rows.size), replace=False))
         if knn:

@@ -34,14 +34,14 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
 from tqdm import tqdm
 
 from sasview_bnn_plugin.core.preprocessing import CHANNELS, CurveError, PreprocessingConfig, prepare_many
-from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, CLEAN_INDEX, class_index
 
 ANOMALY_NAMES: tuple[str, ...] = CLASS_NAMES[1:]
 N_ANOMALIES = len(ANOMALY_NAMES)
@@ -503,3 +503,17 @@ def leave_out_membership(data_path: str | Path, names: Sequence[str], source_ind
             if ":" not in name:
                 member[:, k] = shapes[:, families.index(name)]
     return member
+
+
+def run_split(data: Mapping[str, Any], features: "FeatureFile") -> tuple[np.ndarray, np.ndarray]:
+    """(train_rows, val_rows) of a training run: the rows ``fit`` used, from the ``data`` of its run record
+    (validation fraction, split seed, ``max_train``, the classes and the families left out).
+
+    ``features`` is the run's features file. Export, the studies and every other reader of a run take its rows here,
+    so that a left-out family's curves never enter a run's novelty bank or calibration curves."""
+    drop = None
+    if data.get("excluded_families"):
+        drop = leave_out_membership(data["path"], data["excluded_families"], features.column("source_index")).any(axis=1)
+    excluded = [class_index(n) for n in data.get("excluded_classes") or []]
+    return split_rows(features.labels, data["val_fraction"], data["split_seed"], excluded, data.get("max_train"),
+                      features.anomalies, drop)

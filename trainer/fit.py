@@ -112,7 +112,7 @@ class FitConfig:
     max_train: int | None = None
     extra_channels: tuple[str, ...] = ()
     visibility_weight: float = 0.0
-    noise_scale: str = "stated"
+    noise_scale: str = PreprocessingConfig.noise_scale
     split_seed: int | None = None
 
     def __post_init__(self) -> None:

@@ -107,7 +107,7 @@ class PreprocessingConfig:
     z_scale: float = 5.0
     version: int = 1
     channels: tuple[str, ...] = CHANNELS
-    noise_scale: str = "stated"
+    noise_scale: str = NOISE_SCALES[0]
 
     def __post_init__(self) -> None:
         if self.noise_scale not in NOISE_SCALES:
@@ -125,7 +125,7 @@ class PreprocessingConfig:
         """JSON text holding every field (for ONNX metadata and HDF5 attributes); ``noise_scale`` only when it is not
         "stated", so that the settings of every earlier model and features file read and compare as they were."""
         fields = dataclasses.asdict(self)
-        if fields["noise_scale"] == "stated":
+        if fields["noise_scale"] == NOISE_SCALES[0]:
             del fields["noise_scale"]
         return json.dumps(fields, sort_keys=True)
 

@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 
 from sasview_bnn_plugin.core.conformal import novelty_p_values
-from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
+from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
-from ..features import FeatureFile, build_features, default_features_path, leave_out_membership, split_rows
+from ..features import FeatureFile, build_features, default_features_path, leave_out_membership, run_split
 from ..fit import load_run
 from ..network import PackedCNN, pack_members
 from ..novelty import DEFAULT_KNN_BANK, stratified_rows
@@ -81,12 +81,7 @@ def novelty_reference(net: PackedCNN, data: dict[str, Any], *, n_val: int = 20_0
     (the rows ``fit`` used: its split, classes and families left out)."""
     rng = np.random.default_rng([seed, 0x57D])
     with FeatureFile(data["features_path"]) as ff:
-        drop = None
-        if data.get("excluded_families"):
-            drop = leave_out_membership(data["path"], data["excluded_families"], ff.column("source_index")).any(axis=1)
-        excluded = [class_index(n) for n in data.get("excluded_classes") or []]
-        train_rows, val_rows = split_rows(ff.labels, data["val_fraction"], data["split_seed"], excluded, data.get("max_train"),
-                                          ff.anomalies, drop)
+        train_rows, val_rows = run_split(data, ff)
         bank_rows = stratified_rows(train_rows, ff.labels[train_rows], DEFAULT_KNN_BANK, seed)
         bank = mean_feature_bank(activations(net, ff.read_rows(bank_rows))["hidden"])
         val_rows = np.sort(rng.choice(val_rows, min(n_val, val_rows.size), replace=False))

@@ -49,7 +49,7 @@ from torch.nn import functional as F
 
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 
-from ..features import FeatureFile, build_features, default_features_path, split_rows
+from ..features import FeatureFile, build_features, default_features_path, run_split
 from ..fit import load_run
 from ..network import PackedCNN, pack_members
 from ..novelty import DEFAULT_KNN_BANK, DEFAULT_KNN_K, stratified_rows
@@ -222,7 +222,7 @@ def study_run(run_dir: str | Path, test_path: str | Path, *, n_samples: int = 8,
     net = pack_members(posterior.config, posterior.sample_weights(n_samples, seed)).eval()
     rng = np.random.default_rng([seed, 0x57D])
     with FeatureFile(data["features_path"]) as ff:
-        train_rows, val_rows = split_rows(ff.labels, data["val_fraction"], data["split_seed"], excluded, data.get("max_train"), ff.anomalies)
+        train_rows, val_rows = run_split(data, ff)
         fit_rows = np.sort(rng.choice(train_rows, min(n_fit, train_rows.size), replace=False))
         val_rows = np.sort(rng.choice(val_rows, min(n_fit, val_rows.size), replace=False))
         fit_act = activations(net, ff.read_rows(fit_rows))
