@@ -508,3 +508,37 @@ def test_some_pinhole_instruments_are_nearly_unsmeared():
     fine = np.mean(widths < DQ_OVER_Q[0])
     assert abs(fine - FINE_RESOLUTION_PROBABILITY) < 0.03
     assert np.min(widths) < 0.003
+
+
+def test_q_layouts_of_real_files_are_drawn_in_their_shares():
+    # Simulator 2.5: besides log and linear grids, points merged from 2-3 detector distances (each its own spacing and
+    # density, overlaps interleaved) and log grids whose step drifts along q, as in SasView's example files.
+    from sasview_bnn_trainer.simulation.instrument import SPACINGS, draw_instrument, draw_q_points
+
+    rng = np.random.default_rng(12)
+    instruments = [draw_instrument(rng) for _ in range(3000)]
+    kinds = [inst.spacing for inst in instruments]
+    for kind, share in SPACINGS:
+        assert abs(kinds.count(kind) / len(kinds) - share / sum(w for _, w in SPACINGS)) < 0.03, kind
+    for inst in instruments:
+        assert np.all(np.diff(inst.q) > 0) and inst.record()["n_points"] == inst.q.size
+        assert inst.q.size == (inst.resolution.q.size if hasattr(inst.resolution, "q") else inst.q.size)
+
+    def step_ratio(q: np.ndarray) -> float:
+        steps = np.diff(np.log(q))
+        return float(np.max(steps) / np.min(steps))
+
+    merged = [inst.q for inst in instruments if inst.spacing == "merged"]
+    irregular = [inst.q for inst in instruments if inst.spacing == "irregular"]
+    logs = [inst.q for inst in instruments if inst.spacing == "log"]
+    assert max(step_ratio(q) for q in logs) < 1.0001
+    # Segments of another density: the log step jumps; overlaps interleave points far closer than either segment's step.
+    assert np.median([step_ratio(q) for q in merged]) > 5
+    assert 1.3 < np.median([step_ratio(q) for q in irregular]) < 50
+    # The layout and its draws depend on u alone, and every layout spans the window asked for.
+    for u in (0.1, 0.6, 0.85, 0.95):
+        kind, q = draw_q_points(u, 2e-3, 0.4, 200)
+        again = draw_q_points(u, 2e-3, 0.4, 200)
+        assert again[0] == kind and np.array_equal(again[1], q) and q[0] == 2e-3 and q[-1] == 0.4
+        assert 0.5 * 200 < q.size < 2 * 200
+    assert [draw_q_points(u, 2e-3, 0.4, 200)[0] for u in (0.1, 0.6, 0.85, 0.95)] == ["log", "linear", "merged", "irregular"]

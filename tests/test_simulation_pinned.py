@@ -9,8 +9,8 @@ setting and criterion in its order). Numbers enter the second digest with 10
 significant digits, so that the last bits of vectorised exp/log, which may
 differ between CPUs, do not count; a changed draw moves far more than that.
 
-Made with simulator 2.4.0 (2.3.0 plus strong upturns and uncertainties
-reported off by a factor or missing). A change to the physics or the draws must fail here and bump
+Made with simulator 2.5.0 (2.4.0, which added strong upturns and uncertainties
+reported off by a factor or missing, plus merged and irregular q layouts). A change to the physics or the draws must fail here and bump
 ``SIMULATOR_VERSION``; then re-pin (run this file as a script to print the
 digests).
 """
@@ -29,30 +29,30 @@ from sasview_bnn_trainer.simulation.classes import SIMULATOR_VERSION, simulate_c
 
 #: (label, seed, mixture probability) -> (digest of the random stream's state after the curve, digest of the curve)
 PINNED: dict[tuple[int, int, float], tuple[str, str]] = {
-    (0, 7000, 0.35): ('5e5c98f048884250', '1dfdff6ecd5087f0'),
-    (0, 7011, 0.35): ('5ad0e9a7f4dc0935', '5a0fa6c8a6ce033f'),
-    (0, 7012, 0.35): ('69d1a7b64006890b', 'e53a3b3c6da7f6d9'),
-    (0, 7013, 1.0): ('dee52a4e21e361c3', '6b9577927b58e83c'),
-    (1, 7111, 0.35): ('7a3dfa16f91f6d6e', '09035bc2d9591d88'),
-    (1, 7112, 0.35): ('87de33f1ece0f312', '284fc7d264bfb8d6'),
-    (1, 7113, 1.0): ('123f1645529cd762', '8fab90238ae8acc8'),
-    (2, 7211, 0.35): ('0711da22acdfb6f1', '740279953f7ab95b'),
-    (2, 7212, 0.35): ('2ad48b92a7c485f0', '175f14ea05f0da2d'),
-    (2, 7213, 1.0): ('dde8fe8756f9a4ab', 'a1381e67ebecf191'),
-    (3, 7311, 0.35): ('17890b958906b89b', '0256b84af94b60aa'),
-    (3, 7312, 0.35): ('03e64f938c348e74', '0654a14c389bd417'),
-    (3, 7313, 1.0): ('f4dacabc2be986df', '0361c67d6de76b7d'),
-    (3, 7319, 0.35): ('6b071aaaad77f98d', '21a9fb7af083e148'),
-    (4, 7411, 0.35): ('61938ce3b21af7ed', '97cfb7a77ad9442a'),
-    (4, 7412, 0.35): ('3651b0c1bd044104', '29975903de0b2d71'),
-    (4, 7413, 1.0): ('b71d27c1e679f43f', '25d850701d922fc1'),
-    (5, 7511, 0.35): ('be456349417db74f', '1b92c6c34f05ea87'),
-    (5, 7512, 0.35): ('efb178a79a7a3bed', 'aad45cb65a33a63b'),
-    (5, 7513, 1.0): ('907e9cb402cf2dee', 'cbaae31e4ce94c06'),
-    (6, 7611, 0.35): ('d1718df29d0ddade', 'edb1329eb2f30db4'),
-    (6, 7612, 0.35): ('4cb987766bb18591', 'c5fa2e896c7d82a0'),
-    (6, 7613, 1.0): ('25adafc67293e0f5', '06b454c40dbad015'),
-    (6, 7969, 0.35): ('43830a6f09ed97f1', '8f971c8b2b95c330'),
+    (0, 7000, 0.35): ('5e5c98f048884250', 'fed8fc4f4d0c19bd'),
+    (0, 7011, 0.35): ('5ad0e9a7f4dc0935', '23edf5f456498771'),
+    (0, 7012, 0.35): ('69d1a7b64006890b', 'f7a420ebae6494de'),
+    (0, 7013, 1.0): ('dee52a4e21e361c3', '41458001adf5d273'),
+    (1, 7111, 0.35): ('7a3dfa16f91f6d6e', '49b10cef1b535712'),
+    (1, 7112, 0.35): ('e9ee4e91dc2e7b30', 'e4a50c2f6b16ff09'),
+    (1, 7113, 1.0): ('123f1645529cd762', '730c46b6eab359ee'),
+    (2, 7211, 0.35): ('0711da22acdfb6f1', 'e01f37dc1f7d5d85'),
+    (2, 7212, 0.35): ('8ad78a1cf59e6d5d', '5d0bf18ae8b60d4c'),
+    (2, 7213, 1.0): ('5efe6ff8b686ebe6', 'cf599a97317321e2'),
+    (3, 7311, 0.35): ('17890b958906b89b', '1eb365b90b1c5b77'),
+    (3, 7312, 0.35): ('03e64f938c348e74', 'bf2e9061a1bc4cd6'),
+    (3, 7313, 1.0): ('f0b05687539300b4', '459065e51c24f18c'),
+    (3, 7319, 0.35): ('6b071aaaad77f98d', '19acdd506b63e6b3'),
+    (4, 7411, 0.35): ('61938ce3b21af7ed', '74133096596575d7'),
+    (4, 7412, 0.35): ('3651b0c1bd044104', '6efe17390429c9ee'),
+    (4, 7413, 1.0): ('b71d27c1e679f43f', '370f8d1b038cf032'),
+    (5, 7511, 0.35): ('be456349417db74f', 'b0cfe5eb22be4347'),
+    (5, 7512, 0.35): ('efb178a79a7a3bed', '2a24fdfbe9c861e3'),
+    (5, 7513, 1.0): ('907e9cb402cf2dee', '6917a2f46db84bcc'),
+    (6, 7611, 0.35): ('25c000c0bcfb1c7d', '5b1666277260d5f1'),
+    (6, 7612, 0.35): ('4cb987766bb18591', '18c1a4aed42e7212'),
+    (6, 7613, 1.0): ('25adafc67293e0f5', '5f2e01453e97fe65'),
+    (6, 7969, 0.35): ('43830a6f09ed97f1', 'd88104329ca51487'),
 }
 
 
@@ -76,7 +76,7 @@ def fingerprint(label: int, seed: int, mixture_probability: float) -> tuple[str,
 
 
 def test_the_pins_are_of_this_simulator_version():
-    assert SIMULATOR_VERSION == "2.4.0", "the simulator changed version: re-pin PINNED for the new curves"
+    assert SIMULATOR_VERSION == "2.5.0", "the simulator changed version: re-pin PINNED for the new curves"
 
 
 @pytest.mark.parametrize("case", sorted(PINNED), ids=lambda c: f"class{c[0]}-seed{c[1]}-mix{c[2]}")

@@ -93,7 +93,7 @@ from .shapes import COMPACT_SHAPES, SHAPES, ShapeDraw, ShapeSpec, call_model, dr
 from .specs import LATTICES, log_uniform as _log_uniform
 
 #: Bump whenever the physics of the simulation changes.
-SIMULATOR_VERSION = "2.4.0"
+SIMULATOR_VERSION = "2.5.0"
 #: Draws tried per curve before giving up (a bug, not bad luck, if reached).
 MAX_ATTEMPTS = 500
 
