@@ -295,8 +295,8 @@ def draw_q_points(u: float, q_min: float, q_max: float, n: int) -> tuple[str, np
     "merged" and "irregular" layouts, so that the caller's random stream is the same for every
     layout. "merged": 2-3 detector distances (segments), each log- or linear-spaced with its own
     density (up to 6x apart), overlapping their neighbour by up to 15 % of its log-width, the
-    points of an overlap interleaved; "irregular": a log grid whose step varies smoothly by up to
-    e^±1.5 along q (Bonse-Hart step scans, rebinned or desmeared data).
+    points of an overlap interleaved; "irregular": a log grid whose step drifts smoothly along q
+    (e^(a·g), a of 0.2-0.7, g smoothed unit Gaussian noise clipped to ±2) (Bonse-Hart step scans, rebinned or desmeared data).
     """
     edges = np.cumsum([w for _, w in SPACINGS])
     kind = SPACINGS[min(int(np.searchsorted(edges, u * edges[-1], side="right")), len(SPACINGS) - 1)][0]
@@ -307,7 +307,8 @@ def draw_q_points(u: float, q_min: float, q_max: float, n: int) -> tuple[str, np
     local = np.random.default_rng([int(u * 2**53), 0x9A11])
     lo, hi = math.log(q_min), math.log(q_max)
     if kind == "irregular":
-        steps = np.exp(local.uniform(0.3, 1.5) * _smooth_noise(local, n - 1, max(2, (n - 1) // local.integers(3, 12))))
+        drift = np.clip(_smooth_noise(local, n - 1, max(2, (n - 1) // local.integers(3, 12))), -2.0, 2.0)
+        steps = np.exp(local.uniform(0.2, 0.7) * drift)
         logs = lo + (hi - lo) * np.concatenate([[0.0], np.cumsum(steps) / steps.sum()])
         q = np.exp(logs)
         q[0], q[-1] = q_min, q_max
