@@ -12,8 +12,9 @@
 # THEN_EPOCHS (12: the run is then resumed up to this many epochs, which restarts the cosine schedule at
 # epoch EPOCHS+1 of THEN_EPOCHS, as for the shipped sasview_bnn_vi16_sim24dn_1m; set it to EPOCHS for one schedule), SAMPLES (16),
 # NAME (the model's name, default sasview_bnn_vi16_sim24dn_1m), EXTRA ("--extra-channels density,noise"; add e.g. "--noise-scale scatter"),
-# PY (the interpreter of the project's .venv). The timings of this 2-core machine kind: simulation
-# 215-300 curves/s on the Intel machines, 460-740 on the AMD ones; an epoch of 1,000,000 curves 9-11 min on
+# FIT_SEEDS (the fit seeds, "0"; "0 1": two independent runs on one split, exported together, SAMPLES/2 from each),
+# RUN_NAME (runs are run_$RUN_NAME and run_${RUN_NAME}_seedS; default NAME), PY (the interpreter of the project's .venv).
+# The timings of this 2-core machine kind: simulation 215-300 curves/s on the Intel machines, 460-740 on the AMD ones; an epoch of 1,000,000 curves 9-11 min on
 # the Intel machines, 3.7 min on the AMD ones (2026-12-07: the whole job with THEN_EPOCHS 12 in 85 min).
 # The ONNX file, its evaluation report and real-data table end up in WORK_DIR; copying the model into
 # onnx_models/ and writing its card (sasview-bnn-train card) is a decision left to a person who has read them.
@@ -24,6 +25,7 @@ PY="${PY:-$ROOT/.venv/bin/python}"
 N="${N:-1000000}"; NTEST="${NTEST:-20000}"; SEED="${SEED:-8123}"; EPOCHS="${EPOCHS:-6}"; SAMPLES="${SAMPLES:-16}"
 THEN_EPOCHS="${THEN_EPOCHS:-12}"
 NAME="${NAME:-sasview_bnn_vi16_sim24dn_1m}"; EXTRA="${EXTRA:---extra-channels density,noise}"
+RUN_NAME="${RUN_NAME:-$NAME}"; FIT_SEEDS="${FIT_SEEDS:-0}"
 mkdir -p "$WORK"; cd "$WORK"
 train() { "$PY" -m sasview_bnn_trainer.cli "$@"; }
 stamp() { echo "$(date -u +%FT%TZ) $*"; }
@@ -40,14 +42,8 @@ if [ ! -f "$TEST" ]; then
     train simulate --n "$NTEST" --seed 6006 --workers 2 --out "$TEST" --no-progress
 fi
 
-RUN="run_$NAME"
-FIT=(fit "$DATA" --method vi --out "$RUN" --samples "$SAMPLES" --batch-size 256 --val-fraction 0.05
-     --kl-weight 0.1 --lr-schedule cosine --channels 16,32,64 --hidden 128 --workers 2 --outlier-fraction 0.1
-     --outlier-weight 0.5 --threads 2 --quiet)
-# shellcheck disable=SC2206
-FIT+=($EXTRA)
 done_epochs() { [ -f "$RUN/history.json" ] && "$PY" -c "import json,sys; print(len(json.load(open(sys.argv[1]))))" "$RUN/history.json" || echo 0; }
-# fit_to E: train the run up to E epochs, resuming it from its checkpoint if it has one; skipped once it has E.
+# fit_to E: train the run $RUN (settings $FIT) up to E epochs, resuming it from its checkpoint if it has one; skipped once it has E.
 fit_to() {
     local step=("${FIT[@]}" --epochs "$1")
     if [ "$(done_epochs)" -ge "$1" ]; then return 0; fi
@@ -55,11 +51,24 @@ fit_to() {
     stamp "fit to $1 epochs: ${step[*]}"
     train "${step[@]}"
 }
-fit_to "$EPOCHS"
-if [ "$THEN_EPOCHS" -gt "$EPOCHS" ]; then fit_to "$THEN_EPOCHS"; fi
+# One run per fit seed (FIT_SEEDS, default "0"): seed 0 is run_$RUN_NAME, seed S > 0 run_${RUN_NAME}_seedS with
+# --split-seed 0 (the validation curves of seed 0, so that export may put the runs into one graph).
+RUNS=()
+for FIT_SEED in $FIT_SEEDS; do
+    RUN="run_$RUN_NAME"; SEED_ARGS=()
+    if [ "$FIT_SEED" != 0 ]; then RUN="run_${RUN_NAME}_seed$FIT_SEED"; SEED_ARGS=(--seed "$FIT_SEED" --split-seed 0); fi
+    RUNS+=("$RUN")
+    FIT=(fit "$DATA" --method vi --out "$RUN" --samples "$SAMPLES" --batch-size 256 --val-fraction 0.05
+         --kl-weight 0.1 --lr-schedule cosine --channels 16,32,64 --hidden 128 --workers 2 --outlier-fraction 0.1
+         --outlier-weight 0.5 --threads 2 --quiet "${SEED_ARGS[@]}")
+    # shellcheck disable=SC2206
+    FIT+=($EXTRA)
+    fit_to "$EPOCHS"
+    if [ "$THEN_EPOCHS" -gt "$EPOCHS" ]; then fit_to "$THEN_EPOCHS"; fi
+done
 
 stamp "export"
-train export "$RUN" --samples "$SAMPLES" --novelty-score knn_entropy --out "$NAME.onnx"
+train export "${RUNS[@]}" --samples "$SAMPLES" --novelty-score knn_entropy --out "$NAME.onnx"
 stamp "evaluate"
 train evaluate "$NAME.onnx" "$TEST" --report "report_$NAME"
 stamp "real data"
