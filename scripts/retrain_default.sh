@@ -11,11 +11,13 @@
 # Settings (environment): N (training curves, default 1000000), NTEST (test curves of seed 6006, 20000), SEED (8123), EPOCHS (6),
 # THEN_EPOCHS (12: the run is then resumed up to this many epochs, which restarts the cosine schedule at
 # epoch EPOCHS+1 of THEN_EPOCHS, as for the shipped sasview_bnn_vi16_sim24dn_1m; set it to EPOCHS for one schedule), SAMPLES (16),
-# NAME (the model's name, default sasview_bnn_vi16_sim24dn_1m), EXTRA ("--extra-channels density,noise"; add e.g. "--noise-scale scatter"),
-# FIT_SEEDS (the fit seeds, "0"; "0 1": two independent runs on one split, exported together, SAMPLES/2 from each),
+# NAME (the model's name, default sasview_bnn_vi16_sim25dn2_1m: the recipe of the shipped sasview_bnn_vi16_sim24dn2_1m on
+# this simulator), EXTRA ("--extra-channels density,noise"; add e.g. "--noise-scale scatter"),
+# FIT_SEEDS (the fit seeds, "0 1": two independent runs on one split, exported together, SAMPLES/2 from each; "0": one run),
 # RUN_NAME (runs are run_$RUN_NAME and run_${RUN_NAME}_seedS; default NAME), PY (the interpreter of the project's .venv).
 # The timings of this 2-core machine kind: simulation 215-300 curves/s on the Intel machines, 460-740 on the AMD ones; an epoch of 1,000,000 curves 9-11 min on
-# the Intel machines, 3.7 min on the AMD ones (2026-12-07: the whole job with THEN_EPOCHS 12 in 85 min).
+# the Intel machines, 3.7-4.5 min on the AMD ones (2026-12-07: the whole job with THEN_EPOCHS 12 and one run in 85 min;
+# a second run 56 min more).
 # The ONNX file, its evaluation report and real-data table end up in WORK_DIR; copying the model into
 # onnx_models/ and writing its card (sasview-bnn-train card) is a decision left to a person who has read them.
 set -euo pipefail
@@ -24,8 +26,8 @@ WORK="${1:?usage: bash scripts/retrain_default.sh WORK_DIR}"
 PY="${PY:-$ROOT/.venv/bin/python}"
 N="${N:-1000000}"; NTEST="${NTEST:-20000}"; SEED="${SEED:-8123}"; EPOCHS="${EPOCHS:-6}"; SAMPLES="${SAMPLES:-16}"
 THEN_EPOCHS="${THEN_EPOCHS:-12}"
-NAME="${NAME:-sasview_bnn_vi16_sim24dn_1m}"; EXTRA="${EXTRA:---extra-channels density,noise}"
-RUN_NAME="${RUN_NAME:-$NAME}"; FIT_SEEDS="${FIT_SEEDS:-0}"
+NAME="${NAME:-sasview_bnn_vi16_sim25dn2_1m}"; EXTRA="${EXTRA:---extra-channels density,noise}"
+RUN_NAME="${RUN_NAME:-$NAME}"; FIT_SEEDS="${FIT_SEEDS:-0 1}"
 mkdir -p "$WORK"; cd "$WORK"
 train() { "$PY" -m sasview_bnn_trainer.cli "$@"; }
 stamp() { echo "$(date -u +%FT%TZ) $*"; }

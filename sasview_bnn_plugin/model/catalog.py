@@ -134,10 +134,12 @@ def card_from_metadata(meta: Mapping[str, str], sidecar_dir: Path | None = None,
 
 
 #: The shipped model used when none is named (simulator 2.4: strong upturns and the uncertainties files report,
-#: honest, mis-scaled or missing; density and noise channels; taxonomy version 2). The earlier models stay
-#: loadable by name for comparison: ``--model sasview_bnn_vi16_sim23dn_1m`` (the default before),
+#: honest, mis-scaled or missing; density and noise channels; taxonomy version 2; 8 posterior samples of each of
+#: two independent trainings). The earlier models stay loadable by name for comparison:
+#: ``--model sasview_bnn_vi16_sim24dn_1m`` (the default before: the first of those two trainings alone),
+#: ``sasview_bnn_vi16_sim23dn_1m``,
 #: ``sasview_bnn_vi16_sim22_1m``, ``sasview_bnn_vi16_sim2_1m`` and the version-1 ``sasview_bnn_vi16_1m``.
-DEFAULT_MODEL = "sasview_bnn_vi16_sim24dn_1m"
+DEFAULT_MODEL = "sasview_bnn_vi16_sim24dn2_1m"
 
 
 def shipped_models(package: str = SHIPPED_MODELS_PACKAGE) -> list[ModelSource]:
