@@ -284,6 +284,8 @@ class Instrument:
         }
 
 
+#: Smallest step in ln q between two points of a merged layout (0.01 %: closer points count as one).
+MIN_LOG_STEP = 1e-4
 #: How the measured q points are laid out, and how often (module docstring, "q sampling").
 SPACINGS: tuple[tuple[str, float], ...] = (("log", 0.52), ("linear", 0.28), ("merged", 0.12), ("irregular", 0.08))
 
@@ -334,6 +336,11 @@ def draw_q_points(u: float, q_min: float, q_max: float, n: int) -> tuple[str, np
             parts.append(np.linspace(math.exp(s_lo), math.exp(s_hi), counts[i]))
     q = np.unique(np.concatenate(parts))
     q[0], q[-1] = q_min, q_max
+    # Interleaved overlaps may put two points within rounding of each other (a segment's end, exp(log q_max), next to
+    # q_max): keep the first of points closer than MIN_LOG_STEP, so that every step in log q is a real one.
+    keep = np.concatenate([[True], np.diff(np.log(q)) > MIN_LOG_STEP])
+    q = q[keep]
+    q[-1] = q_max
     return kind, q
 
 
