@@ -4,7 +4,8 @@
 # Every step keeps what it made and is skipped or resumed when run again (a session that is cut off
 # loses only the step under way, and that one is resumed: the simulation by its parts, the fit by its
 # per-epoch checkpoint). Start it in the background at the start of a session, from any folder with
-# room (about 20 GB for 1,000,000 curves and their 6-channel features):
+# room (1,000,000 curves: about 32 GB at the end of the simulation, while its parts are merged, then 12.7 GB of curves
+# and 6.2 GB of 6-channel features):
 #
 #   nohup bash scripts/retrain_default.sh WORK_DIR > WORK_DIR/retrain.log 2>&1 &
 #
