@@ -252,13 +252,13 @@ def test_the_knn_score_sees_curves_far_from_the_bank(trained):
     """The bank's own curves (chosen again as the export chose them) score lowest, held-out ones a bit higher, inputs
     unlike any preprocessed curve far higher. (Pure-noise curves are not far for this network: they are the flatness
     test's job.)"""
-    from sasview_bnn_trainer.features import FeatureFile, build_features, split_rows
+    from sasview_bnn_trainer.features import FeatureFile, build_features, run_split
     from sasview_bnn_trainer.fit import load_run
 
     folder, _, held_out, exported = trained
     data = load_run(folder / "run")[1]["data"]
     with FeatureFile(data["features_path"]) as ff:
-        train_rows, _ = split_rows(ff.labels, data["val_fraction"], data["split_seed"], [], data.get("max_train"), ff.anomalies)
+        train_rows, _ = run_split(data, ff)
         x_bank = ff.read_rows(stratified_rows(train_rows, ff.labels[train_rows], N_BANK, 0))
     with FeatureFile(build_features(held_out, progress=False)) as ff:
         x_held = ff.read_rows(np.arange(len(ff)))

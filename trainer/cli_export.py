@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print("sasview-bnn-train export: error: --out must name a .onnx file", file=sys.stderr)
         return 2
     try:
-        result = export_run(args.run_dir if len(args.run_dir) > 1 else args.run_dir[0], args.out, args.samples, false_alarm_rate=args.false_alarm_rate, seed=args.seed,
+        result = export_run(args.run_dir, args.out, args.samples, false_alarm_rate=args.false_alarm_rate, seed=args.seed,
                             layout=args.layout, novelty_score=args.novelty_score, knn_k=args.knn_k, knn_bank=args.knn_bank,
                             knn_features=args.knn_features)
     except (ValueError, OSError, RuntimeError) as err:

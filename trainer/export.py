@@ -302,37 +302,29 @@ def _posterior_samples(run_dirs: Sequence[str | Path], n_samples: int, seed: int
         raise ValueError(f"--samples {n_samples} cannot be split evenly over {len(run_dirs)} runs; "
                          f"give a multiple of {len(run_dirs)}")
     per_run = n_samples // len(run_dirs)
-    first: tuple[Any, dict[str, Any]] | None = None
-    network_config: NetworkConfig | None = None
-    members: list[dict[str, Tensor]] = []
-    runs: list[dict[str, Any]] = []
-    for run_dir in run_dirs:
-        posterior, record = load_run(run_dir)
-        if posterior.max_samples is not None and per_run > posterior.max_samples:
-            raise ValueError(f"the run {run_dir} is an ensemble of {posterior.max_samples} members; "
+    loaded = [load_run(run_dir) for run_dir in run_dirs]
+    (posterior, record), configs, members, runs = loaded[0], [], [], []
+    for run_dir, (other, other_record) in zip(run_dirs, loaded):
+        if other.max_samples is not None and per_run > other.max_samples:
+            raise ValueError(f"the run {run_dir} is an ensemble of {other.max_samples} members; "
                              f"{per_run} samples from it is more than it has")
-        config, states = inference_members(posterior.config, posterior.sample_weights(per_run, seed))
-        if first is None:
-            first, network_config = (posterior, record), config
-        else:
-            ref_posterior, ref_record = first
-            if config.to_json() != network_config.to_json():
-                raise ValueError(f"the run {run_dir} has another network than {run_dirs[0]}; runs exported together "
-                                 "must share the architecture")
-            if posterior.method != ref_posterior.method:
-                raise ValueError(f"the run {run_dir} is a {posterior.method} posterior and {run_dirs[0]} a "
-                                 f"{ref_posterior.method} one; export runs of one method together")
-            differ = [k for k in SHARED_RUN_DATA if record["data"].get(k) != ref_record["data"].get(k)]
-            if differ:
-                raise ValueError(f"the run {run_dir} differs from {run_dirs[0]} in {', '.join(differ)}: runs exported "
-                                 "together must be trained on one features file with one training/validation split "
-                                 "(fit --split-seed), or the calibration curves of one would be training curves of another")
+        config, states = inference_members(other.config, other.sample_weights(per_run, seed))
+        if configs and config.to_json() != configs[0].to_json():
+            raise ValueError(f"the run {run_dir} has another network than {run_dirs[0]}; runs exported together "
+                             "must share the architecture")
+        if other.method != posterior.method:
+            raise ValueError(f"the run {run_dir} is a {other.method} posterior and {run_dirs[0]} a "
+                             f"{posterior.method} one; export runs of one method together")
+        differ = [k for k in SHARED_RUN_DATA if other_record["data"].get(k) != record["data"].get(k)]
+        if differ:
+            raise ValueError(f"the run {run_dir} differs from {run_dirs[0]} in {', '.join(differ)}: runs exported "
+                             "together must be trained on one features file with one training/validation split "
+                             "(fit --split-seed), or the calibration curves of one would be training curves of another")
+        configs.append(config)
         members.extend(states)
-        fit_config = record["fit_config"]
-        runs.append({"run": Path(run_dir).name, "samples": per_run, "seed": fit_config["seed"],
-                     "epochs_done": record["epoch"]})
-    assert first is not None and network_config is not None
-    return first[0], first[1], network_config, members, runs
+        runs.append({"run": Path(run_dir).name, "samples": per_run, "seed": other_record["fit_config"]["seed"],
+                     "epochs_done": other_record["epoch"]})
+    return posterior, record, configs[0], members, runs
 
 
 def export_run(

@@ -35,7 +35,7 @@ from sasview_bnn_plugin.core.preprocessing import CHANNELS, PreprocessingConfig
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, N_CLASSES, class_index
 
 from .evaluation.metrics import classification_summary, presence_summary
-from .features import PREPARE_BATCH, FeatureFile, build_features, check_leave_out, leave_out_membership, split_rows
+from .features import PREPARE_BATCH, FeatureFile, build_features, check_leave_out, run_split
 from .network import NetworkConfig, pack_members
 from .posterior import LOSSES, METHODS, Posterior, build_posterior, posterior_from_spec
 
@@ -320,17 +320,6 @@ def fit(
     features_path = build_features(data_path, config=config.preprocessing, progress=progress, workers=feature_workers)
     features = FeatureFile(features_path)
     try:
-        excluded = [class_index(n) for n in config.exclude_classes]
-        drop = None
-        if config.exclude_families:
-            drop = leave_out_membership(data_path, config.exclude_families, features.column("source_index")).any(axis=1)
-        split_seed = config.seed if config.split_seed is None else config.split_seed
-        train_rows, val_rows = split_rows(features.labels, config.val_fraction, split_seed, excluded, config.max_train,
-                                          features.anomalies, drop)
-        if train_rows.size == 0 or val_rows.size == 0:
-            raise ValueError(
-                f"{data_path} gives {train_rows.size} training and {val_rows.size} validation curves; both must be non-empty"
-            )
         summary = features.summary
         data = {
             "path": str(Path(data_path).resolve()),
@@ -343,12 +332,18 @@ def fit(
             "preprocessing": summary.preprocessing,
             "excluded_classes": list(config.exclude_classes),
             "excluded_families": list(config.exclude_families),
-            "n_train": int(train_rows.size),
-            "n_val": int(val_rows.size),
+            "n_train": 0,
+            "n_val": 0,
             "val_fraction": config.val_fraction,
-            "split_seed": split_seed,
+            "split_seed": config.seed if config.split_seed is None else config.split_seed,
             "max_train": config.max_train,
         }
+        train_rows, val_rows = run_split(data, features)  # what export and the studies read back from the record
+        if train_rows.size == 0 or val_rows.size == 0:
+            raise ValueError(
+                f"{data_path} gives {train_rows.size} training and {val_rows.size} validation curves; both must be non-empty"
+            )
+        data["n_train"], data["n_val"] = int(train_rows.size), int(val_rows.size)
 
         pool = None
         if config.outlier_fraction > 0:
