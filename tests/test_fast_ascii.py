@@ -72,6 +72,14 @@ GENERATED = {
     "empty.txt": "",
     "words.txt": "nothing to see here\nat all\n",
     "cp1252.txt": None,
+    # the edges of the one-call table reader (numpy's loadtxt) against float() line by line and sasdata
+    "whitespace_lines.txt": "".join(f"{0.01 * (k + 1)}  \t{k + 1}\n" + ("   \t \n" if k % 3 == 0 else "") for k in range(9)),
+    "trailing_comment.txt": "".join(f"{0.01 * (k + 1)} {k + 1}" + (" # spike\n" if k == 4 else "\n") for k in range(9)),
+    "underscores.txt": "".join(f"{0.01 * (k + 1)} 1_{k + 1}\n" for k in range(9)),
+    "no_break_space.txt": "".join(f"{0.01 * (k + 1)}\xa0{k + 1}\n" for k in range(9)),
+    "exponents_and_signs.txt": "".join(f"+{0.01 * (k + 1):.3E} {(k + 1) * 1e-5:e} -{k}.5e-1\n" for k in range(9)),
+    "comma_inside.txt": "".join(f"{0.01 * (k + 1)} {k + 1}" + (",5\n" if k == 5 else "\n") for k in range(9)),
+    "header_after_numbers.txt": "# q (1/nm) I\n" + "1.0 2.0, 3.0\n" * 6 + "# q (1/A)\n" + "".join(f"{0.01 * (k + 1)} {k + 1}\n" for k in range(9)),
     "not_txt.dat": "".join(f"{0.01 * (k + 1)} {k + 1} 1\n" for k in range(9)),
 }
 

@@ -22,12 +22,12 @@ import re
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..core.curve import DEFAULT_UNIT_READERS, Curve
-from .fast_ascii import parse_plain_ascii, plain_ascii_bytes
+from .fast_ascii import parse_plain_ascii_with_header, plain_ascii_bytes
 from ..core.q_units import canonical_q_unit
 
 if TYPE_CHECKING:
@@ -97,10 +97,12 @@ class CurveLoader:
         """
         path = path if isinstance(path, Path) else Path(path)
         raw = plain_ascii_bytes(path) if self.fast_ascii else None
-        fast = None if raw is None else parse_plain_ascii(raw, str(path))
+        fast = None if raw is None else parse_plain_ascii_with_header(raw, str(path))
         if fast is not None:
-            _fix_reader_quirks(fast, _ASCII_ENTRY, path, head=raw[:_HEADER_BYTES])
-            yield fast
+            curve, header = fast
+            # the header lines already split when the whole file is within the bytes a header is looked for in
+            _fix_reader_quirks(curve, _ASCII_ENTRY, path, head=header if len(raw) <= _HEADER_BYTES else raw[:_HEADER_BYTES])
+            yield curve
             return
         plans = _plain_nxcansas_plans(path)
         if plans is None:
@@ -274,13 +276,14 @@ def _entry_to_curve(entry: Any, source: str, dataset: str, path: Path) -> Curve:
     return curve
 
 
-def _fix_reader_quirks(curve: Curve, entry: Any, path: Path, head: bytes | None = None) -> None:
+def _fix_reader_quirks(curve: Curve, entry: Any, path: Path, head: bytes | Sequence[str] | None = None) -> None:
     """Correct what sasdata is known to get wrong, and say so in the curve's notes.
 
     sasdata's ASCII/CSV readers label every curve 1/Å without reading a unit
     (:meth:`Curve.from_data1d` marks those units "assumed"); a q unit named in
     the file's header (e.g. "# q (1/nm)  I  dI") is taken as the file's unit.
-    ``head``: the file's first :data:`_HEADER_BYTES` bytes when they have been read already.
+    ``head``: the file's first :data:`_HEADER_BYTES` bytes, or its lines before the data, when they have been
+    read already (see :func:`header_q_unit_of`).
     """
     meta = getattr(entry, "meta_data", {}) or {}
     reader = str(meta.get("loader", ""))
@@ -340,13 +343,18 @@ def header_q_unit(path: str | os.PathLike[str]) -> str | None:
     return header_q_unit_of(head)
 
 
-def header_q_unit_of(head: bytes) -> str | None:
-    """:func:`header_q_unit` of a file whose first :data:`_HEADER_BYTES` bytes are ``head``."""
-    if b"q" not in head and b"Q" not in head:  # no "q" to name a unit (a file of numbers only)
-        return None
+def header_q_unit_of(head: bytes | Sequence[str]) -> str | None:
+    """:func:`header_q_unit` of a file whose first :data:`_HEADER_BYTES` bytes are ``head``, or whose lines up to
+    its first line of data are ``head`` (decoded; the lines after it, all numbers, cannot name a unit)."""
+    if isinstance(head, bytes):
+        if b"q" not in head and b"Q" not in head:  # no "q" to name a unit (a file of numbers only)
+            return None
+        lines: Sequence[str] = head.decode("utf-8", errors="replace").splitlines()
+    else:
+        lines = head
     found: set[str] = set()
     numeric_run = 0
-    for number, line in enumerate(head.decode("utf-8", errors="replace").splitlines()):
+    for number, line in enumerate(lines):
         if number >= _HEADER_LINES:
             break
         tokens = [t for t in _NUMBER_SPLIT.split(line.strip()) if t]
