@@ -149,3 +149,32 @@ def test_the_classifier_marks_a_blank_novel_and_says_why_and_leaves_a_sphere_alo
     # Without error bars there is no test (and no claim); a particle is far from flat.
     assert unknown.ok and np.isnan(unknown.flatness_p_value) and "NO SIGNAL" not in unknown.message
     assert particle.ok and particle.flatness_p_value < 1e-12 and "NO SIGNAL" not in particle.message
+
+
+def test_a_curve_with_a_signal_gets_the_smaller_of_both_tests_p_values():
+    """The scatter test is skipped when the stated-error test's p-value is already 0: the result is still the
+    minimum of both tests' p-values, computed here in full for curves with and without a signal."""
+    rng = np.random.default_rng(11)
+    curves = []
+    for _ in range(600):
+        n = int(rng.integers(MIN_POINTS, 300))
+        q = np.sort(rng.uniform(0.001, 0.5, n))
+        base = 1 + rng.uniform(0, 3) * np.exp(-q * rng.uniform(1, 100)) * (rng.random() < 0.7)
+        sigma = base * 10 ** rng.uniform(-3, -0.5)
+        curves.append((base + sigma * rng.normal(size=n), sigma * 10 ** rng.uniform(-1, 1), q))
+    got = flatness_p_values(curves)
+    for (intensity, d_intensity, _), p in zip(curves, got):
+        n = intensity.size
+        w = 1 / d_intensity**2
+        level = np.sum(w * intensity) / np.sum(w)
+        p_stated = chi2_sf(float(np.sum(w * (intensity - level) ** 2)), n - 1)
+        m = n // 2
+        i, di = intensity[: 2 * m].reshape(m, 2), d_intensity[: 2 * m].reshape(m, 2)
+        pw = w[: 2 * m].reshape(m, 2)
+        pair_weight = pw.sum(axis=1)
+        pair_mean = (pw * i).sum(axis=1) / pair_weight
+        pair_level = np.sum(pair_weight * pair_mean) / np.sum(pair_weight)
+        between = np.sum(pair_weight * (pair_mean - pair_level) ** 2) / (m - 1)
+        within = np.sum((i[:, 1] - i[:, 0]) ** 2 / (di**2).sum(axis=1)) / m
+        assert p == pytest.approx(min(p_stated, f_sf(float(between / within), m - 1, m)), rel=1e-9, abs=1e-300)
+    assert sum(p == 0.0 for p in got) > 100  # the skipped case is exercised

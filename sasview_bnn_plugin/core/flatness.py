@@ -175,9 +175,16 @@ def flatness_p_values(curves: Sequence[tuple]) -> list[float | None]:
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = between / within
         for (k, _, _), stated, scatter in zip(members, chi2.tolist(), ratio.tolist()):
+            p_stated = chi2_sf(stated, n - 1)
+            if p_stated == 0.0 and scatter >= 2.0:
+                # a curve with a signal: the smaller p-value is 0 whatever the scatter test's (which is >= 0 there:
+                # F >= 2 puts x = m / (m + (m - 1) F) below the first branch's bound of incomplete_beta), so it is not
+                # computed (its continued fraction cost more than everything else of the test)
+                out[k] = 0.0
+                continue
             # no scatter between neighbours at all: only the stated error bars can judge
             p_scatter = 1.0 if math.isnan(scatter) else f_sf(scatter, m - 1, m)
-            out[k] = min(chi2_sf(stated, n - 1), p_scatter)
+            out[k] = min(p_stated, p_scatter)
     return out
 
 
