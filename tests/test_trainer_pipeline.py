@@ -21,6 +21,9 @@ from sasview_bnn_plugin.core.model_format import REQUIRED_METADATA, check_metada
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES, class_index
 from sasview_bnn_trainer.cli import main
 from sasview_bnn_trainer.export import (
+    CONFORMAL_LEVELS,
+    LEVEL_TOLERANCE,
+    _calibrate,
     export_run,
     onnx_session,
     random_operators,
@@ -119,7 +122,11 @@ def test_exported_graph_follows_the_contract_and_matches_torch(which, request, d
     assert [o.name for o in session.get_outputs()] == ["probabilities", "novelty_score"] + (["anomaly_probabilities"] if presence else [])
     parts = read_optional_parts(meta, [o.name for o in session.get_outputs()])
     assert (parts.anomalies is not None) == presence and parts.conformal is not None and parts.novelty_calibration is not None
-    assert sorted(float(k) for k in parts.conformal.levels) == [0.8, 0.9, 0.95, 0.99]
+    # every level is exported or, when the sets would over-cover it, listed as omitted with that coverage
+    conformal = json.loads(meta["conformal"])
+    omitted = conformal.get("omitted_levels", {})
+    assert sorted(float(k) for k in [*parts.conformal.levels, *omitted]) == list(CONFORMAL_LEVELS) and parts.conformal.levels
+    assert all(b["coverage"] > float(level) + LEVEL_TOLERANCE for level, b in omitted.items())
     assert np.all(np.diff(parts.novelty_calibration.scores) >= 0)
 
     _, _, test = data
@@ -530,3 +537,24 @@ def test_a_finer_q_grid_goes_from_training_to_the_runtime(data):
     results = BNNClassifier(exported.path, provider="cpu").classify(
         [Curve(q=c.q, intensity=c.intensity, d_intensity=c.d_intensity, q_unit=c.q_unit) for c in picked])
     np.testing.assert_allclose(np.stack([r.probabilities for r in results]), probs.mean(axis=1), atol=1e-5)
+
+
+def test_levels_the_sets_can_only_over_keep_are_not_exported():
+    """APS sets always hold the top class: with calibration curves whose top class is right 95 % of the time, the
+    sets at 0.8 and 0.9 are the top class alone and cover 0.95, so those levels are omitted (with their coverage),
+    0.95 and 0.99 are exported and 0.95 becomes the default; at 70 % accuracy every level is exported."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    labels = rng.integers(0, 7, n)
+    for accuracy, exported, default in [(0.95, ["0.95", "0.99"], "0.95"), (0.70, ["0.8", "0.9", "0.95", "0.99"], "0.9")]:
+        top = np.where(rng.random(n) < accuracy, labels, (labels + rng.integers(1, 7, n)) % 7)
+        probs = rng.dirichlet(np.ones(7), n) * 0.4
+        probs[np.arange(n), top] += 0.6
+        conformal, _ = _calibrate(probs, labels, rng.random(n), seed=0)
+        assert sorted(conformal["levels"], key=float) == exported and conformal["default_level"] == default
+        omitted = conformal.get("omitted_levels", {})
+        assert sorted(omitted, key=float) == [level for level in ("0.8", "0.9") if level not in exported]
+        for b in omitted.values():
+            assert b["mean_set_size"] == 1.0 and abs(b["coverage"] - accuracy) < 0.02
+        for level, b in conformal["calibration_set"].items():
+            assert float(level) - 0.01 <= b["coverage"] <= float(level) + LEVEL_TOLERANCE

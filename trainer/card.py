@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sasview_bnn_plugin.model.card import card_path, file_sha256, markdown_card_path
-from sasview_bnn_plugin.core.model_format import LOW_CONFIDENCE_THRESHOLD, NOVELTY_SETTINGS_KEY, TRAINING_RUNS_KEY
+from sasview_bnn_plugin.core.model_format import CONFORMAL_KEY, LOW_CONFIDENCE_THRESHOLD, NOVELTY_SETTINGS_KEY, TRAINING_RUNS_KEY
 from sasview_bnn_plugin.core.taxonomy import CLASS_NAMES
 
 from sasview_bnn_plugin.model.catalog import read_metadata
@@ -131,6 +131,7 @@ def build_card(
             "false_alarm_rate_on_test": test_metrics.get("novelty", {}).get("in_distribution_false_alarm_rate"),
         },
         "validation_metrics": _json(meta.get("metrics", "{}")),
+        "conformal_calibration": _json(meta.get(CONFORMAL_KEY, "null")),
         "test_set": test_metrics.get("test_data", {}),
         "test_metrics": headline,
         "test_evaluation": test_metrics,
@@ -322,6 +323,12 @@ def _v2_sections(card: dict[str, Any]) -> list[str]:
             total = max(sum(counts), 1)
             lines.append(f"| {level} | {_fmt(b['coverage'])} | {_fmt(b['mean_set_size'], 2)} | {_fmt(min(per) if per else None)} | "
                          f"{counts[0] / total:.2f} / {counts[1] / total:.2f} / {sum(counts[2:]) / total:.2f} |")
+        omitted = (card.get("conformal_calibration") or {}).get("omitted_levels") or {}
+        if omitted:
+            listed = ", ".join(f"{level} (sets of the top class alone would cover {_fmt(b['coverage'])} of the calibration curves)"
+                               for level, b in sorted(omitted.items(), key=lambda item: float(item[0])))
+            lines += ["", f"Levels not exported: {listed}. A set always holds the most probable class, so below the "
+                      "model's accuracy a level can only be over-kept; asking for it is an error that lists the levels exported."]
     pv = m.get("novelty_p_value")
     if pv:
         far = pv["false_alarm_rate"]

@@ -128,9 +128,14 @@ OPSET = 17
 LEGACY_LAYOUT = "grouped"
 #: Graph layouts :func:`write_graph` can write; the default is :data:`~sasview_bnn_trainer.onnx_graph.DEFAULT_LAYOUT`.
 EXPORT_LAYOUTS: tuple[str, ...] = (*LAYOUTS, LEGACY_LAYOUT)
-#: Coverage levels of the exported conformal prediction sets; the first listed default is 0.9.
+#: Coverage levels of the exported conformal prediction sets, those the calibration curves let the sets meet
+#: (see :data:`LEVEL_TOLERANCE`); the default is 0.9 (when it is exported, else the lowest level exported).
 CONFORMAL_LEVELS: tuple[float, ...] = (0.8, 0.9, 0.95, 0.99)
 DEFAULT_CONFORMAL_LEVEL = 0.9
+#: A level whose sets cover the calibration curves more than this above it is not exported: APS sets always hold
+#: the most probable class, so at a level below the model's accuracy every set is that class alone and covers the
+#: accuracy instead (e.g. 0.91 at 0.8): the level could not be kept, only over-kept (issue 12 asks for +-2 %).
+LEVEL_TOLERANCE = 0.02
 #: Default level of the novelty p-value: a curve is novel when p < this.
 DEFAULT_NOVELTY_LEVEL = 0.01
 #: Reference novelty scores stored for the p-values (a seeded subset when there are more).
@@ -547,24 +552,33 @@ def _calibrate(probs: np.ndarray, labels: np.ndarray, novelty: np.ndarray, seed:
     ``probs`` (n, 7) posterior-mean probabilities, ``labels`` (n,), ``novelty``
     (n,) scores of curves used for nothing else. Returns the ``conformal``
     metadata entry (with the achieved coverage and mean set size on these
-    curves, for the card) and the sorted reference scores (at most
-    :data:`MAX_NOVELTY_REFERENCE`, a seeded subset).
+    curves, for the card; levels the sets cannot meet, see :data:`LEVEL_TOLERANCE`,
+    are listed under ``omitted_levels`` with their coverage, not exported) and the sorted
+    reference scores (at most :data:`MAX_NOVELTY_REFERENCE`, a seeded subset).
     """
     scores = aps_scores(probs, labels)
     levels: dict[str, float] = {}
     achieved: dict[str, dict[str, float]] = {}
+    omitted: dict[str, dict[str, float]] = {}
     for level in CONFORMAL_LEVELS:
         t = conformal_quantile(scores, level)
-        levels[repr(level)] = t
         sets = aps_sets(probs, t)
-        achieved[repr(level)] = {"coverage": float(np.mean(sets[np.arange(labels.size), labels])),
-                                 "mean_set_size": float(sets.sum(axis=1).mean())}
+        on_calibration = {"coverage": float(np.mean(sets[np.arange(labels.size), labels])),
+                          "mean_set_size": float(sets.sum(axis=1).mean())}
+        if on_calibration["coverage"] > level + LEVEL_TOLERANCE:
+            omitted[repr(level)] = on_calibration
+            continue
+        levels[repr(level)] = t
+        achieved[repr(level)] = on_calibration
+    default = repr(DEFAULT_CONFORMAL_LEVEL) if repr(DEFAULT_CONFORMAL_LEVEL) in levels else min(levels, key=float)
     reference = np.sort(novelty.astype(np.float64))
     if reference.size > MAX_NOVELTY_REFERENCE:
         pick = np.random.default_rng([seed, 0x9E7]).choice(reference.size, MAX_NOVELTY_REFERENCE, replace=False)
         reference = np.sort(reference[pick])
-    conformal = {"method": "aps", "levels": levels, "n_calibration": int(labels.size),
-                 "default_level": repr(DEFAULT_CONFORMAL_LEVEL), "calibration_set": achieved}
+    conformal: dict[str, Any] = {"method": "aps", "levels": levels, "n_calibration": int(labels.size),
+                                 "default_level": default, "calibration_set": achieved}
+    if omitted:
+        conformal["omitted_levels"] = omitted
     return conformal, [float(v) for v in reference]
 
 

@@ -32,8 +32,9 @@ Optional parts (format version still "1")
        output); ``anomaly_threshold``: a number as text (default "0.5"); an
        anomaly is *present* when its posterior-mean probability is >= it.
     2. **Conformal prediction sets**. Metadata ``conformal``: JSON
-       ``{"method": "aps", "levels": {"0.8": t, "0.9": t, "0.95": t, "0.99": t},
-       "n_calibration": n, "default_level": "0.9"}`` -- split-conformal
+       ``{"method": "aps", "levels": {"0.9": t, "0.95": t, "0.99": t},
+       "n_calibration": n, "default_level": "0.9"}`` (levels below the model's
+       accuracy, which the sets could only over-keep, are not exported) -- split-conformal
        adaptive prediction sets (non-randomised) on the posterior-mean class
        probabilities, one threshold ``t`` per coverage level; the set rule and
        the calibration score are :func:`sasview_bnn_plugin.core.conformal.aps_sets`
