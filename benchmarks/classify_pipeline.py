@@ -25,7 +25,7 @@ Prints the ratio end-to-end / model-only. The machine's other load is not
 controlled: the ratio from one run is the number to read, not the rates.
 
 Usage: python benchmarks/classify_pipeline.py [--files 5000] [--memory-files 10000 [100000]]
-       [--jobs J] [--batch-size 256] [--unit-header] [--model FILE]
+       [--jobs J] [--batch-size 256] [--unit-header] [--model FILE] [--threads N] [--model-streams N]
 """
 
 from __future__ import annotations
@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--unit-header", action="store_true", help="files name their q unit (one model input per curve)")
     parser.add_argument("--model", default=None, help="model name or ONNX file (default: the first shipped model)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads, for both measurements")
+    parser.add_argument("--model-streams", type=int, default=None, help="model calls at once (classify --model-streams; default classify's), for both measurements")
     args = parser.parse_args()
 
     common = ["--batch-size", str(args.batch_size)]
@@ -145,6 +146,8 @@ def main() -> None:
         common += ["--jobs", str(args.jobs)]
     if args.threads:
         common += ["--threads", str(args.threads)]
+    if args.model_streams:
+        common += ["--model-streams", str(args.model_streams)]
     with tempfile.TemporaryDirectory(prefix="classify-pipeline-") as tmp:
         root = Path(tmp)
         data = root / "rate"
@@ -155,7 +158,8 @@ def main() -> None:
         from sasview_bnn_plugin.cli.classify import open_classifier  # the model classify opens, with its options
 
         options = argparse.Namespace(model=args.model, provider="auto", threads=args.threads, novelty_threshold=None,
-                                     batch_size=args.batch_size, set_level=None, novelty_level=None, q_unit="auto", calibration=None)
+                                     batch_size=args.batch_size, set_level=None, novelty_level=None, q_unit="auto", calibration=None,
+                                     model_streams=args.model_streams)
         _, classifier, _ = open_classifier(options)
         loader = CurveLoader()
         files = sorted(data.iterdir())

@@ -46,3 +46,22 @@ def test_the_shipped_model_gives_the_same_answers_in_smaller_calls():
     assert p_big.shape == (features.shape[0], big.n_samples, 7)
     np.testing.assert_allclose(p_big, p_small, atol=1e-6)
     np.testing.assert_allclose(n_big, n_small, rtol=1e-5, atol=1e-6)
+
+
+def test_model_streams_run_calls_side_by_side_with_the_same_answers():
+    """Three calls at once (one intra-op thread each) give what one call after the other gives; the calls share the
+    memory budget, so each holds at most a third of it."""
+    source = resolve_model(None, shipped_models())
+    one = BNNClassifier(source.path, provider="cpu", intra_op_threads=1)
+    three = BNNClassifier(source.path, provider="cpu", intra_op_threads=1, model_streams=3)
+    assert three.model_batch_size == model_batch_size(three.metadata, 256, MODEL_CALL_BYTES // 3) < one.model_batch_size
+    features = np.random.default_rng(4).random((three.model_batch_size * 7 + 3, *one.config.input_shape), dtype=np.float32)
+    p_one, n_one = one.predict_features(features)
+    p_three, n_three = three.predict_features(features)
+    np.testing.assert_allclose(p_three, p_one, atol=1e-6)
+    np.testing.assert_allclose(n_three, n_one, rtol=1e-5, atol=1e-6)
+    each = three.predict_each(features)
+    assert len(each) == features.shape[0]
+    np.testing.assert_allclose(np.stack([o[0] for o in each]), p_one, atol=1e-6)
+    with pytest.raises(ValueError, match="model_streams"):
+        BNNClassifier(source.path, provider="cpu", model_streams=0)

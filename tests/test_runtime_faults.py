@@ -114,10 +114,10 @@ def healthy(tmp_path_factory) -> BNNClassifier:
     return BNNClassifier(path, provider="cpu", intra_op_threads=1)
 
 
-def faulty(tmp_path, kind: str, target: str = "probabilities", batch_size: int = 4) -> BNNClassifier:
+def faulty(tmp_path, kind: str, target: str = "probabilities", batch_size: int = 4, model_streams: int = 1) -> BNNClassifier:
     path = tmp_path / f"{kind}_{target}.onnx"
     onnx.save(with_side_branch(kind, target), str(path))
-    return BNNClassifier(path, provider="cpu", intra_op_threads=1, batch_size=batch_size)
+    return BNNClassifier(path, provider="cpu", intra_op_threads=1, batch_size=batch_size, model_streams=model_streams)
 
 
 def assert_same_verdicts(got, expected):
@@ -132,8 +132,9 @@ def assert_no_label(result, message_fragment: str):
     assert math.isnan(result.confidence) and np.isnan(result.probabilities).all()
 
 
-def test_onnxruntime_failing_mid_batch_costs_only_the_curves_it_fails_on(healthy, tmp_path, caplog, sphere):
-    model = faulty(tmp_path, "fail", batch_size=4)
+@pytest.mark.parametrize("streams", [1, 3])
+def test_onnxruntime_failing_mid_batch_costs_only_the_curves_it_fails_on(healthy, tmp_path, caplog, sphere, streams):
+    model = faulty(tmp_path, "fail", batch_size=4, model_streams=streams)  # 3 streams: the calls run side by side
     curves = [sphere(20 + 5 * k) for k in range(11)]
     marked = {2, 9}  # in the first and the third batch of four
     for k in marked:

@@ -124,3 +124,37 @@ def test_a_raw_curve_plugin_runs_in_the_main_process(model_path, folder, tmp_pat
     one = run(tmp_path, "one.csv", *map(str, files), "--model", str(model_path), "--jobs", "1")
     two = run(tmp_path, "two.csv", *map(str, files), "--model", str(model_path), "--jobs", "2")
     assert one == two and "halved" in one[1]
+
+
+def test_the_default_jobs_read_plain_text_in_this_process_on_two_cores(monkeypatch, tmp_path):
+    """On up to 2 cores an archive of .txt files is read in the main process (faster there than passing curves
+    between processes, measured); any other file, or more cores, keeps one reading process per core."""
+    txt, xml = [tmp_path / "a.txt", tmp_path / "b.TXT"], tmp_path / "c.xml"
+    for cores, files, expected in [(2, txt, 1), (1, txt, 1), (2, [*txt, xml], 2), (2, [xml], 2), (8, txt, 8), (2, [], 2)]:
+        monkeypatch.setattr(pipeline, "available_cores", lambda cores=cores: cores)
+        assert pipeline.default_jobs(files) == expected, (cores, files)
+
+
+def test_the_cli_runs_two_model_calls_at_once_with_the_cores_shared(monkeypatch):
+    """``--model-streams`` defaults to 2 calls at once (1 on one core), each with the cores / 2 intra-op threads
+    unless ``--threads`` is given; one stream keeps onnxruntime's own choice of threads."""
+    import argparse
+
+    from sasview_bnn_plugin.cli.classify import open_classifier
+
+    seen = {}
+
+    def fake_classifier(path, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit  # the options are what is checked; no model needs to load
+
+    monkeypatch.setattr("sasview_bnn_plugin.cli.classify.BNNClassifier", fake_classifier)
+    base = dict(model=None, provider="cpu", novelty_threshold=None, batch_size=256, set_level=None, novelty_level=None,
+                q_unit="auto", calibration=None)
+    for cores, streams, threads, expected in [(2, None, None, (2, 1)), (1, None, None, (1, None)), (8, None, None, (2, 4)),
+                                              (2, 3, None, (3, 1)), (2, None, 2, (2, 2)), (2, 1, None, (1, None))]:
+        monkeypatch.setattr(pipeline, "available_cores", lambda cores=cores: cores)
+        seen.clear()
+        with pytest.raises(SystemExit):
+            open_classifier(argparse.Namespace(**base, threads=threads, model_streams=streams))
+        assert (seen["model_streams"], seen["intra_op_threads"]) == expected, (cores, streams, threads)

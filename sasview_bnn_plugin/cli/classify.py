@@ -43,13 +43,18 @@ PROGRESS_MIN_FILES = 5
 
 def open_classifier(args: argparse.Namespace) -> tuple[ModelSource, BNNClassifier, PluginHost]:
     """The model chosen by :func:`add_model_options`, loaded; :class:`UsageError` if unusable."""
+    from .options import default_model_streams
+    from .pipeline import available_cores
+
     host = build_plugin_host()
+    streams = getattr(args, "model_streams", None) or default_model_streams()
+    threads = args.threads if args.threads is not None or streams == 1 else max(1, available_cores() // streams)
     try:
         source = resolve_model(args.model, host.models())
         classifier = BNNClassifier(
             source.path,
             provider=args.provider,
-            intra_op_threads=args.threads,
+            intra_op_threads=threads,
             novelty_threshold=args.novelty_threshold,
             batch_size=args.batch_size,
             plugin_host=host,
@@ -60,6 +65,7 @@ def open_classifier(args: argparse.Namespace) -> tuple[ModelSource, BNNClassifie
             calibration=getattr(args, "calibration", None),
             # Reading processes share the cores with the session: its idle threads must not busy-wait on them.
             spinning=_jobs(args) <= 1,
+            model_streams=streams,
         )
     except (ModelNotFoundError, ModelFormatError, ModelOptionError) as err:
         raise UsageError(str(err)) from None
@@ -98,7 +104,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_trend_options(parser, "the curves classified in this run, in the order of the files")
     parser.add_argument("--jobs", "-j", type=positive_int, default=None, metavar="N",
                         help="processes reading and preprocessing the files while the model runs in this one (default: the number "
-                        "of cores; 1: everything in this process). The rows and their order do not depend on it")
+                        "of cores, but 1 on up to 2 cores when every file is a .txt file; 1: everything in this process). The rows "
+                        "and their order do not depend on it")
     parser.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
                         help="classify on the Dask cluster of this scheduler: files in chunks to its workers, one model session "
                         "per worker, rows written here in file order (the same rows; the model file must be readable at the same "
@@ -256,6 +263,10 @@ def run(args: argparse.Namespace) -> int:
         if args.explain or args.plot is not None:
             raise UsageError("--explain and --plot need the curves in this process: not with --scheduler or --workers")
         require_dask()
+    if getattr(args, "jobs", None) is None:
+        from .pipeline import default_jobs
+
+        args.jobs = default_jobs(files)
     source, classifier, host = open_classifier(args)
     extra = run_information(source, classifier)
     columns = CSV_COLUMNS + CSV_COLUMNS_EXPLAIN if args.explain else CSV_COLUMNS

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from .calibration import DEFAULT_NOVELTY_LEVEL, InstrumentCalibration, load_calibration
-from .batching import model_batch_size
+from .batching import MODEL_CALL_BYTES, model_batch_size
 from ..core.curve import Curve, Failure
 from .catalog import ModelNotFoundError
 from .card import verify_model_file
@@ -83,6 +84,12 @@ class BNNClassifier:
         Curves per onnxruntime call, at most; lowered for a model whose calls
         would hold more than about 64 MiB of intermediate tensors
         (:attr:`model_batch_size`, see :mod:`sasview_bnn_plugin.model.batching`).
+    model_streams:
+        onnxruntime calls run at once, each on a thread of its own (the calls of
+        one batch share the 64 MiB, so memory stays bounded); 1 (default): one call
+        after the other. With N streams give each call one intra-op thread
+        (``intra_op_threads=1``): the cores then run whole calls side by side instead
+        of splitting every operator of one call between them. The outputs are the same.
     plugin_host:
         If given, its raw-curve steps run before preprocessing and every
         result is published to its sinks.
@@ -134,9 +141,12 @@ class BNNClassifier:
         q_unit: str = "auto",
         calibration: "str | os.PathLike[str] | InstrumentCalibration | None" = None,
         spinning: bool = True,
+        model_streams: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if model_streams < 1:
+            raise ValueError("model_streams must be at least 1")
         if provider.lower() not in PROVIDER_CHOICES:
             raise ValueError(f"provider must be one of {', '.join(PROVIDER_CHOICES)}, not {provider!r}")
         if intra_op_threads is not None and intra_op_threads < 0:
@@ -162,7 +172,9 @@ class BNNClassifier:
         self.novelty_threshold = float(novelty_threshold) if novelty_threshold is not None else model_threshold
         self.batch_size = int(batch_size)
         #: Curves per onnxruntime call: ``batch_size`` lowered to bound the call's memory (:mod:`.batching`).
-        self.model_batch_size = model_batch_size(self.metadata, self.batch_size)
+        self.model_streams = int(model_streams)
+        self.model_batch_size = model_batch_size(self.metadata, self.batch_size, MODEL_CALL_BYTES // self.model_streams)
+        self._call_pool: ThreadPoolExecutor | None = None
         self.plugin_host = plugin_host
         self._check_signature()
         #: The optional parts this model has (see :mod:`sasview_bnn_plugin.core.model_format`).
@@ -275,13 +287,34 @@ class BNNClassifier:
         """
         batch = self._check_features(features)
         probs_out, novelty_out = [], []
-        for start in range(0, batch.shape[0], self.model_batch_size):
-            probs, novelty, _ = self._run_chunk(batch[start : start + self.model_batch_size])
-            probs_out.append(probs)
-            novelty_out.append(novelty)
+        for answer in self._run_chunks(self._chunks(batch)):
+            if isinstance(answer, BaseException):
+                raise answer
+            probs_out.append(answer[0])
+            novelty_out.append(answer[1])
         if not probs_out:
             return np.zeros((0, self.n_samples, N_CLASSES), np.float32), np.zeros(0, np.float32)
         return np.concatenate(probs_out), np.concatenate(novelty_out)
+
+    def _chunks(self, batch: np.ndarray) -> list[np.ndarray]:
+        """``batch`` cut into the model calls of at most :attr:`model_batch_size` curves (views, in order)."""
+        return [batch[start : start + self.model_batch_size] for start in range(0, batch.shape[0], self.model_batch_size)]
+
+    def _run_chunks(self, chunks: Sequence[np.ndarray]) -> list["tuple[np.ndarray, np.ndarray, np.ndarray | None] | Exception"]:
+        """:meth:`_run_chunk` of each chunk, in order, :attr:`model_streams` calls at a time; a call that fails
+        gives its exception in its place (the caller decides)."""
+        if self.model_streams > 1 and len(chunks) > 1:
+            if self._call_pool is None:
+                self._call_pool = ThreadPoolExecutor(max_workers=self.model_streams, thread_name_prefix="sasview-bnn-call")
+            calls = [self._call_pool.submit(self._run_chunk, chunk) for chunk in chunks]
+            return [err if (err := call.exception()) is not None else call.result() for call in calls]
+        answers: list[tuple[np.ndarray, np.ndarray, np.ndarray | None] | Exception] = []
+        for chunk in chunks:
+            try:
+                answers.append(self._run_chunk(chunk))
+            except Exception as err:
+                answers.append(err)
+        return answers
 
     def predict_each(self, features: np.ndarray) -> list[tuple[np.ndarray, float] | Failure]:
         """Run the model on preprocessed inputs, one outcome per input; never raises for a curve.
@@ -298,18 +331,16 @@ class BNNClassifier:
         """:meth:`predict_each` with the optional anomaly probabilities (S, 6) of each curve, as
         :class:`ModelOutcomes` (the batch's arrays, checked with numpy over the batch)."""
         parts: list[ModelOutcomes] = []
-        for start in range(0, batch.shape[0], self.model_batch_size):
-            chunk = batch[start : start + self.model_batch_size]
-            try:
-                probs, novelty, presence = self._run_chunk(chunk)
-            except Exception as err:  # onnxruntime fails on this batch: find the curve(s) it fails on
-                log.warning("the model failed on a batch of %d curve(s) (%s); retrying them one by one", len(chunk), _first_line(err))
+        chunks = self._chunks(batch)
+        for chunk, answer in zip(chunks, self._run_chunks(chunks)):
+            if isinstance(answer, BaseException):  # onnxruntime fails on this batch: find the curve(s) it fails on
+                log.warning("the model failed on a batch of %d curve(s) (%s); retrying them one by one", len(chunk), _first_line(answer))
                 if len(chunk) == 1:
                     parts.append(self._no_outcomes(1, _MODEL_FAILED))
                     continue
                 parts.extend(self._predict_each(chunk[k : k + 1]) for k in range(len(chunk)))
                 continue
-            parts.append(_checked_outcomes(probs, novelty, presence))
+            parts.append(_checked_outcomes(*answer))
         return ModelOutcomes.concatenate(parts) if parts else self._no_outcomes(0)
 
     def _no_outcomes(self, n: int, failure: Failure | None = None) -> "ModelOutcomes":
