@@ -177,10 +177,15 @@ def main() -> None:
         assert rows == n, (rows, n)
         model_rate = (rate_before + rate_after) / 2
         e2e = n / wall
-        e2e_net = n / max(wall - startup, 1e-9)
         print(f"model only:  {model_rate:8.1f} curves/s (before {rate_before:.1f}, after {rate_after:.1f})")
-        print(f"end to end:  {e2e:8.1f} curves/s ({wall:.2f} s wall for {n} files); {e2e_net:.1f} curves/s less the start-up of {startup:.2f} s")
-        print(f"ratio end-to-end / model-only: {e2e / model_rate:.3f} (start-up included), {e2e_net / model_rate:.3f} (start-up subtracted)")
+        if wall > startup:
+            e2e_net = n / (wall - startup)
+            print(f"end to end:  {e2e:8.1f} curves/s ({wall:.2f} s wall for {n} files); {e2e_net:.1f} curves/s less the start-up of {startup:.2f} s")
+            print(f"ratio end-to-end / model-only: {e2e / model_rate:.3f} (start-up included), {e2e_net / model_rate:.3f} (start-up subtracted)")
+        else:  # the one-file start-up took longer than the whole run: the machine's load changed, the run says nothing
+            print(f"end to end:  {e2e:8.1f} curves/s ({wall:.2f} s wall for {n} files); the start-up ({startup:.2f} s) took longer: "
+                  "the load changed during the run, measure again")
+            print(f"ratio end-to-end / model-only: {e2e / model_rate:.3f} (start-up included)")
         del features, prepared, classifier
 
         for count in args.memory_files:
