@@ -307,8 +307,14 @@ class BNNClassifier:
             if self._call_pool is None:
                 self._call_pool = ThreadPoolExecutor(max_workers=self.model_streams, thread_name_prefix="sasview-bnn-call")
             calls = [self._call_pool.submit(self._run_chunk, chunk) for chunk in chunks]
-            return [err if (err := call.exception()) is not None else call.result() for call in calls]
-        answers: list[tuple[np.ndarray, np.ndarray, np.ndarray | None] | Exception] = []
+            answers: list[tuple[np.ndarray, np.ndarray, np.ndarray | None] | Exception] = []
+            for call in calls:
+                err = call.exception()
+                if err is not None and not isinstance(err, Exception):
+                    raise err  # an interrupt, not a failing call
+                answers.append(err if err is not None else call.result())
+            return answers
+        answers = []
         for chunk in chunks:
             try:
                 answers.append(self._run_chunk(chunk))
